@@ -1,0 +1,51 @@
+"""Per-domain preprocessing and output framing -- the one place that decides them.
+
+The original e4e code chooses both from `opts.dataset_type`: faces, horses and churches take
+256x256 inputs; cars take 192x256 (height x width) and their square renders are cropped to the
+car area (rows size/8 .. 7*size/8, i.e. 64:448 at 512).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    input_size: tuple[int, int]  # (height, width) the encoder sees
+    crop_rows: tuple[float, float] | None = None  # fraction of the render's height kept, (top, bottom)
+
+    def preprocess(self, image):
+        """PIL RGB image -> float32 tensor (3, H, W) in [-1, 1], exactly as the original's transforms:
+        PIL bilinear resize to `input_size`, ToTensor, Normalize(0.5, 0.5)."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        h, w = self.input_size
+        arr = np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32)
+        x = torch.from_numpy(arr / 255.0).permute(2, 0, 1)
+        return (x - 0.5) / 0.5
+
+    def crop(self, images):
+        """images: (N, C, S, S) renders -> (N, C, h, S) framed like the original's outputs."""
+        if self.crop_rows is None:
+            return images
+        size = images.shape[-2]
+        top, bottom = int(round(self.crop_rows[0] * size)), int(round(self.crop_rows[1] * size))
+        return images[..., top:bottom, :]
+
+
+DOMAINS = {
+    "ffhq_encode": Domain("ffhq_encode", (256, 256)),
+    "cars_encode": Domain("cars_encode", (192, 256), crop_rows=(0.125, 0.875)),
+    "horse_encode": Domain("horse_encode", (256, 256)),
+    "church_encode": Domain("church_encode", (256, 256)),
+}
+
+
+def domain_for(dataset_type: str | None) -> Domain:
+    """Unknown dataset types fall back to square 256 inputs, like the faces."""
+    if dataset_type and dataset_type in DOMAINS:
+        return DOMAINS[dataset_type]
+    return Domain(dataset_type or "ffhq_encode", (256, 256))

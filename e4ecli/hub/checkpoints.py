@@ -1,0 +1,216 @@
+"""Published checkpoint formats in, safely, and models out.
+
+Formats recognised (from the contents, never from the file name):
+  * e4e / pSp:   {'state_dict': {'encoder.*', 'decoder.*'}, 'opts': {...}, 'latent_avg'?}
+  * generator:   rosinality StyleGAN2 {'g_ema': {...}, 'latent_avg'?} (training files' 'g', 'd',
+                 'args' are ignored)
+
+Every file is read with `torch.load(weights_only=True)`: a file that would need arbitrary code
+to unpickle is refused with a CheckpointError naming it. Architecture (generator size, channel
+plan, mapping depth, encoder type and depth) comes from `opts` and the tensor shapes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from e4ecli.domains import Domain, domain_for
+from e4ecli.models.encoders import ENCODERS, ir_blocks, style_count
+from e4ecli.models.inverter import Inverter
+from e4ecli.models.stylegan2 import Generator
+
+LATENT_AVG_SAMPLES = 4096  # rosinality's `truncation_mean`; seeded so repeated runs agree
+LATENT_AVG_SEED = 0
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and says why."""
+
+
+def safe_load(path: str | Path) -> Any:
+    """torch.load with weights_only=True; argparse.Namespace (old training files' 'args') allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: the file needs arbitrary Python code to unpickle, which e4ecli never runs "
+            f"({first}). Re-save it as plain tensors (a dict of state dicts) or use a published checkpoint."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def file_id(path: str | Path) -> str:
+    """Short content hash used to identify a checkpoint in manifests and caches."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def strip_prefix(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# -- generators -------------------------------------------------------------------------------
+def generator_config(sd: dict, where: str = "generator") -> dict:
+    """Infer Generator(**config) from a rosinality g_ema state dict's keys and shapes."""
+    try:
+        mlp = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"style\.(\d+)\.weight", k)))
+        n_rgbs = len({k.split(".")[1] for k in sd if k.startswith("to_rgbs.")})
+        size = 2 ** (n_rgbs + 2)
+        channels = {4: int(sd["input.input"].shape[1])}
+        for i in range(n_rgbs):
+            channels[2 ** (i + 3)] = int(sd[f"convs.{2 * i}.conv.weight"].shape[1])
+        style_dim = int(sd["style.1.weight"].shape[0])
+    except (KeyError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{where}: not a rosinality StyleGAN2 state dict (missing {e})") from None
+    if not mlp:
+        raise CheckpointError(f"{where}: no mapping network (style.N.weight) in the generator state dict")
+    return {"size": size, "style_dim": style_dim, "n_mlp": len(mlp), "channels": channels}
+
+
+def build_generator(sd: dict, where: str = "generator") -> Generator:
+    gen = Generator(**generator_config(sd, where))
+    load_strict(gen, sd, where)
+    return gen.eval()
+
+
+def load_strict(module: nn.Module, sd: dict, where: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if bad:
+            parts.append(f"shape mismatch ({'; '.join(bad[:3])})")
+        raise CheckpointError(f"{where}: weights do not fit the {type(module).__name__} architecture: " + ", ".join(parts))
+    module.load_state_dict(sd, strict=True)
+
+
+def mean_latent(gen: Generator) -> torch.Tensor:
+    """The latent average as the original computes it when a file lacks one (seeded) -> (512,)."""
+    return gen.mean_latent(LATENT_AVG_SAMPLES, seed=LATENT_AVG_SEED)[0]
+
+
+# -- the loaded thing -------------------------------------------------------------------------
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    kind: str  # "Encoder4Editing" | "GradualStyleEncoder" | "SingleStyleCodeEncoder" | "generator"
+    generator: Generator
+    latent_avg: torch.Tensor  # (n_styles, 512) for encoders, (512,) for bare generators
+    encoder: nn.Module | None = None
+    opts: dict = field(default_factory=dict)
+    domain: Domain = field(default_factory=lambda: domain_for(None))
+    latent_avg_source: str = "file"
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.encoder is not None
+
+    @property
+    def n_styles(self) -> int:
+        return self.generator.n_latent
+
+    def inverter(self) -> Inverter:
+        if self.encoder is None:
+            raise CheckpointError(f"{self.path}: holds only a generator; inversion needs an e4e/pSp checkpoint with an encoder")
+        return Inverter(self.encoder, self.generator, self.latent_avg, bool(self.opts.get("start_from_latent_avg", True))).eval()
+
+    def to(self, device) -> "LoadedCheckpoint":
+        self.generator.to(device)
+        if self.encoder is not None:
+            self.encoder.to(device)
+        self.latent_avg = self.latent_avg.to(device)
+        return self
+
+
+def _as_dict(opts: Any) -> dict:
+    if opts is None:
+        return {}
+    if isinstance(opts, argparse.Namespace):
+        return vars(opts)
+    if isinstance(opts, dict):
+        return dict(opts)
+    raise CheckpointError(f"'opts' has unexpected type {type(opts).__name__}")
+
+
+def _ir_depth(sd: dict, where: str) -> int:
+    n_units = len({k.split(".")[1] for k in sd if k.startswith("body.")})
+    for depth in (50, 100, 152):
+        if sum(len(b) for b in ir_blocks(depth)) == n_units:
+            return depth
+    raise CheckpointError(f"{where}: the encoder body has {n_units} units, which matches no IR-SE 50/100/152 backbone")
+
+
+def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Load an e4e/pSp checkpoint or a bare rosinality generator (CPU, eval mode)."""
+    path = Path(path)
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
+    if "state_dict" in ckpt and any(str(k).startswith("encoder.") for k in ckpt["state_dict"]):
+        return _load_psp(path, ckpt)
+    if "g_ema" in ckpt:
+        gen = build_generator(ckpt["g_ema"], f"{path} [g_ema]")
+        if "latent_avg" in ckpt and ckpt["latent_avg"] is not None:
+            avg, source = ckpt["latent_avg"].float().reshape(-1)[: gen.style_dim], "file"
+        else:
+            avg, source = mean_latent(gen), f"mapping network mean of {LATENT_AVG_SAMPLES} seeded samples"
+        return LoadedCheckpoint(path, "generator", gen, avg, latent_avg_source=source)
+    keys = ", ".join(sorted(map(str, ckpt))[:6])
+    raise CheckpointError(f"{path}: not an e4e/pSp checkpoint ('state_dict' with encoder.*/decoder.*) nor a StyleGAN2 generator ('g_ema'); top-level keys: {keys}")
+
+
+def _load_psp(path: Path, ckpt: dict) -> LoadedCheckpoint:
+    try:
+        opts = _as_dict(ckpt.get("opts"))
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    sd = ckpt["state_dict"]
+    enc_sd, dec_sd = strip_prefix(sd, "encoder."), strip_prefix(sd, "decoder.")
+    if not dec_sd:
+        raise CheckpointError(f"{path}: the state dict has no decoder.* (generator) weights")
+    gen = build_generator(dec_sd, f"{path} [decoder]")
+    encoder_type = opts.get("encoder_type") or ("SingleStyleCodeEncoder" if "linear.weight" in enc_sd else "Encoder4Editing")
+    if encoder_type not in ENCODERS:
+        raise CheckpointError(f"{path}: unsupported encoder_type {encoder_type!r} (supported: {', '.join(ENCODERS)})")
+    size = int(opts.get("stylegan_size") or gen.size)
+    if size != gen.size:
+        raise CheckpointError(f"{path}: opts.stylegan_size is {size} but the decoder weights are for a {gen.size} px generator")
+    encoder = ENCODERS[encoder_type](gen.size, _ir_depth(enc_sd, f"{path} [encoder]"))
+    load_strict(encoder, enc_sd, f"{path} [encoder {encoder_type}]")
+    if encoder.style_count != gen.n_latent:
+        raise CheckpointError(f"{path}: encoder predicts {encoder.style_count} styles, generator needs {gen.n_latent}")
+
+    n = style_count(gen.size)
+    avg = ckpt.get("latent_avg")
+    source = "file"
+    if avg is None:
+        avg, source = mean_latent(gen), f"mapping network mean of {LATENT_AVG_SAMPLES} seeded samples"
+    avg = avg.float()
+    if avg.ndim == 1 or avg.shape[0] == 1:
+        avg = avg.reshape(1, -1).repeat(n, 1)
+    if tuple(avg.shape) != (n, gen.style_dim):
+        raise CheckpointError(f"{path}: latent_avg has shape {tuple(avg.shape)}, expected ({n}, {gen.style_dim}) or ({gen.style_dim},)")
+    return LoadedCheckpoint(path, encoder_type, gen, avg, encoder.eval(), opts, domain_for(opts.get("dataset_type")), source)

@@ -1,0 +1,40 @@
+"""Encoder + generator + latent average: the pSp/e4e network as one module (no I/O)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from e4ecli.models.stylegan2 import Generator
+
+
+class Inverter(nn.Module):
+    """images (N, 3, H, W) in [-1, 1] -> W+ latents (N, n_styles, 512) -> images (N, 3, S, S).
+
+    Mirrors the original pSp/e4e forward with `randomize_noise=False`: the encoder's codes are
+    offset by `latent_avg` when `start_from_latent_avg`, and the generator uses its stored noise.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: Generator, latent_avg: torch.Tensor | None, start_from_latent_avg: bool = True):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.start_from_latent_avg = bool(start_from_latent_avg)
+        self.register_buffer("latent_avg", latent_avg if latent_avg is not None else torch.zeros(decoder.n_latent, decoder.style_dim))
+
+    @property
+    def n_styles(self) -> int:
+        return self.decoder.n_latent
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        codes = self.encoder(x)
+        if self.start_from_latent_avg:
+            avg = self.latent_avg
+            codes = codes + (avg if avg.ndim == 2 else avg.unsqueeze(0)).to(codes.dtype)
+        return codes
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder.synthesis(latents)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latents = self.encode(x)
+        return self.decode(latents), latents
