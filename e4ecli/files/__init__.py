@@ -1,0 +1,1 @@
+"""Inputs and outputs of batch work: safe image decoding, output naming, atomic writes, manifests."""

@@ -1,0 +1,221 @@
+"""Batch bookkeeping shared by every command: input discovery, output naming, atomic writes,
+the manifest, and skipping finished work.
+
+Naming rule (one place): an input file given directly maps to `OUT/<stem><suffix>`; a file found
+inside a folder given as input maps to `OUT/<path inside that folder, extension replaced>`.
+Outputs never escape OUT; overlong names are shortened with a hash so they stay unique.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Collection, Iterator, Sequence
+
+MAX_COMPONENT_BYTES = 200  # leaves room for suffixes and temp-file decoration under NAME_MAX (255)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of batch work: `source` is read, outputs are named `OUT/<key><suffix>`."""
+
+    source: Path
+    key: str  # POSIX relative path without extension, e.g. "sub/b"
+
+
+def _safe_component(name: str) -> str:
+    if name in ("", ".", ".."):
+        name = f"_{name.replace('.', '_') or '_'}"
+    name = name.replace("\x00", "_")
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > MAX_COMPONENT_BYTES:
+        digest = hashlib.sha1(raw).hexdigest()[:10]
+        name = raw[: MAX_COMPONENT_BYTES - 11].decode("utf-8", "ignore") + "~" + digest
+    return name
+
+
+def make_key(relative: PurePosixPath | str) -> str:
+    """Relative path (with extension) -> output key: extension dropped, every component made safe."""
+    rel = PurePosixPath(relative)
+    parts = list(rel.parts[:-1]) + [rel.stem if rel.suffix else rel.name]
+    return "/".join(_safe_component(p) for p in parts)
+
+
+def _walk(folder: Path, extensions: Collection[str]) -> Iterator[Path]:
+    """Files below folder with a wanted extension; follows symlinks but never loops; skips hidden entries."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:  # a symlink loop, or a second way into the same directory
+            dirs[:] = []
+            continue
+        seen.add(ident)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in extensions:
+                continue
+            yield Path(root) / name
+
+
+def discover(inputs: Sequence[str | Path], extensions: Collection[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Expand files and folders (recursively) into Items; returns (items, problems).
+
+    problems: (input, reason) for inputs that do not exist. Files named directly are taken
+    whatever their extension (they are validated when read); folder scans keep only `extensions`.
+    """
+    items: list[Item] = []
+    problems: list[tuple[str, str]] = []
+    exts = {e.lower() for e in extensions}
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            for f in _walk(path, exts):
+                items.append(Item(f, make_key(PurePosixPath(f.relative_to(path).as_posix()))))
+        elif path.is_file():
+            items.append(Item(path, make_key(path.name)))
+        elif path.exists() or path.is_symlink():
+            problems.append((str(raw), "not a regular file or folder (broken link?)"))
+        else:
+            problems.append((str(raw), "no such file or folder"))
+    unique: dict[tuple[str, str], Item] = {}
+    for it in items:  # the same file reached twice (as a file and inside a folder) counts once
+        unique.setdefault((os.path.realpath(it.source), it.key), it)
+    return list(unique.values()), problems
+
+
+def collisions(items: Sequence[Item]) -> dict[str, list[Path]]:
+    """Output keys claimed by more than one source (e.g. a.jpg and a.png) -> those sources."""
+    by_key: dict[str, list[Path]] = {}
+    for it in items:
+        by_key.setdefault(it.key.casefold(), []).append(it.source)
+    return {k: v for k, v in by_key.items() if len({os.path.realpath(p) for p in v}) > 1}
+
+
+def output_path(out_dir: Path, key: str, suffix: str) -> Path:
+    """OUT/<key><suffix>, guaranteed to stay inside OUT."""
+    out = Path(out_dir) / (key + suffix)
+    base = os.path.abspath(out_dir)
+    if os.path.commonpath([base, os.path.abspath(out)]) != base:
+        raise ValueError(f"output name {key!r} would escape {out_dir}")
+    return out
+
+
+def shard(items: Sequence[Item], rank: int, world: int) -> list[Item]:
+    """Deterministic round-robin share of `items` for one of `world` processes."""
+    return [it for i, it in enumerate(items) if i % world == rank]
+
+
+# -- atomic writes ----------------------------------------------------------------------------
+def temp_name(path: Path) -> Path:
+    """Hidden sibling temp file with the same suffix (so format detection by extension works)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp{path.suffix}")
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temp path to write; on success it is fsynced and renamed onto `path`, else removed.
+
+    A process killed at any moment leaves either the old state or the complete new file,
+    never a truncated one under the final name (temp files are hidden and never picked up).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    with atomic_output(path) as tmp:
+        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def save_image(path: Path, array) -> None:
+    """uint8 (H, W, 3) -> image file (format from the suffix), atomically."""
+    from PIL import Image
+
+    with atomic_output(path) as tmp:
+        Image.fromarray(array).save(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# -- manifest ---------------------------------------------------------------------------------
+@dataclass
+class Record:
+    source: str
+    output: str
+    status: str  # "ok" | "skipped" | "failed"
+    error: str | None = None
+    checkpoint: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = {"source": self.source, "output": self.output, "status": self.status, "error": self.error, "checkpoint": self.checkpoint}
+        d.update(self.extra)
+        return json.dumps(d, ensure_ascii=False)
+
+
+class Manifest:
+    """OUT/manifest.jsonl: one JSON line per input (source, output, status, error, checkpoint).
+
+    Lines are appended and flushed as results arrive (a killed run keeps what it finished);
+    `close()` compacts the file atomically to the newest line per output. Earlier runs' lines
+    are kept, so a rerun that skips finished files still lists them.
+    """
+
+    def __init__(self, out_dir: Path, name: str = "manifest.jsonl"):
+        self.path = Path(out_dir) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, str] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._records[str(rec["output"])] = json.dumps(rec, ensure_ascii=False)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line torn by a kill: dropped at compaction
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def add(self, record: Record) -> None:
+        line = record.to_json()
+        if record.status == "skipped" and record.output in self._records:
+            return  # keep the record of the run that made it
+        self._records[record.output] = line
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.close()
+        write_text(self.path, "".join(line + "\n" for line in self._records.values()))
+
+    def __enter__(self) -> "Manifest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,41 @@
+"""Reading W+ latents (.npy) safely and checking them against a generator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+LATENT_EXTENSIONS = frozenset({".npy"})
+
+
+class LatentError(ValueError):
+    """A latents file that cannot be used; str() is the reason (the caller names the file)."""
+
+
+def load_latent(path: str | Path, n_styles: int, style_dim: int = 512) -> np.ndarray:
+    """.npy -> float32 (n_styles, style_dim). Accepts (n_styles, d), (1, n_styles, d), and a single
+    W code (d,) / (1, d), which is repeated for every style. Never unpickles."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise LatentError(f"not a .npy file (got {path.suffix or 'no extension'})")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise LatentError(f"cannot read latents: {e} (object arrays are never unpickled)") from None
+    except (OSError, EOFError) as e:
+        raise LatentError(f"cannot read latents: {e}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise LatentError(f"latents must be a numeric array, got dtype {getattr(arr, 'dtype', type(arr).__name__)}")
+    shape = arr.shape
+    if arr.ndim == 3 and shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2 and arr.shape[0] == 1 and arr.shape[1] == style_dim:
+        arr = arr[0]
+    if arr.ndim == 1 and arr.shape[0] == style_dim:
+        arr = np.repeat(arr[None], n_styles, axis=0)
+    if arr.shape != (n_styles, style_dim):
+        raise LatentError(f"latents shape {shape} does not fit the generator, which needs ({n_styles}, {style_dim}) W+ codes (or a ({style_dim},) W code)")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise LatentError("latents contain NaN or infinite values")
+    return arr

@@ -1,0 +1,59 @@
+"""Invert images into W+ latents: OUT/<key>.npy (float32 (n_styles, 512), latent_avg included),
+optionally with the reconstruction OUT/<key>.png."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from e4ecli.files.batch import Item, save_image, save_npy
+from e4ecli.files.images import ImageError, area_resize, load_rgb, to_uint8
+from e4ecli.hub.checkpoints import LoadedCheckpoint
+from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished
+
+
+class _Preprocess:
+    """Picklable decode function for DataLoader workers: file -> model input tensor (3, H, W)."""
+
+    def __init__(self, domain):
+        self.domain = domain
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        return self.domain.preprocess(load_rgb(path))
+
+
+def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, batch_size: int = 4,
+           workers: int = 0, save_reconstructions: bool = False, size: int | None = None, overwrite: bool = False) -> Iterator[Result]:
+    """Yield one Result per item, in order of completion (skipped ones first)."""
+    suffixes = [".npy"] + ([".png"] if save_reconstructions else [])
+    todo, skipped = split_finished(items, out_dir, suffixes, overwrite)
+    yield from skipped
+    model = ckpt.inverter().to(device)
+    for batch in decoded_batches(todo, _Preprocess(ckpt.domain), batch_size, workers, expected=(ImageError,)):
+        good = [(it, x) for it, x, err in batch if err is None]
+        for it, _, err in batch:
+            if err is not None:
+                yield Result(it, "failed", error=err)
+        if not good:
+            continue
+        x = torch.stack([x for _, x in good]).to(device)
+        with torch.inference_mode():
+            latents = model.encode(x)
+            images = None
+            if save_reconstructions:
+                images = ckpt.domain.crop(model.decode(latents))
+                if size:
+                    images = area_resize(images, size)
+        lat = latents.float().cpu().numpy()
+        pix = to_uint8(images) if images is not None else None
+        for j, (it, _) in enumerate(good):
+            outs = outputs_for(it, out_dir, suffixes)
+            try:
+                save_npy(outs[0], lat[j])
+                if pix is not None:
+                    save_image(outs[1], pix[j])
+            except OSError as e:
+                yield Result(it, "failed", error=f"cannot write output: {e}")
+                continue
+            yield Result(it, "ok", outs)
