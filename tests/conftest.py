@@ -1,0 +1,64 @@
+"""Shared fixtures: the conformance kit (../shared/conformance) and checkpoints written from it."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KIT = ROOT.parent / "shared" / "conformance"
+
+
+def kit_or_skip() -> Path:
+    if not (KIT / "weights.py").is_file():
+        pytest.skip(f"conformance kit not found at {KIT} (it lives in ../shared beside the repository)")
+    if str(KIT) not in sys.path:
+        sys.path.insert(0, str(KIT))
+    return KIT
+
+
+@pytest.fixture(scope="session")
+def kit() -> Path:
+    return kit_or_skip()
+
+
+@pytest.fixture(scope="session")
+def kit_weights(kit):
+    import weights  # noqa: F401  (the kit's module, on sys.path via kit_or_skip)
+
+    return weights
+
+
+@pytest.fixture(scope="session")
+def case_checkpoint(kit_weights, tmp_path_factory):
+    """case name -> path of the checkpoint file that case was computed from (written once per session)."""
+    made: dict[str, Path] = {}
+    folder = tmp_path_factory.mktemp("kit_checkpoints")
+
+    def get(case: str) -> Path:
+        if case not in made:
+            made[case] = kit_weights.write_checkpoint(case, folder / f"{case}.pt")
+        return made[case]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def case_arrays(kit):
+    cache: dict[str, dict] = {}
+
+    def get(case: str) -> dict:
+        if case not in cache:
+            with np.load(kit / "cases" / f"{case}.npz") as z:
+                cache[case] = {k: z[k] for k in z.files}
+        return cache[case]
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Never touch the user's real cache from tests."""
+    monkeypatch.setenv("E4E_HOME", str(tmp_path / "e4e_home"))

@@ -1,0 +1,119 @@
+"""The checkpoint loader: safe unpickling, clear errors, architecture from contents."""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, mean_latent
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_pickle_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pt"
+    torch.save({"g_ema": {}, "x": _Evil(marker)}, bad)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(bad)
+    assert str(bad) in str(e.value) and "refused" in str(e.value)
+    assert not marker.exists()
+
+
+def test_plain_pickle_file_with_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned2"
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(bad)
+    assert not marker.exists()
+
+
+def test_not_a_checkpoint_and_missing_file(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(junk)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"model": {"a": torch.zeros(1)}}, other)
+    with pytest.raises(CheckpointError, match="top-level keys: model"):
+        load_checkpoint(other)
+
+
+def test_unexpected_keys_and_shapes_are_named(tmp_path, case_checkpoint):
+    ckpt = torch.load(case_checkpoint("stylegan2_64_cm1"), weights_only=True)
+    sd = dict(ckpt["g_ema"])
+    sd["extra.weight"] = torch.zeros(3)
+    p = tmp_path / "extra.pt"
+    torch.save({"g_ema": sd}, p)
+    with pytest.raises(CheckpointError, match=r"unexpected \(e.g. extra.weight\)"):
+        load_checkpoint(p)
+    sd = dict(ckpt["g_ema"])
+    sd["conv1.activate.bias"] = torch.zeros(7)
+    torch.save({"g_ema": sd}, p)
+    with pytest.raises(CheckpointError, match=r"conv1.activate.bias: file \(7,\) vs model \(512,\)"):
+        load_checkpoint(p)
+
+
+def test_missing_latent_avg_is_computed_deterministically(tmp_path, case_checkpoint):
+    ckpt = torch.load(case_checkpoint("stylegan2_64_cm1"), weights_only=True)
+    p = tmp_path / "noavg.pt"
+    torch.save({"g_ema": ckpt["g_ema"]}, p)
+    a, b = load_checkpoint(p), load_checkpoint(p)
+    assert a.latent_avg_source != "file"
+    assert torch.equal(a.latent_avg, b.latent_avg) and a.latent_avg.shape == (512,)
+    assert torch.equal(a.latent_avg, mean_latent(a.generator))
+    # it is the mapping network's mean, so it lies close to the mean of fresh samples
+    with torch.no_grad():
+        fresh = a.generator.mapping(torch.randn(4096, 512, generator=torch.Generator().manual_seed(123))).mean(0)
+    assert torch.nn.functional.cosine_similarity(fresh, a.latent_avg, dim=0) > 0.99
+
+
+def test_training_file_with_argparse_namespace_loads(tmp_path, case_checkpoint):
+    ckpt = torch.load(case_checkpoint("stylegan2_64_cm1"), weights_only=True)
+    p = tmp_path / "train.pt"
+    torch.save({"g_ema": ckpt["g_ema"], "g": ckpt["g_ema"], "args": argparse.Namespace(size=64, n_mlp=8), "latent_avg": ckpt["latent_avg"]}, p)
+    loaded = load_checkpoint(p)
+    assert loaded.kind == "generator" and loaded.generator.size == 64
+
+
+def test_architecture_comes_from_contents_not_name(tmp_path, case_checkpoint, case_arrays):
+    misleading = tmp_path / "e4e_ffhq_encode_1024.pt"
+    misleading.write_bytes(case_checkpoint("psp_256").read_bytes())
+    ckpt = load_checkpoint(misleading)
+    assert ckpt.kind == "GradualStyleEncoder" and ckpt.generator.size == 256 and ckpt.n_styles == 14
+
+
+def test_start_from_latent_avg_false_is_respected(tmp_path, case_checkpoint, case_arrays):
+    ck = torch.load(case_checkpoint("single_256"), weights_only=True)
+    ck["opts"] = dict(ck["opts"], start_from_latent_avg=False)
+    p = tmp_path / "noavg_start.pt"
+    torch.save(ck, p)
+    loaded = load_checkpoint(p)
+    x = torch.from_numpy(case_arrays("single_256")["x"][:1])
+    with torch.inference_mode():
+        codes = loaded.encoder(x)
+        assert torch.allclose(loaded.inverter().encode(x), codes)
+    expected = case_arrays("single_256")["latents"][:1] - case_arrays("single_256")["latent_avg"][None]
+    assert np.abs(codes.numpy() - expected).max() < 1e-3
+
+
+def test_opts_stylegan_size_must_match_weights(tmp_path, case_checkpoint):
+    ck = torch.load(case_checkpoint("single_256"), weights_only=True)
+    ck["opts"] = dict(ck["opts"], stylegan_size=1024)
+    p = tmp_path / "wrong_size.pt"
+    torch.save(ck, p)
+    with pytest.raises(CheckpointError, match="stylegan_size is 1024"):
+        load_checkpoint(p)
