@@ -15,6 +15,7 @@ Public API: `cache_dir`, `entries`, `resolve`, `download`, `Entry`, `ZooError` (
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import sys
@@ -184,26 +185,32 @@ def source_url(source: str) -> str:
     return source
 
 
-def offline_message(entry: Entry, reason: str | None = None) -> str:
-    """Exactly which file to put where, for machines that cannot (or may not) download it."""
+def offline_message(entry: Entry, headline: str | None = None) -> str:
+    """Exactly which file to put where, for machines that cannot (or may not) download it.
+
+    `headline` replaces the first line, which by default says why the file is not usable.
+    """
     path = entry.path
-    state = reason or (
-        f"{path} has the wrong size ({path.stat().st_size} bytes, expected {entry.size})"
-        if path.is_file()
-        else "not downloaded yet"
-    )
+    if headline is None:
+        headline = (
+            f"weights '{entry.name}': {path} has the wrong size ({path.stat().st_size} bytes, expected {entry.size})."
+            if path.is_file()
+            else f"weights '{entry.name}' ({entry.filename}) are not in the cache ({cache_dir()})."
+        )
     expect = [f"sha256 {entry.sha256}" if entry.sha256 else "sha256 not recorded"]
     if entry.size is not None:
         expect.append(f"size {entry.size} bytes ({human_size(entry.size)})")
     lines = [
-        f"weights '{entry.name}' ({entry.filename}) are not in the cache: {state}.",
-        f"Download {entry.filename} from one of:",
+        headline,
+        f"To work offline, download {entry.filename} from one of:",
         *(f"  {source_url(s)}" for s in entry.sources),
         "and place it at:",
         f"  {path}",
         f"(expected: {', '.join(expect)}).",
-        f"Or point E4E_HOME at a folder that holds {entry.filename} (the cache is {cache_dir()}), "
-        f"or run `e4e weights download {entry.name}` on a machine with internet access.",
+        (
+            f"Or set E4E_HOME to a folder that already holds {entry.filename}, "
+            f"or run `e4e weights download {entry.name}` where the internet is reachable."
+        ),
     ]
     return "\n".join(lines)
 
@@ -270,29 +277,40 @@ def _drive_link_to_source(url: str) -> str:
 
 
 def _download_entry(entry: Entry, sources: tuple[str, ...], force: bool, progress: bool) -> Path:
-    """Try each source until one delivers a verified file, then move it into place."""
+    """Fetch `entry` into the cache under its lock; cache I/O failures become a ZooError."""
     dest = entry.path
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(dest, entry.name, progress):
+            if force:
+                _discard_partials(dest)
+            elif is_cached(entry):  # possibly fetched by another process while we waited
+                return dest
+            failures = _try_sources(entry, sources, progress)
     except OSError as e:
-        raise ZooError(f"cannot create the cache folder {dest.parent} ({e}); set E4E_HOME elsewhere") from None
-    with _exclusive(dest, entry.name, progress):
-        if force:
-            _discard_partials(dest)
-        elif is_cached(entry):  # possibly fetched by another process while we waited
-            return dest
-        failures = []
-        for source in sources:
-            try:
-                fetched = _fetch(source, entry, progress)
-                _verify(entry, fetched, progress)
-            except _SourceFailed as e:
-                failures.append(f"  {source}: {e}")
-                continue
-            os.replace(fetched, dest)
-            return dest
-    details = "\n".join(failures)
-    raise ZooError(f"could not download '{entry.name}':\n{details}\n{offline_message(entry, 'the download failed')}")
+        raise ZooError(f"cannot write the cache folder {dest.parent} ({e}); set E4E_HOME to a writable folder") from None
+    if not failures:
+        return dest
+    headline = "\n".join([f"could not download '{entry.name}':", *failures])
+    raise ZooError(offline_message(entry, headline))
+
+
+def _try_sources(entry: Entry, sources: tuple[str, ...], progress: bool) -> list[str]:
+    """Try each source until one delivers a verified file, which is moved into place.
+
+    Returns one line per failed source (so an empty list means success).
+    """
+    failures = []
+    for source in sources:
+        try:
+            fetched = _fetch(source, entry, progress)
+            _verify(entry, fetched, progress)
+        except _SourceFailed as e:
+            failures.append(f"  {source}: {e}")
+            continue
+        os.replace(fetched, entry.path)
+        return []
+    return failures
 
 
 def _fetch(source: str, entry: Entry, progress: bool) -> Path:
@@ -383,6 +401,7 @@ def _fetch_http(url: str, part: Path, expected_size: int | None, progress: bool)
 
 def _open(url: str, offset: int) -> Any:
     """urlopen with a Range header from `offset`; None for 416 (range not satisfiable)."""
+    import http.client
     from urllib.error import HTTPError, URLError
     from urllib.request import Request, urlopen
 
@@ -396,7 +415,7 @@ def _open(url: str, offset: int) -> Any:
         if e.code == 416 and offset:
             return None
         raise _SourceFailed(f"HTTP {e.code} {e.reason}") from None
-    except (URLError, OSError) as e:
+    except (URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
         raise _SourceFailed(f"cannot connect ({reason})") from None
 
@@ -477,8 +496,11 @@ def _fetch_gdrive(file_id: str, entry: Entry, progress: bool) -> Path:
     retrieval = getattr(getattr(gdown, "exceptions", None), "FileURLRetrievalError", None)
     if retrieval is not None:
         errors += (retrieval,)
+    options: dict[str, Any] = {"quiet": not progress, "resume": True}
+    if "timeout" in inspect.signature(gdown.download).parameters:  # newer gdown releases
+        options["timeout"] = TIMEOUT_S
     try:
-        out = gdown.download(id=file_id, output=str(staging), quiet=not progress, resume=True)
+        out = gdown.download(id=file_id, output=str(staging), **options)
     except errors as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise _SourceFailed(f"Google Drive: {first}") from None
