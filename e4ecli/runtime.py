@@ -27,3 +27,87 @@ def resolve_device(spec: str = "auto"):
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("--device mps: Apple MPS is not available here; use --device cpu")
     return device
+
+
+# -- precision --------------------------------------------------------------------------------
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def autocast(device, precision: str = "fp32"):
+    """Context manager running the model at `precision` (autocast for fp16/bf16; fp32 as is)."""
+    import contextlib
+
+    import torch
+
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def tune_for(device) -> None:
+    """Backend switches that only help: cuDNN autotuning and TF32-free fp32 (results stay fp32-exact)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+# -- torchrun ---------------------------------------------------------------------------------
+class Dist:
+    """Rank and world of this process; a world of 1 unless started by torchrun (RANK/WORLD_SIZE set)."""
+
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, initialised: bool = False):
+        self.rank, self.world, self.local_rank, self.initialised = rank, world, local_rank, initialised
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj` on every rank (a list of one outside torchrun)."""
+        if not self.initialised:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.initialised = False
+
+
+def setup_distributed(device_spec: str = "auto") -> tuple[Dist, object]:
+    """(Dist, device). Under torchrun: joins the process group (NCCL on CUDA, else gloo) and picks
+    cuda:LOCAL_RANK for --device auto/cuda; otherwise a world of one and resolve_device(device_spec)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device_spec)
+    import torch
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_spec)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank, True), device

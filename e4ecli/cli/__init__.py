@@ -26,6 +26,7 @@ app = typer.Typer(
 from e4ecli.cli import invert as _invert  # noqa: E402,F401
 from e4ecli.cli import render as _render  # noqa: E402,F401
 from e4ecli.cli import weights as _weights  # noqa: E402,F401
+from e4ecli.cli import bench as _bench  # noqa: E402,F401
 app.add_typer(_weights.weights_app, name="weights")
 
 

@@ -40,6 +40,20 @@ def device_or_die(spec: str):
         die(str(e))
 
 
+def distributed_or_die(device_spec: str, precision: str = "fp32"):
+    """(Dist, torch.device): joins torchrun's process group when launched by it; tunes the backend."""
+    from e4ecli.runtime import PRECISIONS, DeviceError, setup_distributed, tune_for
+
+    if precision not in PRECISIONS:
+        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    try:
+        dist, device = setup_distributed(device_spec)
+    except DeviceError as e:
+        die(str(e))
+    tune_for(device)
+    return dist, device
+
+
 def load_model(spec: str) -> tuple["LoadedCheckpoint", str]:
     """Zoo name or path -> (loaded checkpoint, short id for manifests); friendly exit on failure."""
     from e4ecli.hub.checkpoints import CheckpointError, file_id, load_checkpoint
@@ -80,23 +94,32 @@ def discover_or_die(inputs: Sequence[Path], extensions, out_dir: Path) -> tuple[
 
 
 def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
-                      problems: Sequence[tuple[str, str]] = (), suffix: str = "") -> int:
-    """Consume pipeline Results: progress bar with ETA, one line per failure, manifest, summary table."""
+                      problems: Sequence[tuple[str, str]] = (), suffix: str = "", dist=None) -> int:
+    """Consume pipeline Results: progress bar with ETA, one line per failure, manifest, summary table.
+
+    Under torchrun (`dist.world > 1`) each rank writes manifest.rank<r>.jsonl; rank 0 merges them into
+    manifest.jsonl and prints the summary of all ranks; every rank returns the same exit code.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from e4ecli.files.batch import Manifest, Record
+    from e4ecli.runtime import Dist
 
+    dist = dist or Dist()
     counts: Counter = Counter()
+    problems = list(problems) if dist.is_main else []  # every rank saw the same missing inputs
     failures: list[tuple[str, str]] = list(problems)
     counts["failed"] += len(problems)
     start = time.perf_counter()
-    with Manifest(out_dir) as manifest, Progress(
+    name = "manifest.jsonl" if dist.world == 1 else f"manifest.rank{dist.rank}.jsonl"
+    with Manifest(out_dir, name) as manifest, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        disable=not dist.is_main,
     ) as progress:
         for src, why in problems:
             manifest.add(Record(src, "", "failed", why, checkpoint_id))
-        task = progress.add_task(label, total=total)
+        task = progress.add_task(label if dist.world == 1 else f"{label} (rank 0 of {dist.world})", total=total)
         for r in results:
             counts[r.status] += 1
             out = str(r.outputs[0].relative_to(out_dir)) if r.outputs else r.item.key + suffix
@@ -106,7 +129,17 @@ def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, 
                 progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")
             progress.advance(task)
     elapsed = time.perf_counter() - start
-    print_summary(label, counts, failures, elapsed, out_dir)
+    if dist.world > 1:
+        gathered = dist.gather((dict(counts), failures))
+        counts, failures = Counter(), []
+        for c, f in gathered:
+            counts.update(c)
+            failures.extend(f)
+        dist.barrier()
+        if dist.is_main:
+            Manifest(out_dir).absorb_parts()
+    if dist.is_main:
+        print_summary(label, counts, failures, elapsed, out_dir)
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 

@@ -24,6 +24,7 @@ def invert_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.npy per image, mirroring the input tree, plus manifest.jsonl."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline)."),
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
@@ -31,18 +32,22 @@ def invert_cmd(
     overwrite: bool = typer.Option(False, help="Redo inputs whose outputs already exist (default: skip them)."),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
-    from e4ecli.cli.common import device_or_die, discover_or_die, load_model, run_with_progress
+    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, run_with_progress
+    from e4ecli.files.batch import shard
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
-    dev = device_or_die(device)
+    dist, dev = distributed_or_die(device, precision)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
     if not items and not problems:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
+    items = shard(items, dist.rank, dist.world)
     ckpt, ident = load_model(checkpoint)
     if not ckpt.has_encoder:
         die(f"{checkpoint} holds only a generator; `e4e invert` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
     from e4ecli.pipelines.invert import invert
 
-    results = invert(items, ckpt, out, device=dev, batch_size=batch_size, workers=workers,
+    results = invert(items, ckpt, out, device=dev, precision=precision, batch_size=batch_size, workers=workers,
                      save_reconstructions=save_reconstructions, size=size, overwrite=overwrite)
-    raise typer.Exit(run_with_progress(results, len(items), "invert", out, ident, problems, suffix=".npy"))
+    code = run_with_progress(results, len(items), "invert", out, ident, problems, suffix=".npy", dist=dist)
+    dist.close()
+    raise typer.Exit(code)

@@ -191,14 +191,30 @@ class Manifest:
         self.path = Path(out_dir) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, str] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                    self._records[str(rec["output"])] = json.dumps(rec, ensure_ascii=False)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line torn by a kill: dropped at compaction
+        self._read(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
+
+    def _read(self, path: Path) -> None:
+        if not path.exists():
+            return
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+                out = str(rec["output"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a kill: dropped at compaction
+            if rec.get("status") == "skipped" and out in self._records:
+                continue
+            self._records[out] = json.dumps(rec, ensure_ascii=False)
+
+    def absorb_parts(self, pattern: str = "manifest.rank*.jsonl") -> None:
+        """Fold the per-rank parts written under torchrun into this manifest, then delete them."""
+        parts = sorted(self.path.parent.glob(pattern))
+        for part in parts:
+            self._read(part)
+        self.close()
+        for part in parts:
+            part.unlink(missing_ok=True)
 
     def add(self, record: Record) -> None:
         line = record.to_json()

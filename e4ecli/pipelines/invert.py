@@ -10,6 +10,7 @@ import torch
 from e4ecli.files.batch import Item, save_image, save_npy
 from e4ecli.files.images import ImageError, area_resize, load_rgb, to_uint8
 from e4ecli.hub.checkpoints import LoadedCheckpoint
+from e4ecli.runtime import autocast
 from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished
 
 
@@ -23,7 +24,7 @@ class _Preprocess:
         return self.domain.preprocess(load_rgb(path))
 
 
-def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, batch_size: int = 4,
+def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
            workers: int = 0, save_reconstructions: bool = False, size: int | None = None, overwrite: bool = False) -> Iterator[Result]:
     """Yield one Result per item, in order of completion (skipped ones first)."""
     suffixes = [".npy"] + ([".png"] if save_reconstructions else [])
@@ -38,7 +39,7 @@ def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
         if not good:
             continue
         x = torch.stack([x for _, x in good]).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, precision):
             latents = model.encode(x)
             images = None
             if save_reconstructions:

@@ -11,6 +11,7 @@ from e4ecli.files.batch import Item, save_image
 from e4ecli.files.images import area_resize, to_uint8
 from e4ecli.files.latents import LatentError, load_latent
 from e4ecli.hub.checkpoints import LoadedCheckpoint
+from e4ecli.runtime import autocast
 from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished
 
 
@@ -22,7 +23,7 @@ class _ReadLatent:
         return load_latent(path, self.n_styles, self.style_dim)
 
 
-def render(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, batch_size: int = 4,
+def render(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
            size: int | None = None, overwrite: bool = False, workers: int = 0) -> Iterator[Result]:
     todo, skipped = split_finished(items, out_dir, [".png"], overwrite)
     yield from skipped
@@ -36,7 +37,7 @@ def render(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
         if not good:
             continue
         w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, precision):
             images = ckpt.domain.crop(gen.synthesis(w))
             if size:
                 images = area_resize(images, size)

@@ -1,0 +1,68 @@
+"""`e4e bench`: how fast inversion + rendering run here, against the machine's own matmul peak."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from e4ecli.cli import app
+from e4ecli.cli.common import DEVICE_HELP, console, die
+
+
+@app.command(
+    "bench",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e bench                                   # published FFHQ architecture, 1024 px, CPU or GPU\n\n"
+        "  e4e bench --device cuda --batch-size 8 --precision fp16\n\n"
+        "  e4e bench --checkpoint e4e_ffhq_encode.pt --json bench.json"
+    ),
+)
+def bench_cmd(
+    size: int = typer.Option(1024, help="Generator resolution of the randomly initialised published architecture (ignored with --checkpoint)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Time a real e4e/pSp checkpoint instead of random weights."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast)."),
+    iters: int = typer.Option(3, min=1, help="Timed repetitions (the median is reported) after one warm-up."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Measure per-image encoder, generator and end-to-end time, the fp32 matmul peak and the efficiency."""
+    from rich.table import Table
+
+    from e4ecli.cli.common import distributed_or_die, load_model
+    from e4ecli.files.batch import write_text
+    from e4ecli.pipelines.bench import bench
+
+    _, dev = distributed_or_die(device, precision)
+    if checkpoint:
+        ckpt, _ = load_model(checkpoint)
+        if not ckpt.has_encoder:
+            die(f"{checkpoint} holds only a generator; bench needs an e4e/pSp checkpoint")
+        model, input_size = ckpt.inverter(), ckpt.domain.input_size
+    else:
+        if size < 16 or size & (size - 1):
+            die(f"--size must be a power of two >= 16, got {size}")
+        import torch
+
+        from e4ecli.models.encoders import Encoder4Editing
+        from e4ecli.models.inverter import Inverter
+        from e4ecli.models.stylegan2 import Generator
+
+        torch.manual_seed(0)
+        gen = Generator(size)
+        model, input_size = Inverter(Encoder4Editing(size), gen, None, False), (256, 256)
+    with console.status(f"timing on {dev} (batch {batch_size}, {precision})"):
+        r = bench(model, dev, input_size=input_size, batch_size=batch_size, precision=precision, iters=iters)
+    table = Table(title=f"e4e bench: {r.size} px, batch {r.batch_size}, {r.precision} on {r.device}", title_justify="left")
+    for col in ("", "GFLOP / image", "s / image", "images / s"):
+        table.add_column(col, justify="right")
+    table.add_row("encoder", f"{r.encoder_gflop_per_image:.1f}", f"{r.encoder_s_per_image:.3f}", f"{1 / r.encoder_s_per_image:.2f}")
+    table.add_row("generator", f"{r.generator_gflop_per_image:.1f}", f"{r.generator_s_per_image:.3f}", f"{1 / r.generator_s_per_image:.2f}")
+    table.add_row("end to end", f"{r.encoder_gflop_per_image + r.generator_gflop_per_image:.1f}", f"{r.end_to_end_s_per_image:.3f}", f"{r.images_per_s:.2f}")
+    console.print(table)
+    console.print(f"fp32 matmul peak: {r.peak_gflops:.0f} GFLOP/s   efficiency: [bold]{100 * r.efficiency:.0f}%[/] of peak")
+    if json_out:
+        write_text(json_out, json.dumps(r.as_dict(), indent=2) + "\n")
