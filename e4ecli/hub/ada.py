@@ -42,6 +42,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import pickletools
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -56,8 +57,8 @@ from e4ecli.models.stylegan2 import Generator, channel_plan
 
 ROSINALITY_LR_MLP = 0.01
 UP_GAIN = 4.0  # 2x upsampling: the filter is scaled by up**2
-# first bytes of a legacy (non-zip) torch.save file: the pickled magic number 0x1950a86a20f9469cfc6c
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+# a legacy (non-zip) torch.save file starts with a pickle of this magic number
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 class AdaPickleError(CheckpointError):
@@ -151,7 +152,8 @@ class AdaUnpickler(pickle.Unpickler):
         except KeyError:
             raise AdaPickleError(
                 f"{self.where}: refused to load: the pickle references the global {module}.{name}, which is not part of a "
-                f"StyleGAN2-ADA network pickle; e4ecli never runs code from a pickle"
+                f"StyleGAN2-ADA network pickle; e4ecli never runs code from a pickle (if the file is a genuine stylegan2-ada-pytorch "
+                f"snapshot, report this global so it can be reviewed and allowed)"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
@@ -163,10 +165,15 @@ def is_plain_pickle(path: str | Path) -> bool:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(len(_LEGACY_TORCH_MAGIC))
-    except OSError:
+            if f.read(1) != b"\x80" or zipfile.is_zipfile(f):
+                return False
+            f.seek(0)
+            for op, arg, _ in pickletools.genops(f):  # reads only up to the first value
+                if op.name not in ("PROTO", "FRAME"):
+                    return not (op.name == "LONG1" and arg == _LEGACY_TORCH_MAGIC)
+    except (OSError, ValueError):
         return False
-    return head[:1] == b"\x80" and not head.startswith(_LEGACY_TORCH_MAGIC) and not zipfile.is_zipfile(path)
+    return False
 
 
 def read_pickle(path: str | Path) -> Any:
