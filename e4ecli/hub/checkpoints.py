@@ -3,7 +3,12 @@
 Formats recognised (from the contents, never from the file name):
   * e4e / pSp:   {'state_dict': {'encoder.*', 'decoder.*'}, 'opts': {...}, 'latent_avg'?}
   * generator:   rosinality StyleGAN2 {'g_ema': {...}, 'latent_avg'?} (training files' 'g', 'd',
-                 'args' are ignored)
+                 'args' are ignored); the project's own generator layout is the same plus
+                 'e4ecli_generator_config': {'size', 'style_dim', 'n_mlp', 'channels', 'conv_clamp', ...}
+                 (written by `e4e convert` when rosinality's code cannot express the generator;
+                 size/style_dim/n_mlp/channels must agree with the weights, conv_clamp is applied)
+  * NVIDIA StyleGAN2-ADA snapshot (.pkl, a plain pickle): its G_ema, via e4ecli.hub.ada, which
+    never executes the source code such pickles embed
 
 Every file is read with `torch.load(weights_only=True)`: a file that would need arbitrary code
 to unpickle is refused with a CheckpointError naming it. Architecture (generator size, channel
@@ -29,6 +34,7 @@ from e4ecli.models.stylegan2 import Generator
 
 LATENT_AVG_SAMPLES = 4096  # rosinality's `truncation_mean`; seeded so repeated runs agree
 LATENT_AVG_SEED = 0
+GENERATOR_CONFIG_KEY = "e4ecli_generator_config"
 
 
 class CheckpointError(ValueError):
@@ -84,10 +90,31 @@ def generator_config(sd: dict, where: str = "generator") -> dict:
     return {"size": size, "style_dim": style_dim, "n_mlp": len(mlp), "channels": channels}
 
 
-def build_generator(sd: dict, where: str = "generator") -> Generator:
-    gen = Generator(**generator_config(sd, where))
+def build_generator(sd: dict, where: str = "generator", file_config: Any = None) -> Generator:
+    """Generator from a g_ema state dict; `file_config`: the file's GENERATOR_CONFIG_KEY entry, if any."""
+    config = generator_config(sd, where)
+    if file_config is not None:
+        config["conv_clamp"] = _check_file_config(file_config, config, where)
+    gen = Generator(**config)
     load_strict(gen, sd, where)
     return gen.eval()
+
+
+def _check_file_config(file_config: Any, inferred: dict, where: str) -> float | None:
+    """Validate a GENERATOR_CONFIG_KEY entry against the weights -> conv_clamp (None: off)."""
+    if not isinstance(file_config, dict):
+        raise CheckpointError(f"{where}: {GENERATOR_CONFIG_KEY} is a {type(file_config).__name__}, expected a dict")
+    for key in ("size", "style_dim", "n_mlp", "channels"):
+        if key in file_config:
+            value = file_config[key]
+            if key == "channels" and isinstance(value, dict):
+                value = {int(k): int(v) for k, v in value.items()}
+            if value != inferred[key]:
+                raise CheckpointError(f"{where}: {GENERATOR_CONFIG_KEY}[{key!r}] is {value}, but the weights say {inferred[key]}")
+    clamp = file_config.get("conv_clamp")
+    if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or clamp <= 0):
+        raise CheckpointError(f"{where}: {GENERATOR_CONFIG_KEY}['conv_clamp'] must be a positive number or None, got {clamp!r}")
+    return None if clamp is None else float(clamp)
 
 
 def load_strict(module: nn.Module, sd: dict, where: str) -> None:
@@ -164,15 +191,19 @@ def _ir_depth(sd: dict, where: str) -> int:
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    """Load an e4e/pSp checkpoint or a bare rosinality generator (CPU, eval mode)."""
+    """Load an e4e/pSp checkpoint, a bare rosinality generator or a StyleGAN2-ADA .pkl (CPU, eval mode)."""
     path = Path(path)
+    from e4ecli.hub import ada
+
+    if ada.is_plain_pickle(path):
+        return ada.load_ada(path)
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
     if "state_dict" in ckpt and any(str(k).startswith("encoder.") for k in ckpt["state_dict"]):
         return _load_psp(path, ckpt)
     if "g_ema" in ckpt:
-        gen = build_generator(ckpt["g_ema"], f"{path} [g_ema]")
+        gen = build_generator(ckpt["g_ema"], f"{path} [g_ema]", ckpt.get(GENERATOR_CONFIG_KEY))
         if "latent_avg" in ckpt and ckpt["latent_avg"] is not None:
             avg, source = ckpt["latent_avg"].float().reshape(-1)[: gen.style_dim], "file"
         else:
@@ -191,7 +222,7 @@ def _load_psp(path: Path, ckpt: dict) -> LoadedCheckpoint:
     enc_sd, dec_sd = strip_prefix(sd, "encoder."), strip_prefix(sd, "decoder.")
     if not dec_sd:
         raise CheckpointError(f"{path}: the state dict has no decoder.* (generator) weights")
-    gen = build_generator(dec_sd, f"{path} [decoder]")
+    gen = build_generator(dec_sd, f"{path} [decoder]", ckpt.get(GENERATOR_CONFIG_KEY))
     encoder_type = opts.get("encoder_type") or ("SingleStyleCodeEncoder" if "linear.weight" in enc_sd else "Encoder4Editing")
     if encoder_type not in ENCODERS:
         raise CheckpointError(f"{path}: unsupported encoder_type {encoder_type!r} (supported: {', '.join(ENCODERS)})")

@@ -6,7 +6,9 @@ Differences from the original `model.py`, none of which change the numbers:
   * modulated convolutions scale the activations by the styles and demodulate the outputs
     (one ordinary convolution for the whole batch) instead of a grouped convolution with
     per-sample weights -- the same linear map, computed faster;
-  * `synthesis(wplus)` / `mapping(z)` are provided beside the original `forward` signature.
+  * `synthesis(wplus)` / `mapping(z)` are provided beside the original `forward` signature;
+  * optional `conv_clamp` (StyleGAN2-ADA's clamp of every layer's output to [-c, c] after bias and
+    activation, used by generators trained in fp16); None (the default) is rosinality's behaviour.
 
 Shapes: z (N, 512); w (N, 512); W+ latents (N, n_latent, 512); images (N, 3, size, size) in ~[-1, 1].
 """
@@ -154,19 +156,23 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel=BLUR_KERNEL, demodulate: bool = True):
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel=BLUR_KERNEL, demodulate: bool = True,
+                 clamp: float | None = None):
         super().__init__()
+        self.clamp = clamp
         self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel, demodulate=demodulate)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise=noise))
+        out = self.activate(self.noise(self.conv(x, style), noise=noise))
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class ToRGB(nn.Module):
-    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_kernel=BLUR_KERNEL):
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_kernel=BLUR_KERNEL, clamp: float | None = None):
         super().__init__()
+        self.clamp = clamp
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
@@ -174,15 +180,19 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, style) + self.bias
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
 
 
 class Generator(nn.Module):
-    """rosinality's StyleGAN2 generator; `channels` maps resolution -> feature channels."""
+    """rosinality's StyleGAN2 generator; `channels` maps resolution -> feature channels;
+    `conv_clamp` (None: off) clamps every StyledConv/ToRGB output to [-conv_clamp, conv_clamp]."""
 
-    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2, channels: dict[int, int] | None = None, blur_kernel=BLUR_KERNEL, lr_mlp: float = 0.01):
+    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2, channels: dict[int, int] | None = None, blur_kernel=BLUR_KERNEL, lr_mlp: float = 0.01,
+                 conv_clamp: float | None = None):
         super().__init__()
         if size < 4 or size & (size - 1):
             raise ValueError(f"generator size must be a power of two >= 4, got {size}")
@@ -193,13 +203,15 @@ class Generator(nn.Module):
         self.log_size = int(math.log2(size))
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.n_latent = self.log_size * 2 - 2
+        self.conv_clamp = conv_clamp
+        cc = conv_clamp
 
         self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
 
         ch = self.channels
         self.input = ConstantInput(ch[4])
-        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False)
+        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim, blur_kernel=blur_kernel, clamp=cc)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False, clamp=cc)
 
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
@@ -210,9 +222,9 @@ class Generator(nn.Module):
         in_channel = ch[4]
         for i in range(3, self.log_size + 1):
             out_channel = ch[2**i]
-            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_channel, style_dim))
+            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel, clamp=cc))
+            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel, clamp=cc))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, clamp=cc))
             in_channel = out_channel
 
     # -- the parts -------------------------------------------------------------------------
