@@ -21,8 +21,10 @@ def make_kernel(k) -> torch.Tensor:
     return k / k.sum()
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """x: (N, C, H, W); kernel: (kh, kw); pad: (before, after) applied to both axes."""
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0),
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x: (N, C, H, W); kernel: (kh, kw); pad: (before, after) applied to both axes;
+    bias: optional (C,) added to the result inside the same convolution."""
     n, c, h, w = x.shape
     p0, p1 = pad
     if up > 1:
@@ -37,7 +39,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
     kh, kw = kernel.shape
     weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
-    return F.conv2d(x, weight, stride=down, groups=c)
+    return F.conv2d(x, weight, bias=None if bias is None else bias.to(x.dtype), stride=down, groups=c)
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, scale: float = math.sqrt(2)) -> torch.Tensor:

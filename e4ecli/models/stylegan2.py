@@ -79,8 +79,8 @@ class Blur(nn.Module):
         self.register_buffer("kernel", k)
         self.pad = pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad, bias=bias)
 
 
 class Upsample(nn.Module):
@@ -96,7 +96,17 @@ class Upsample(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """Style-modulated convolution (optionally 2x upsampling, with the blur after it)."""
+    """Style-modulated convolution (optionally 2x upsampling, with the blur after it).
+
+    Two exact ways to compute it:
+      * one image (and CPU inference, image by image): modulate and demodulate the (small) weight,
+        then one plain convolution;
+      * a batch: scale the activations by the styles, one convolution with the shared weight for
+        the whole batch, then demodulate the outputs (no grouped convolution, no per-sample weights).
+    `input_gain` is a constant the true input was divided by (the previous layer's sqrt(2) gain,
+    folded here instead of being multiplied over a whole feature map); `bias` (out,) is added to the
+    output inside the convolution (or the blur) when possible.
+    """
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, demodulate: bool = True, upsample: bool = False, blur_kernel=BLUR_KERNEL):
         super().__init__()
@@ -115,23 +125,36 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
         self.demodulate = demodulate
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.upsample:
+            return self.blur(F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=0), bias)
+        return F.conv2d(x, w, bias=None if bias is None else bias.to(x.dtype), padding=self.padding)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, input_gain: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, in, H, W); style: (N, style_dim) -> (N, out, H', W')."""
         s = self.modulation(style)  # (N, in)
         weight = self.weight[0] * self.scale  # (out, in, k, k)
+        # demod[n, o] = 1 / sqrt(sum_{i,k} (w[o, i, k] * s[n, i])^2 + eps)
+        demod = torch.rsqrt((s * s) @ weight.pow(2).sum([2, 3]).t() + self.eps) if self.demodulate else None
+        if input_gain != 1.0:
+            s = s * input_gain
+        if x.shape[0] == 1 or (x.device.type == "cpu" and not torch.is_grad_enabled()):
+            outs = []
+            for n in range(x.shape[0]):
+                w = weight * s[n].view(1, -1, 1, 1)
+                if demod is not None:
+                    w = w * demod[n].view(-1, 1, 1, 1)
+                outs.append(self._conv(x[n : n + 1], w.to(x.dtype), bias))
+            return outs[0] if len(outs) == 1 else torch.cat(outs)
         x = x * s[:, :, None, None].to(x.dtype)
-        w = weight.to(x.dtype)
+        if demod is None:
+            return self._conv(x, weight.to(x.dtype), bias)
+        d = demod[:, :, None, None].to(x.dtype)
         if self.upsample:
-            out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=0)
-        else:
-            out = F.conv2d(x, w, padding=self.padding)
-        if self.demodulate:
-            # demod[n, o] = 1 / sqrt(sum_{i,k} (w[o, i, k] * s[n, i])^2 + eps)
-            demod = torch.rsqrt((s * s) @ weight.pow(2).sum([2, 3]).t() + self.eps)
-            out = out * demod[:, :, None, None].to(out.dtype)
-        if self.upsample:
-            out = self.blur(out)
-        return out
+            out = F.conv_transpose2d(x, weight.to(x.dtype).transpose(0, 1), stride=2, padding=0)
+            return self.blur(out * d, bias)
+        out = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+        return out * d if bias is None else torch.addcmul(bias.to(x.dtype).view(1, -1, 1, 1), out, d)
 
 
 class NoiseInjection(nn.Module):
@@ -155,7 +178,16 @@ class ConstantInput(nn.Module):
         return self.input.repeat(batch, 1, 1, 1)
 
 
+SQRT2 = math.sqrt(2)
+
+
 class StyledConv(nn.Module):
+    """Modulated conv + noise + bias + leaky ReLU (x sqrt(2)), optionally clamped (ADA's conv_clamp).
+
+    With `fold_gain=True` the sqrt(2) is left out of the output: the caller passes it on as the next
+    layer's `input_gain` (what Generator.synthesis does), saving a pass over every feature map.
+    """
+
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel=BLUR_KERNEL, demodulate: bool = True,
                  clamp: float | None = None):
         super().__init__()
@@ -164,9 +196,17 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.activate(self.noise(self.conv(x, style), noise=noise))
-        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None, input_gain: float = 1.0, fold_gain: bool = False) -> torch.Tensor:
+        out = self.conv(x, style, input_gain, bias=self.activate.bias)
+        if noise is None:
+            n, _, h, w = out.shape
+            noise = out.new_empty(n, 1, h, w).normal_()
+        out = out + (self.noise.weight * noise).to(out.dtype)
+        out = F.leaky_relu(out, 0.2, inplace=not torch.is_grad_enabled())
+        if self.clamp is not None:
+            c = self.clamp / SQRT2
+            out = out.clamp(-c, c)
+        return out if fold_gain else out * SQRT2
 
 
 class ToRGB(nn.Module):
@@ -178,8 +218,8 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None, input_gain: float = 1.0) -> torch.Tensor:
+        out = self.conv(x, style, input_gain, bias=self.bias.view(-1))
         if self.clamp is not None:
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
@@ -204,6 +244,7 @@ class Generator(nn.Module):
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.n_latent = self.log_size * 2 - 2
         self.conv_clamp = conv_clamp
+        self.channels_last = True  # NHWC feature maps: faster convolutions on CPU (oneDNN) and GPU (cuDNN)
         cc = conv_clamp
 
         self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
@@ -256,15 +297,18 @@ class Generator(nn.Module):
         if noise is None:
             noise = self.stored_noise()
         out = self.input(latent.shape[0]).to(latent.dtype)
-        out = self.conv1(out, latent[:, 0], noise=noise[0])
-        skip = self.to_rgb1(out, latent[:, 1])
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        # every StyledConv output is kept without its sqrt(2) gain, which the next layer folds in
+        out = self.conv1(out, latent[:, 0], noise=noise[0], fold_gain=True)
+        skip = self.to_rgb1(out, latent[:, 1], input_gain=SQRT2)
         i = 1
         for conv1, conv2, noise1, noise2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs):
-            out = conv1(out, latent[:, i], noise=noise1)
-            out = conv2(out, latent[:, i + 1], noise=noise2)
-            skip = to_rgb(out, latent[:, i + 2], skip)
+            out = conv1(out, latent[:, i], noise=noise1, input_gain=SQRT2, fold_gain=True)
+            out = conv2(out, latent[:, i + 1], noise=noise2, input_gain=SQRT2, fold_gain=True)
+            skip = to_rgb(out, latent[:, i + 2], skip, input_gain=SQRT2)
             i += 2
-        return skip
+        return skip.contiguous()
 
     # -- the original call signature ----------------------------------------------------------
     def forward(self, styles: list[torch.Tensor], return_latents: bool = False, inject_index: int | None = None, truncation: float = 1.0,
