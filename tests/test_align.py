@@ -464,6 +464,7 @@ def test_invert_align_feeds_the_encoder_what_align_writes(astronaut_head, dlib_b
 def test_help_has_examples():
     res = run("align", "--help")
     assert res.exit_code == 0 and "--all-faces" in res.output and "e4e align ./photos" in res.output
+    assert "e4ecli[dlib]" in res.output  # the install hint survives rich markup
     res = run("invert", "--help")
     assert "--align" in res.output and "--detector" in res.output
 

@@ -19,7 +19,7 @@ class Detector(str, Enum):
 
 
 DETECTOR_HELP = ("Landmark detector: face-alignment (FAN; weights download once into the torch hub cache) or "
-                 "dlib (offline; pip install 'e4ecli[dlib]'). face-alignment falls back to dlib when its "
+                 "dlib (offline; pip install 'e4ecli\\[dlib]'). face-alignment falls back to dlib when its "
                  "weights cannot be fetched.")
 
 
@@ -37,7 +37,7 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
     try:
         with console.status(f"starting the {detector} landmark detector"):
             return open_landmarks(detector, dev, threads=threads,
-                                  notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}"))
+                                  notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
     except LandmarkError as e:
         die(str(e))
 

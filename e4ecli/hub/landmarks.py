@@ -160,7 +160,12 @@ class DlibLandmarks:
     name = "dlib"
 
     def __init__(self, predictor: Path | None = None):
-        problem = None if predictor else dlib_problem()
+        if predictor is None:
+            problem = dlib_problem()
+        elif importlib.util.find_spec("dlib") is None:
+            problem = f"dlib is not installed ({DLIB_INSTALL_HINT})"
+        else:
+            problem = None if Path(predictor).is_file() else f"{predictor}: no such file"
         if problem:
             raise LandmarkError(problem)
         self.predictor_path = Path(predictor or dlib_predictor_path())  # type: ignore[arg-type]
