@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
+from e4ecli.cli import align as _align  # noqa: E402,F401
 from e4ecli.cli import convert as _convert  # noqa: E402,F401
 from e4ecli.cli import invert as _invert  # noqa: E402,F401
 from e4ecli.cli import render as _render  # noqa: E402,F401

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from e4ecli.cli import app
+from e4ecli.cli.align import DETECTOR_HELP, Detector
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, die
 
 
@@ -16,7 +17,8 @@ from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, die
         "Examples:\n\n"
         "  e4e invert ./photos -o latents/\n\n"
         "  e4e invert face.jpg -o out/ --save-reconstructions --device cpu\n\n"
-        "  e4e invert ./cars -o cars_latents/ --checkpoint e4e_cars_encode --batch-size 8 --workers 4"
+        "  e4e invert ./cars -o cars_latents/ --checkpoint e4e_cars_encode --batch-size 8 --workers 4\n\n"
+        "  e4e invert ./selfies -o latents/ --align --detector dlib   # FFHQ-align each photo first (+ <name>.json)"
     ),
 )
 def invert_cmd(
@@ -30,6 +32,8 @@ def invert_cmd(
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
     size: Optional[int] = typer.Option(None, min=1, help="Resize reconstructions to this width by area averaging (default: the generator's native size)."),
     overwrite: bool = typer.Option(False, help="Redo inputs whose outputs already exist (default: skip them)."),
+    align: bool = typer.Option(False, "--align", help="Align the largest face of each photo first (FFHQ recipe at 256 px, as e4e's align_face) and write the alignment sidecar <name>.json."),
+    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-d", help="With --align: " + DETECTOR_HELP),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
     from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, run_with_progress
@@ -44,10 +48,18 @@ def invert_cmd(
     ckpt, ident = load_model(checkpoint)
     if not ckpt.has_encoder:
         die(f"{checkpoint} holds only a generator; `e4e invert` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
+    aligner = None
+    if align:
+        if ckpt.domain.name in ("cars_encode", "horse_encode", "church_encode"):
+            die(f"--align aligns human faces; {checkpoint} is a {ckpt.domain.name} model (drop --align)")
+        from e4ecli.cli.align import open_detector_or_die
+        from e4ecli.pipelines.align import FaceAligner
+
+        aligner = FaceAligner(open_detector_or_die(detector.value, str(dev)), size=256, supersample=1)
     from e4ecli.pipelines.invert import invert
 
     results = invert(items, ckpt, out, device=dev, precision=precision, batch_size=batch_size, workers=workers,
-                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite)
+                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite, aligner=aligner)
     code = run_with_progress(results, len(items), "invert", out, ident, problems, suffix=".npy", dist=dist)
     dist.close()
     raise typer.Exit(code)

@@ -1,44 +1,53 @@
 """Invert images into W+ latents: OUT/<key>.npy (float32 (n_styles, 512), latent_avg included),
-optionally with the reconstruction OUT/<key>.png."""
+optionally with the reconstruction OUT/<key>.png; with an aligner, faces are aligned in memory first
+and the alignment sidecar is written as OUT/<key>.json."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from e4ecli.files.batch import Item, save_image, save_npy
+from e4ecli.alignment import AlignError
+from e4ecli.files.batch import Item, save_image, save_npy, write_text
 from e4ecli.files.images import ImageError, area_resize, load_rgb, to_uint8
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.runtime import autocast
+from e4ecli.pipelines.align import sidecar_text
 from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished
 
 
 class _Preprocess:
-    """Picklable decode function for DataLoader workers: file -> model input tensor (3, H, W)."""
+    """Picklable decode function for DataLoader workers: file -> (model input (3, H, W), sidecar or None).
 
-    def __init__(self, domain):
-        self.domain = domain
+    aligner: file -> [AlignedFace] (e4ecli.pipelines.align.FaceAligner), or None to use the file as is."""
 
-    def __call__(self, path: Path) -> torch.Tensor:
-        return self.domain.preprocess(load_rgb(path))
+    def __init__(self, domain, aligner: Callable[[Path], list] | None = None):
+        self.domain, self.aligner = domain, aligner
+
+    def __call__(self, path: Path) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        if self.aligner is None:
+            return self.domain.preprocess(load_rgb(path)), None
+        face = self.aligner(path)[0]
+        return self.domain.preprocess(face.image), face.info
 
 
 def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
-           workers: int = 0, save_reconstructions: bool = False, size: int | None = None, overwrite: bool = False) -> Iterator[Result]:
+           workers: int = 0, save_reconstructions: bool = False, size: int | None = None, overwrite: bool = False,
+           aligner: Callable[[Path], list] | None = None) -> Iterator[Result]:
     """Yield one Result per item, in order of completion (skipped ones first)."""
-    suffixes = [".npy"] + ([".png"] if save_reconstructions else [])
+    suffixes = [".npy"] + ([".png"] if save_reconstructions else []) + ([".json"] if aligner else [])
     todo, skipped = split_finished(items, out_dir, suffixes, overwrite)
     yield from skipped
     model = ckpt.inverter().to(device)
-    for batch in decoded_batches(todo, _Preprocess(ckpt.domain), batch_size, workers, expected=(ImageError,)):
-        good = [(it, x) for it, x, err in batch if err is None]
+    for batch in decoded_batches(todo, _Preprocess(ckpt.domain, aligner), batch_size, workers, expected=(ImageError, AlignError)):
+        good = [(it, payload[0], payload[1]) for it, payload, err in batch if err is None]
         for it, _, err in batch:
             if err is not None:
                 yield Result(it, "failed", error=err)
         if not good:
             continue
-        x = torch.stack([x for _, x in good]).to(device)
+        x = torch.stack([x for _, x, _ in good]).to(device)
         with torch.inference_mode(), autocast(device, precision):
             latents = model.encode(x)
             images = None
@@ -48,12 +57,14 @@ def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
                     images = area_resize(images, size)
         lat = latents.float().cpu().numpy()
         pix = to_uint8(images) if images is not None else None
-        for j, (it, _) in enumerate(good):
+        for j, (it, _, info) in enumerate(good):
             outs = outputs_for(it, out_dir, suffixes)
             try:
                 save_npy(outs[0], lat[j])
                 if pix is not None:
                     save_image(outs[1], pix[j])
+                if info is not None:
+                    write_text(outs[-1], sidecar_text(dict(info, output=outs[0].name)))
             except OSError as e:
                 yield Result(it, "failed", error=f"cannot write output: {e}")
                 continue

@@ -1,0 +1,92 @@
+"""`e4e align`: photos -> FFHQ-aligned face crops (.png) with a JSON sidecar each."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List
+
+import typer
+
+from e4ecli.cli import app
+from e4ecli.cli.common import DEVICE_HELP, die
+
+MAX_TRANSFORM_SIZE = 16384
+
+
+class Detector(str, Enum):
+    face_alignment = "face-alignment"
+    dlib = "dlib"
+
+
+DETECTOR_HELP = ("Landmark detector: face-alignment (FAN; weights download once into the torch hub cache) or "
+                 "dlib (offline; pip install 'e4ecli\\[dlib]'). face-alignment falls back to dlib when its "
+                 "weights cannot be fetched.")
+
+
+def open_detector_or_die(detector: str, device: str, workers: int = 0):
+    """Start a landmark backend, printing the fallback note if any; exit 2 when none can run."""
+    import os
+
+    from rich.markup import escape
+
+    from e4ecli.cli.common import console, device_or_die
+    from e4ecli.hub.landmarks import LandmarkError, open_landmarks
+
+    dev = str(device_or_die(device)) if detector == Detector.face_alignment.value else "cpu"
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    try:
+        with console.status(f"starting the {detector} landmark detector"):
+            return open_landmarks(detector, dev, threads=threads,
+                                  notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
+    except LandmarkError as e:
+        die(str(e))
+
+
+@app.command(
+    "align",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e align ./photos -o aligned/                       # FFHQ crops, 1024 px, 4x supersampled\n\n"
+        "  e4e align group.jpg -o aligned/ --all-faces          # aligned/group_0.png, group_1.png, ... left to right\n\n"
+        "  e4e align ./photos -o aligned/ --size 256 --supersample 1 --detector dlib   # the e4e repository's align_face\n\n"
+        "  e4e align ./photos -o aligned/ --workers 4           # 4 processes detecting landmarks in parallel"
+    ),
+)
+def align_cmd(
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively).", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.png + <name>.json (sidecar) per photo, mirroring the input tree, plus manifest.jsonl."),
+    size: int = typer.Option(1024, min=8, help="Side of the aligned square, in pixels."),
+    supersample: int = typer.Option(4, min=1, max=16, help="Resample the face at SUPERSAMPLE x size, then Lanczos down (4: the FFHQ dataset; 1: e4e's align_face)."),
+    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-d", help=DETECTOR_HELP),
+    all_faces: bool = typer.Option(False, "--all-faces", help="Write every face as <name>_<k>.png (k = 0, 1, ... left to right) instead of only the largest."),
+    workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck."),
+    device: str = typer.Option("auto", help="For face-alignment: " + DEVICE_HELP),
+    overwrite: bool = typer.Option(False, help="Redo photos whose outputs already exist (default: skip them)."),
+) -> None:
+    """Crop and rotate faces the way FFHQ was made (eyes and mouth at fixed places), for inversion with FFHQ models.
+
+    No face in a photo is reported for that file; the batch goes on and exits with code 1.
+    """
+    from rich.markup import escape
+
+    from e4ecli.cli.common import console, discover_or_die, run_with_progress
+    from e4ecli.files.images import IMAGE_EXTENSIONS
+
+    if size * supersample > MAX_TRANSFORM_SIZE:
+        die(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
+    items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
+    if not items and not problems:
+        die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
+    from e4ecli.pipelines.align import FaceAligner, align, face_key_clashes
+
+    clashes = face_key_clashes(items) if all_faces else []
+    for a, b in clashes[:20]:
+        console.print(f"[red]✗[/] {escape(str(b.source))} would overwrite the faces of {escape(str(a.source))} ({escape(b.key)}.png)")
+    if clashes:
+        die("with --all-faces, <name>_<k> outputs would collide with other inputs; rename them or use separate -o folders")
+    backend = open_detector_or_die(detector.value, device, workers)
+
+    aligner = FaceAligner(backend, size=size, supersample=supersample, all_faces=all_faces)
+    results = align(items, aligner, out, workers=workers, overwrite=overwrite)
+    suffix = "_0.png" if all_faces else ".png"
+    raise typer.Exit(run_with_progress(results, len(items), "align", out, f"detector:{backend.name}", problems, suffix=suffix))
