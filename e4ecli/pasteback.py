@@ -151,7 +151,7 @@ def paste_back(photo: np.ndarray, face: np.ndarray, source_from_output: np.ndarr
     u = inv[0, 0] * du + inv[0, 1] * dv
     v = inv[1, 0] * du + inv[1, 1] * dv
 
-    tile = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)[None].double()
+    tile = torch.from_numpy(np.array(face, dtype=np.float64)).permute(2, 0, 1)[None]
     side = s * float(np.hypot(a[0, 0], a[1, 0]))  # the square's side in photo pixels
     if side < tile.shape[-1]:  # shrink by area first so the bilinear lookup does not alias
         new_w = max(1, int(round(side)))

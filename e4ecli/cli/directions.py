@@ -198,5 +198,5 @@ def fit_cmd(
     table.add_row(f"{boundary.n_positive} / {boundary.n_negative}", str(boundary.n_train), str(boundary.n_val),
                   f"{boundary.train_accuracy:.3f}", f"[bold]{boundary.accuracy:.3f}[/]", str(len(problems)))
     console.print(table)
-    console.print(f"wrote {out} {tuple(boundary.direction.shape)}")
+    console.print(f"held-out accuracy {boundary.accuracy:.3f} on {boundary.n_val} latents; wrote {out} {tuple(boundary.direction.shape)}")
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
