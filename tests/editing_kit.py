@@ -1,6 +1,7 @@
 """Shared fixtures for the editing tests: the conformance kit, small checkpoints, latents, directions.
 
 Test modules import what they use (`from editing_kit import ...`); pytest then finds the fixtures.
+The checkpoints come from conftest's `case_checkpoint` (written once per session).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def need_kit() -> None:
         pytest.skip(f"conformance kit not found at {KIT} (it ships with the project's shared folder, not with e4ecli)")
 
 
-def kit_weights():
+def kit_module():
+    """The kit's `weights` module (for `write_checkpoint`)."""
     need_kit()
     if str(KIT) not in sys.path:
         sys.path.insert(0, str(KIT))
@@ -39,10 +41,9 @@ def run_cli(args: list[str]):
 
 
 @pytest.fixture(scope="session")
-def g64_path(tmp_path_factory) -> Path:
-    """The kit's 64 px rosinality generator (stylegan2_64_cm1) as a checkpoint file."""
-    weights = kit_weights()
-    return weights.write_checkpoint("stylegan2_64_cm1", tmp_path_factory.mktemp("g64") / "stylegan2_64_cm1.pt")
+def g64_path(case_checkpoint) -> Path:
+    """The kit's 64 px rosinality generator (stylegan2_64_cm1) as a checkpoint file (conftest writes it once)."""
+    return case_checkpoint("stylegan2_64_cm1")
 
 
 @pytest.fixture(scope="session")

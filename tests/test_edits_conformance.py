@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from editing_kit import KIT, kit_directions, kit_weights, run_cli  # noqa: F401  (fixtures)
+from editing_kit import KIT, kit_directions, kit_module, run_cli  # noqa: F401  (fixtures)
 
 LATENT_TOL = 1e-4
 IMAGE_TOL = 1e-3
@@ -21,7 +21,7 @@ IMAGE_TOL = 1e-3
 
 @pytest.fixture(scope="module")
 def case():
-    kit_weights()
+    kit_module()
     meta = json.loads((KIT / "cases" / "edits_e4e_256.json").read_text())
     expected = dict(np.load(KIT / "cases" / "edits_e4e_256.npz"))
     latents = np.load(KIT / "cases" / "e4e_256.npz")["latents"]
@@ -29,9 +29,9 @@ def case():
 
 
 @pytest.fixture(scope="module")
-def e4e256_path(tmp_path_factory):
-    weights = kit_weights()
-    return weights.write_checkpoint("e4e_256", tmp_path_factory.mktemp("e4e256") / "e4e_256.pt")
+def e4e256_path(case_checkpoint):
+    """weights.write_checkpoint("e4e_256", ...), shared with the other conformance tests."""
+    return case_checkpoint("e4e_256")
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,7 @@ def edit_cmd(
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions: a file or a registered name (default: the model domain's, e.g. ffhq_pca)."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs (renders only; edits stay fp32)."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
     size: Optional[int] = typer.Option(None, min=1, help="Output width, by area averaging (default: the generator's native size)."),
     save_latents: bool = typer.Option(False, "--save-latents", help="Also write the edited latents as <name>.npy."),
@@ -101,12 +102,13 @@ def edit_cmd(
     """Edit W+ latents (InterFaceGAN, GANSpace, SeFa) and render the results."""
     import os
 
-    from e4ecli.cli.common import device_or_die, discover_or_die, load_model, run_with_progress
+    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, run_with_progress
+    from e4ecli.files.batch import shard
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
     if latents_only and paste_back:
         die("--paste-back needs renders; drop --latents-only")
-    dev = device_or_die(device)
+    dist, dev = distributed_or_die(device, precision)
     items, problems = discover_or_die(inputs, LATENT_EXTENSIONS, out)
     if not items and not problems:
         die("no .npy latents found in the given inputs")
@@ -132,11 +134,14 @@ def edit_cmd(
             if found is not None:
                 sidecars[it] = found
         missing = len(items) - len(sidecars)
-        if missing:
+        if missing and dist.is_main:
             where = ", ".join(str(a) for a in aligned) or "beside the latents"
             console.print(f"[yellow]note:[/] {missing} of {len(items)} latents have no alignment sidecar (<name>.json) {where}; "
                           "they get no paste-back (use --aligned with the `e4e align` output folder)")
 
-    results = edit(items, ckpt, out, steps, device=dev, batch_size=batch_size, size=size, save_latents=save_latents,
-                   latents_only=latents_only, sidecars=sidecars, feather=feather, overwrite=overwrite)
-    raise typer.Exit(run_with_progress(results, len(items), "edit", out, ident, problems, suffix=".png"))
+    items = shard(items, dist.rank, dist.world)  # under torchrun each process takes its share
+    results = edit(items, ckpt, out, steps, device=dev, precision=precision, batch_size=batch_size, size=size,
+                   save_latents=save_latents, latents_only=latents_only, sidecars=sidecars, feather=feather, overwrite=overwrite)
+    code = run_with_progress(results, len(items), "edit", out, ident, problems, suffix=".png", dist=dist)
+    dist.close()
+    raise typer.Exit(code)

@@ -33,6 +33,7 @@ def video_cmd(
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (file or registered name)."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
     size: Optional[int] = typer.Option(None, min=1, help="Frame width, by area averaging (default: the generator's native size)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output video (default: leave it and exit)."),
@@ -45,10 +46,13 @@ def video_cmd(
 
     from e4ecli.cli.common import device_or_die, load_model
     from e4ecli.edits.ops import EASINGS
+    from e4ecli.runtime import PRECISIONS
     from e4ecli.files.latents import LatentError, load_latent
     from e4ecli.hub.directions import DirectionError
     from e4ecli.pipelines.video import VideoError, interpolation_latents, output_for, render_frames, sweep_latents, write_video
 
+    if precision not in PRECISIONS:
+        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if easing not in EASINGS:
         die(f"--easing {easing}: use one of {', '.join(EASINGS)}")
     try:
@@ -104,7 +108,7 @@ def video_cmd(
         task = progress.add_task(f"video: {what}", total=frames)
 
         def counted():
-            for frame in render_frames(gen, ckpt.domain, latents, batch_size, size):
+            for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision):
                 yield frame
                 progress.advance(task)
 

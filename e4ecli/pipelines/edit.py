@@ -21,6 +21,7 @@ from e4ecli.files.images import area_resize, to_uint8
 from e4ecli.files.latents import LatentError, load_latent
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.pipelines.common import Result, decoded_batches
+from e4ecli.runtime import autocast
 
 PASTED_SUFFIX = ".pasted.png"
 
@@ -108,11 +109,12 @@ class _ReadLatent:
         return load_latent(path, self.n_styles, self.style_dim)
 
 
-def render_uint8(gen, domain, latents: torch.Tensor, batch_size: int, size: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def render_uint8(gen, domain, latents: torch.Tensor, batch_size: int, size: int | None,
+                 precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
     """latents (M, S, D) -> (uint8 renders at `size` (M, h, w, 3), native-size renders or None when
-    `size` is None), in chunks of batch_size."""
+    `size` is None), in chunks of batch_size, at `precision` (fp32, or fp16/bf16 autocast)."""
     out, native = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(latents.device, precision):
         for chunk in latents.split(max(1, batch_size)):
             images = domain.crop(gen.synthesis(chunk))
             if size:
@@ -151,7 +153,7 @@ def _paste(plan: Plan, frames: np.ndarray, feather: float) -> None:
 
 
 def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Sequence[Step], *, device: torch.device,
-         batch_size: int = 4, size: int | None = None, save_latents: bool = False, latents_only: bool = False,
+         precision: str = "fp32", batch_size: int = 4, size: int | None = None, save_latents: bool = False, latents_only: bool = False,
          sidecars: dict[Item, Path] | None = None, feather: float = 0.1, overwrite: bool = False,
          workers: int = 0) -> Iterator[Result]:
     """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back."""
@@ -187,7 +189,7 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
             flat = edited.reshape(-1, *edited.shape[2:])
             if sweep:  # the strip starts with the unedited reconstruction
                 flat = torch.cat([flat, w])
-            renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size)
+            renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size, precision)
             if sweep:
                 recon, renders = renders[len(good) * frames_per:], renders[: len(good) * frames_per]
                 native = native[: len(good) * frames_per] if native is not None else None

@@ -38,10 +38,11 @@ def sweep_latents(latent: torch.Tensor, edit: Edit, low: float, high: float, n_f
     return edit.apply(latent[None].expand(n_frames, *latent.shape).clone(), values)
 
 
-def render_frames(gen, domain, latents: torch.Tensor, batch_size: int = 4, size: int | None = None) -> Iterator[np.ndarray]:
+def render_frames(gen, domain, latents: torch.Tensor, batch_size: int = 4, size: int | None = None,
+                  precision: str = "fp32") -> Iterator[np.ndarray]:
     """latents (F, S, D) -> uint8 frames (h, w, 3), rendered batch_size at a time."""
     for chunk in latents.split(max(1, batch_size)):
-        images, _ = render_uint8(gen, domain, chunk, batch_size, size)
+        images, _ = render_uint8(gen, domain, chunk, batch_size, size, precision)
         yield from images
 
 
