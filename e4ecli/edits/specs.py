@@ -206,7 +206,7 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
 
 
 # -- SeFa with a per-checkpoint cache -----------------------------------------------------------
-_SEFA_MEMO: dict[tuple[str, tuple[int, ...]], ops.Sefa] = {}
+_SEFA_MEMO: dict[Path, ops.Sefa] = {}  # by cache file: one per checkpoint hash, layers and cache folder
 
 
 def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
@@ -217,14 +217,13 @@ def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
     chosen = tuple(ops.parse_layers(layers, len(ops.styled_convs(generator))))
     if cache_key is None:
         return ops.sefa(generator, chosen)
-    memo_key = (cache_key, chosen)
-    if memo_key in _SEFA_MEMO:
-        return _SEFA_MEMO[memo_key]
     from e4ecli.files.batch import atomic_output
     from e4ecli.hub.directions import cache_root
 
     safe_key = "".join(c if c.isalnum() else "_" for c in cache_key)
     path = cache_root() / "sefa" / f"{safe_key}-{'_'.join(map(str, chosen))}.npz"
+    if path in _SEFA_MEMO:
+        return _SEFA_MEMO[path]
     result = None
     if path.is_file():
         try:
@@ -240,7 +239,7 @@ def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
                 np.savez(tmp, eigenvalues=result.eigenvalues.numpy(), directions=result.directions.numpy(), layers=np.array(chosen))
         except OSError:
             pass  # the cache is an optimisation; an unwritable cache folder is not an error
-    _SEFA_MEMO[memo_key] = result
+    _SEFA_MEMO[path] = result
     return result
 
 

@@ -63,7 +63,7 @@ def registry_path() -> Path:
     from importlib import resources
 
     try:
-        packaged = resources.files("e4ecli").joinpath("directions", REGISTRY_FILE)
+        packaged = resources.files("e4ecli").joinpath("directions").joinpath(REGISTRY_FILE)
         if packaged.is_file():
             return Path(str(packaged))
     except (FileNotFoundError, NotADirectoryError):
