@@ -30,6 +30,9 @@ from e4ecli.cli import render as _render  # noqa: E402,F401
 from e4ecli.cli import weights as _weights  # noqa: E402,F401
 from e4ecli.cli import bench as _bench  # noqa: E402,F401
 app.add_typer(_weights.weights_app, name="weights")
+from e4ecli.cli import edit as _edit  # noqa: E402,F401
+from e4ecli.cli import directions as _directions  # noqa: E402,F401
+from e4ecli.cli import video as _video  # noqa: E402,F401
 
 
 @app.callback()

@@ -1,0 +1,202 @@
+"""`e4e directions list | sefa | ganspace | fit`: the registry, and making new directions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from e4ecli.cli import app
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, EXIT_OK, console, die
+
+directions_app = typer.Typer(
+    help=(
+        "Editing directions: the published ones (registry, download cache) and new ones made from a "
+        "checkpoint (SeFa, GANSpace PCA) or from labelled latents (InterFaceGAN boundary)."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(directions_app, name="directions")
+
+
+def _styles(styles) -> str:
+    if styles is None:
+        return "all"
+    return str(styles[0]) if styles[1] - styles[0] == 1 else f"{styles[0]}-{styles[1] - 1}"
+
+
+@directions_app.command(
+    "list",
+    epilog="Examples:\n\n  e4e directions list\n\n  E4E_DIRECTIONS=/data/directions e4e directions list",
+)
+def list_cmd() -> None:
+    """Every registered direction: kind, domain, styles, default strength and range, cache state."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from e4ecli.hub import directions as hub
+
+    try:
+        registry = hub.load_registry()
+    except hub.DirectionError as e:
+        die(str(e))
+    table = Table(title=f"editing directions (cache: {escape(str(hub.cache_dir()))})", title_justify="left")
+    table.add_column("name", overflow="fold", min_width=14)
+    for col in ("kind", "domain", "styles", "strength (range)", "cached"):
+        table.add_column(col, no_wrap=True)
+    for e in registry.values():
+        file_entry = registry[e.pca] if e.kind == "ganspace" else e  # type: ignore[index]
+        cached = "[green]yes[/]" if hub.local_copy(file_entry) else "no"
+        kind = f"ganspace c{e.component}" if e.kind == "ganspace" else e.kind
+        strength = "" if e.strength is None else f"{e.strength:g}"
+        if e.range is not None:
+            strength += f" ({e.range[0]:g}:{e.range[1]:g})"
+        name = f"[bold]{escape(e.name)}[/]" + (f"\n[dim]{escape(e.description)}[/]" if e.description else "")
+        table.add_row(name, kind, e.domain, "" if e.kind == "pca" else _styles(e.styles), strength, cached)
+    Console(highlight=False).print(table)
+    console.print("Also: a .pt/.npy direction file, ganspace:COMP:START:END, sefa:K[:LAYERS] (see `e4e edit --help`).")
+
+
+@directions_app.command(
+    "sefa",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e directions sefa --checkpoint e4e_ffhq_encode --layers 2,3,4,5 -o sefa_2-5.npz\n\n"
+        "  e4e directions sefa -c stylegan2-ffhq-config-f.pt --layers all -o sefa_all.npz --num 20\n\n"
+        "Then: e4e edit latents/ -o out/ -d sefa:0:2,3,4,5 -s 10 (computed on the fly), or use a row of the .npz as a direction file."
+    ),
+)
+def sefa_cmd(
+    out: Path = typer.Option(..., "-o", "--out", help="Output .npz: directions (k, 512) by eigenvalue descending, eigenvalues (k,), layers."),
+    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="Checkpoint or generator: zoo name or file path."),
+    layers: str = typer.Option("all", help="Styled convolutions to factorise (= the styles the directions move): all, 2,3,4,5 or 2-5."),
+    num: Optional[int] = typer.Option(None, "--num", "-k", min=1, help="Keep only the first k directions (default: all 512)."),
+) -> None:
+    """Closed-form factorisation (SeFa) of the generator's modulation weights."""
+    import numpy as np
+    from rich.table import Table
+
+    from e4ecli.cli.common import load_model
+    from e4ecli.edits import ops
+    from e4ecli.files.batch import atomic_output
+
+    if out.suffix.lower() != ".npz":
+        die(f"-o {out}: the SeFa output is an .npz file")
+    ckpt, _ = load_model(checkpoint)
+    try:
+        result = ops.sefa(ckpt.generator, layers)
+    except ValueError as e:
+        die(f"--layers {layers}: {e}")
+    k = num or result.directions.shape[0]
+    with atomic_output(out) as tmp:
+        np.savez(tmp, directions=result.directions[:k].numpy(), eigenvalues=result.eigenvalues[:k].numpy(),
+                 layers=np.asarray(result.layers, dtype=np.int64))
+    table = Table(title=f"SeFa, layers {','.join(map(str, result.layers))}", title_justify="left")
+    table.add_column("K", justify="right")
+    table.add_column("eigenvalue", justify="right")
+    for i, v in enumerate(result.eigenvalues[: min(k, 10)].tolist()):
+        table.add_row(str(i), f"{v:.4f}")
+    console.print(table)
+    console.print(f"wrote {k} directions to {out}")
+
+
+@directions_app.command(
+    "ganspace",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e directions ganspace --checkpoint e4e_ffhq_encode -n 80 --samples 100000 -o my_pca.pt\n\n"
+        "Then: e4e edit latents/ -o out/ -d ganspace:54:7:8 -s 20 --pca my_pca.pt"
+    ),
+)
+def ganspace_cmd(
+    out: Path = typer.Option(..., "-o", "--out", help="Output .pt (the published layout: mean (1, 512), comp (n, 1, 512), std (n,)) or .npz."),
+    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="Checkpoint or generator: zoo name or file path."),
+    n_components: int = typer.Option(80, "-n", "--components", min=1, help="Principal components to keep."),
+    samples: int = typer.Option(100_000, "--samples", min=2, help="W samples from the mapping network."),
+    seed: int = typer.Option(0, help="Seed of the z samples (same seed, same PCA)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """GANSpace: PCA of W = mapping(z) over random z, in the layout of the published PCA files."""
+    import numpy as np
+    import torch
+
+    from e4ecli.cli.common import device_or_die, load_model
+    from e4ecli.edits import ops
+    from e4ecli.files.batch import atomic_output
+
+    if out.suffix.lower() not in (".pt", ".npz"):
+        die(f"-o {out}: write the PCA as .pt or .npz")
+    dev = device_or_die(device)
+    ckpt, _ = load_model(checkpoint)
+    if n_components > ckpt.generator.style_dim:
+        die(f"-n {n_components}: W has only {ckpt.generator.style_dim} dimensions")
+    with console.status(f"PCA of {samples} W samples"):
+        pca = ops.fit_pca(ckpt.generator.to(dev), n_components, samples, seed)
+    data = pca.to_published()
+    with atomic_output(out) as tmp:
+        if out.suffix.lower() == ".pt":
+            torch.save(data, tmp)
+        else:
+            np.savez(tmp, **{k: v.numpy() for k, v in data.items()})
+    top = ", ".join(f"{v:.3f}" for v in pca.std[:5].tolist())
+    console.print(f"wrote {n_components} components to {out} (std of the first: {top})")
+
+
+@directions_app.command(
+    "fit",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e directions fit --latents latents/ --labels smiling.csv -o smile_mine.npy\n\n"
+        "labels.csv: one `name,label` row per latent (name relative to --latents, .npy optional; "
+        "label 1/0, true/false, yes/no); a header row is allowed.\n\n"
+        "Then: e4e edit latents/ -o out/ -d smile_mine.npy -s 3"
+    ),
+)
+def fit_cmd(
+    latents: Path = typer.Option(..., "--latents", help="Folder of the labelled W+ latents (.npy)."),
+    labels: Path = typer.Option(..., "--labels", help="CSV of name,label rows."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output direction: .npy (or .pt), unit length, towards label 1."),
+    wplus: bool = typer.Option(False, "--wplus", help="Fit on the whole W+ code (direction (n_styles, 512)) instead of W, the mean over styles ((1, 512))."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.9, help="Share of the latents held out to measure accuracy."),
+    c: float = typer.Option(1.0, "--c", min=1e-6, help="SVM regularisation C (smaller: smoother boundary)."),
+    seed: int = typer.Option(0, help="Seed of the train/held-out split."),
+) -> None:
+    """InterFaceGAN: a linear SVM boundary between latents labelled 1 and 0, with held-out accuracy."""
+    import numpy as np
+    from rich.markup import escape
+    from rich.table import Table
+
+    from e4ecli.edits.fit import FitError, fit_boundary, gather, read_labels
+    from e4ecli.files.batch import atomic_output
+
+    if out.suffix.lower() not in (".npy", ".pt"):
+        die(f"-o {out}: write the direction as .npy or .pt")
+    if not latents.is_dir():
+        die(f"--latents {latents}: not a folder")
+    try:
+        rows, problems = read_labels(labels)
+        codes, y, missing = gather(latents, rows)
+        problems += missing
+        for where, why in problems:
+            console.print(f"[red]✗[/] {escape(where)}: {escape(why)}")
+        boundary = fit_boundary(codes, y, wplus=wplus, val_fraction=val_fraction, seed=seed, c=c)
+    except FitError as e:
+        die(str(e))
+    with atomic_output(out) as tmp:
+        if out.suffix.lower() == ".pt":
+            import torch
+
+            torch.save(torch.from_numpy(boundary.direction), tmp)
+        else:
+            np.save(tmp, boundary.direction, allow_pickle=False)
+    table = Table(title="InterFaceGAN boundary", title_justify="left")
+    for col in ("latents (1 / 0)", "train", "held out", "train accuracy", "held-out accuracy", "skipped"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{boundary.n_positive} / {boundary.n_negative}", str(boundary.n_train), str(boundary.n_val),
+                  f"{boundary.train_accuracy:.3f}", f"[bold]{boundary.accuracy:.3f}[/]", str(len(problems)))
+    console.print(table)
+    console.print(f"held-out accuracy {boundary.accuracy:.3f} on {boundary.n_val} latents; wrote {out} {tuple(boundary.direction.shape)}")
+    raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)

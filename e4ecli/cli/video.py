@@ -1,0 +1,119 @@
+"""`e4e video`: interpolate through latents, or sweep an edit there and back, into an MP4/GIF."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from e4ecli.cli import app
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, console, die
+
+
+@app.command(
+    "video",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e video a.npy b.npy c.npy -o morph.mp4 --frames 90 --fps 30 --easing cosine\n\n"
+        "  e4e video a.npy b.npy -o loop.gif --frames 48 --loop\n\n"
+        "  e4e video face.npy --direction age --strength -3:3 -o age.mp4      # -3 -> +3 -> -3\n\n"
+        "  e4e video face.npy -d smile -s 3 --no-bounce -o smile.mp4          # 0 -> +3"
+    ),
+)
+def video_cmd(
+    inputs: List[Path] = typer.Argument(..., help="Latent .npy files: keyframes in order (one latent with --direction).", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Output video: .mp4 (also .mkv, .mov, .webm, .avi) or .gif."),
+    frames: int = typer.Option(60, "--frames", "-n", min=1, help="Number of frames in the video."),
+    fps: float = typer.Option(30.0, "--fps", min=0.1, help="Frames per second (duration = frames / fps)."),
+    easing: str = typer.Option("linear", help="Motion between keyframes (and along a sweep): linear, smooth or cosine."),
+    loop: bool = typer.Option(False, "--loop", help="Interpolation: come back to the first latent at the end (seamless loop)."),
+    direction: Optional[str] = typer.Option(None, "--direction", "-d", help="Sweep this edit instead of interpolating (same specs as `e4e edit`)."),
+    strength: Optional[str] = typer.Option(None, "--strength", "-s", help="Sweep range A:B (or S for 0:S); default: the registry's range."),
+    bounce: bool = typer.Option(True, "--bounce/--no-bounce", help="Sweep: A -> B -> A (default) or just A -> B."),
+    pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (file or registered name)."),
+    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
+    size: Optional[int] = typer.Option(None, min=1, help="Frame width, by area averaging (default: the generator's native size)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output video (default: leave it and exit)."),
+) -> None:
+    """Render a video: linear interpolation in W+ through the latents, or one latent with an edit swept."""
+    import numpy as np
+    import torch
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from e4ecli.cli.common import device_or_die, load_model
+    from e4ecli.edits.ops import EASINGS
+    from e4ecli.runtime import PRECISIONS
+    from e4ecli.files.latents import LatentError, load_latent
+    from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.video import VideoError, interpolation_latents, output_for, render_frames, sweep_latents, write_video
+
+    if precision not in PRECISIONS:
+        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if easing not in EASINGS:
+        die(f"--easing {easing}: use one of {', '.join(EASINGS)}")
+    try:
+        target, fallback = output_for(out)
+    except VideoError as e:
+        die(str(e))
+    if fallback:
+        console.print(f"[yellow]note:[/] ffmpeg (the imageio-ffmpeg package) is not installed; writing {escape(str(target))} instead "
+                      "(pip install imageio-ffmpeg for MP4)")
+    if target.exists() and not overwrite:
+        console.print(f"{escape(str(target))} already exists; nothing to do (--overwrite replaces it)")
+        raise typer.Exit(0)
+    if direction is None and (strength is not None or not bounce):
+        die("--strength and --no-bounce sweep an edit; give --direction too")
+    if direction is not None and len(inputs) != 1:
+        die(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
+    dev = device_or_die(device)
+    ckpt, ident = load_model(checkpoint)
+    gen = ckpt.generator
+
+    keys = []
+    for path in inputs:
+        try:
+            keys.append(load_latent(path, gen.n_latent, gen.style_dim))
+        except LatentError as e:
+            console.print(f"[red]✗[/] {escape(str(path))}: {escape(str(e))}")
+            raise typer.Exit(EXIT_FAILED)
+        except OSError as e:
+            console.print(f"[red]✗[/] {escape(str(path))}: {escape(str(e))}")
+            raise typer.Exit(EXIT_FAILED)
+    keyframes = torch.from_numpy(np.stack(keys)).to(dev)
+
+    if direction is not None:
+        from e4ecli.cli.edit import resolve_edits
+        from e4ecli.edits.specs import parse_range
+
+        (edit,) = resolve_edits([direction], ckpt, ident, pca)
+        try:
+            low, high = parse_range(strength) if strength is not None else (edit.default_range or (None, None))
+        except DirectionError as e:
+            die(str(e))
+        if low is None:
+            die(f"--direction {edit.label} has no default range; give --strength A:B")
+        latents = sweep_latents(keyframes[0], edit, low, high, frames, easing, bounce)
+        what = f"{edit.label} {low:g} -> {high:g}" + (f" -> {low:g}" if bounce else "")
+    else:
+        latents = interpolation_latents(keyframes, frames, easing, loop)
+        what = f"{len(inputs)} keyframe(s)" + (" (loop)" if loop else "")
+
+    gen.to(dev).eval()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(f"video: {what}", total=frames)
+
+        def counted():
+            for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision):
+                yield frame
+                progress.advance(task)
+
+        try:
+            written = write_video(target, counted(), fps)
+        except (VideoError, OSError) as e:
+            die(f"cannot write {target}: {e}", EXIT_FAILED)
+    console.print(f"wrote {escape(str(written))}: {frames} frames at {fps:g} fps ({frames / fps:.2f} s)")

@@ -1,0 +1,248 @@
+"""`--direction` specs and `--strength` values -> ready-to-apply edits.
+
+Direction specs:
+  NAME                      a registry name (`e4e directions list`): InterFaceGAN or named GANSpace
+  FILE.pt / FILE.npy        a direction shaped (512,), (1, 512) or (n_styles, 512): w + s * d
+  ganspace:COMP:START:END   GANSpace component COMP on styles [START, END) with `--pca FILE` or the
+                            model domain's registered PCA
+  sefa:K[:LAYERS]           the K-th SeFa direction (0 = largest eigenvalue) of the loaded generator,
+                            for LAYERS ('all' (default), '2,3,4,5' or '2-5'), applied to those styles
+
+Strengths: a number, or a sweep `A:B:N` (N evenly spaced values from A to B inclusive).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from e4ecli.edits import ops
+from e4ecli.hub.directions import DirectionError
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One resolved edit. `apply(latents (N, S, D), strength float or (N,)) -> (N, S, D)`."""
+
+    label: str  # short, for labels and tables: 'age', 'ganspace:54:7:8', 'sefa:0:2-5', 'my_dir.npy'
+    kind: str  # interfacegan | ganspace | sefa
+    default_strength: float | None = None
+    default_range: tuple[float, float] | None = None
+    domain: str | None = None  # the registry's domain ('ffhq', 'cars'), None for files and SeFa
+    direction: torch.Tensor | None = None  # interfacegan: (1 or S, D); sefa: (D,)
+    styles: tuple[int, ...] | None = None  # None: every style
+    pca: ops.PCA | None = field(default=None, repr=False)
+    component: int | None = None
+
+    def apply(self, latents: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        if self.kind == "ganspace":
+            assert self.pca is not None and self.component is not None and self.styles
+            return ops.ganspace(latents, self.pca, self.component, self.styles[0], self.styles[-1] + 1, strength)
+        assert self.direction is not None
+        if self.kind == "sefa":
+            return ops.sefa_edit(latents, self.direction, self.styles or range(latents.shape[1]), strength)
+        if self.styles is None:
+            return ops.interfacegan(latents, self.direction, strength)
+        edited = ops.interfacegan(latents, self.direction, strength)
+        out = latents.clone()
+        idx = list(self.styles)
+        out[:, idx] = edited[:, idx]
+        return out
+
+    def check(self, n_styles: int, style_dim: int) -> None:
+        """Raise DirectionError when this edit cannot apply to latents (N, n_styles, style_dim)."""
+        if self.styles is not None and max(self.styles) >= n_styles:
+            raise DirectionError(f"{self.label}: moves style {max(self.styles)}, but the generator has styles 0..{n_styles - 1}")
+        if self.kind == "interfacegan":
+            try:
+                ops.as_wplus_direction(self.direction, n_styles, style_dim)  # type: ignore[arg-type]
+            except ValueError as e:
+                raise DirectionError(f"{self.label}: {e}") from None
+        if self.kind == "ganspace":
+            assert self.pca is not None and self.component is not None
+            if self.pca.comp.shape[1] != style_dim:
+                raise DirectionError(f"{self.label}: the PCA is of {self.pca.comp.shape[1]}-d codes, the generator's are {style_dim}-d")
+            if not 0 <= self.component < self.pca.n_components:
+                raise DirectionError(f"{self.label}: component {self.component} out of range (the PCA has {self.pca.n_components})")
+
+
+# -- strengths ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strength:
+    """A single strength, or a sweep of values; `text` is what the user wrote."""
+
+    values: tuple[float, ...]
+    text: str
+    is_sweep: bool
+
+
+def parse_number(text: str, what: str = "strength") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DirectionError(f"{what} {text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise DirectionError(f"{what} must be finite, got {text!r}")
+    return value
+
+
+def parse_strength(text: str) -> Strength:
+    """'3' -> one value; 'A:B:N' -> N evenly spaced values from A to B (N >= 2)."""
+    text = text.strip()
+    parts = text.split(":")
+    if len(parts) == 1:
+        return Strength((parse_number(text),), text, False)
+    if len(parts) != 3:
+        raise DirectionError(f"strength {text!r}: use a number or a sweep A:B:N (e.g. -3:3:7)")
+    a, b = parse_number(parts[0]), parse_number(parts[1])
+    try:
+        n = int(parts[2])
+    except ValueError:
+        raise DirectionError(f"strength {text!r}: N in A:B:N must be a whole number") from None
+    if n < 2:
+        raise DirectionError(f"strength {text!r}: a sweep needs N >= 2 values")
+    values = torch.linspace(a, b, n, dtype=torch.float64).tolist()
+    return Strength(tuple(values), text, True)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'A:B' -> (A, B); a single number S -> (0, S) (from the reconstruction to S)."""
+    parts = text.strip().split(":")
+    if len(parts) == 1:
+        return 0.0, parse_number(parts[0])
+    if len(parts) == 2:
+        return parse_number(parts[0]), parse_number(parts[1])
+    raise DirectionError(f"strength range {text!r}: use A:B (e.g. -3:3) or one number S for 0:S")
+
+
+# -- directions ---------------------------------------------------------------------------------
+DIRECTION_SUFFIXES = (".pt", ".pth", ".npy", ".npz")
+
+
+def _ints(parts: list[str], spec: str, usage: str) -> list[int]:
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise DirectionError(f"direction {spec!r}: use {usage}") from None
+
+
+def _registry_edit(name: str, fetch: Callable) -> Edit:
+    from e4ecli.hub import directions as hub
+
+    entry = hub.lookup(name)
+    if entry.kind == "pca":
+        raise DirectionError(f"'{name}' is a PCA file, not an edit; use --direction ganspace:COMP:START:END --pca {name}")
+    styles = tuple(range(*entry.styles)) if entry.styles else None
+    if entry.kind == "interfacegan":
+        d = hub.load_direction(fetch(entry))
+        return Edit(name, "interfacegan", entry.strength, entry.range, entry.domain, direction=d, styles=styles)
+    pca_entry = hub.lookup(entry.pca)  # type: ignore[arg-type]
+    pca = hub.load_pca(fetch(pca_entry))
+    return Edit(name, "ganspace", entry.strength, entry.range, entry.domain, styles=styles, pca=pca, component=entry.component)
+
+
+def resolve_pca(pca: str | Path | None, domain_name: str, fetch: Callable) -> ops.PCA:
+    """--pca FILE or registry name, else the registered PCA of the model's domain."""
+    from e4ecli.hub import directions as hub
+
+    if pca is not None:
+        if Path(pca).is_file():
+            return hub.load_pca(pca)
+        registry = hub.load_registry()
+        if str(pca) in registry and registry[str(pca)].kind == "pca":
+            return hub.load_pca(fetch(registry[str(pca)]))
+        raise DirectionError(f"--pca {pca}: neither an existing file nor a registered PCA "
+                             f"({', '.join(n for n, e in registry.items() if e.kind == 'pca')})")
+    entry = hub.pca_for_domain(domain_name)
+    if entry is None:
+        raise DirectionError(f"no registered GANSpace PCA for the model's domain '{domain_name}'; give --pca FILE "
+                             "(`e4e directions ganspace` makes one)")
+    return hub.load_pca(fetch(entry))
+
+
+def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name: str = "ffhq_encode",
+            sefa_cache_key: str | None = None, download: bool = True) -> Edit:
+    """A `--direction` spec -> Edit for `generator` (used for SeFa and for shape checks)."""
+    from e4ecli.hub import directions as hub
+
+    def fetch(entry):
+        return hub.fetch(entry, download=download)
+
+    spec = spec.strip()
+    head, _, rest = spec.partition(":")
+    path = Path(spec)
+    if head == "ganspace" and not path.is_file():
+        usage = "ganspace:COMP:START:END (e.g. ganspace:54:7:8)"
+        parts = rest.split(":")
+        if len(parts) != 3:
+            raise DirectionError(f"direction {spec!r}: use {usage}")
+        comp, start, end = _ints(parts, spec, usage)
+        if not 0 <= start < end:
+            raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
+        edit = Edit(spec, "ganspace", styles=tuple(range(start, end)), pca=resolve_pca(pca, domain_name, fetch), component=comp)
+    elif head == "sefa" and not path.is_file():
+        usage = "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)"
+        k_text, _, layers = rest.partition(":")
+        (k,) = _ints([k_text], spec, usage)
+        try:
+            result = sefa_cached(generator, layers or "all", sefa_cache_key)
+        except ValueError as e:
+            raise DirectionError(f"direction {spec!r}: {e}") from None
+        if not 0 <= k < result.directions.shape[0]:
+            raise DirectionError(f"direction {spec!r}: K must be in 0..{result.directions.shape[0] - 1}")
+        edit = Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=result.directions[k], styles=result.layers)
+    elif path.is_file():
+        if path.suffix.lower() not in DIRECTION_SUFFIXES:
+            raise DirectionError(f"{spec}: a direction file must be {', '.join(DIRECTION_SUFFIXES)}")
+        edit = Edit(path.name, "interfacegan", direction=hub.load_direction(path))
+    elif path.suffix.lower() in DIRECTION_SUFFIXES or "/" in spec or "\\" in spec:
+        raise DirectionError(f"{spec}: no such direction file")
+    else:
+        edit = _registry_edit(spec, fetch)
+    edit.check(generator.n_latent, generator.style_dim)
+    return edit
+
+
+# -- SeFa with a per-checkpoint cache -----------------------------------------------------------
+_SEFA_MEMO: dict[Path, ops.Sefa] = {}  # by cache file: one per checkpoint hash, layers and cache folder
+
+
+def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
+    """ops.sefa, cached in memory and (with a checkpoint hash as cache_key) on disk under
+    `$E4E_HOME/sefa/<hash>-<layers>.npz`. Without a key it is computed every time."""
+    import numpy as np
+
+    chosen = tuple(ops.parse_layers(layers, len(ops.styled_convs(generator))))
+    if cache_key is None:
+        return ops.sefa(generator, chosen)
+    from e4ecli.files.batch import atomic_output
+    from e4ecli.hub.directions import cache_root
+
+    safe_key = "".join(c if c.isalnum() else "_" for c in cache_key)
+    path = cache_root() / "sefa" / f"{safe_key}-{'_'.join(map(str, chosen))}.npz"
+    if path in _SEFA_MEMO:
+        return _SEFA_MEMO[path]
+    result = None
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if tuple(int(x) for x in z["layers"]) == chosen:
+                    result = ops.Sefa(torch.from_numpy(z["eigenvalues"]), torch.from_numpy(z["directions"]), chosen)
+        except (OSError, ValueError, KeyError):
+            result = None  # a damaged cache file is recomputed and replaced
+    if result is None:
+        result = ops.sefa(generator, chosen)
+        try:
+            with atomic_output(path) as tmp:
+                np.savez(tmp, eigenvalues=result.eigenvalues.numpy(), directions=result.directions.numpy(), layers=np.array(chosen))
+        except OSError:
+            pass  # the cache is an optimisation; an unwritable cache folder is not an error
+    _SEFA_MEMO[path] = result
+    return result
+
+
+def domain_short(domain_name: str) -> str:
+    """'ffhq_encode' -> 'ffhq'."""
+    return domain_name.split("_")[0]

@@ -1,0 +1,303 @@
+"""Published editing directions: the registry (`directions/registry.toml`), the cache, loading.
+
+The registry is data shipped with the package (`directions/` at the repository root, packaged as
+`e4ecli/directions/`). Published files are fetched on first use from their URL, checked against
+the recorded sha256 and renamed into place atomically, in `$E4E_HOME/directions/` (the weights
+cache's folder). A folder named by `$E4E_DIRECTIONS` is looked in first (offline machines, tests);
+its files must match the recorded sha256 too.
+
+Direction files are read with `safe_load` (`torch.load(weights_only=True)`) or
+`np.load(allow_pickle=False)`; nothing in them is ever executed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+KINDS = ("interfacegan", "pca", "ganspace")
+ENV_DIR = "E4E_DIRECTIONS"
+TIMEOUT_S = 30.0
+REGISTRY_FILE = "registry.toml"
+
+
+class DirectionError(ValueError):
+    """A direction name, file or download that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DirectionEntry:
+    """One table of the registry."""
+
+    name: str
+    kind: str  # interfacegan | pca | ganspace
+    domain: str
+    description: str
+    url: str | None = None
+    sha256: str | None = None
+    styles: tuple[int, int] | None = None  # [start, end); None: every style
+    strength: float | None = None
+    range: tuple[float, float] | None = None
+    pca: str | None = None  # ganspace: the registry name of its PCA file
+    component: int | None = None  # ganspace
+
+    @property
+    def filename(self) -> str | None:
+        return self.url.rsplit("/", 1)[-1] if self.url else None
+
+    @property
+    def has_file(self) -> bool:
+        return self.url is not None
+
+
+# -- the registry -------------------------------------------------------------------------------
+def registry_path() -> Path:
+    """The packaged registry file (falls back to the source tree's `directions/`)."""
+    from importlib import resources
+
+    try:
+        packaged = resources.files("e4ecli").joinpath("directions").joinpath(REGISTRY_FILE)
+        if packaged.is_file():
+            return Path(str(packaged))
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    source_tree = Path(__file__).resolve().parents[2] / "directions" / REGISTRY_FILE
+    if source_tree.is_file():
+        return source_tree
+    raise DirectionError(f"the directions registry ({REGISTRY_FILE}) is missing from this installation; reinstall e4ecli")
+
+
+def _number_pair(value: Any, where: str, field: str, integer: bool = False) -> tuple:
+    kind = int if integer else (int, float)
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+        raise DirectionError(f"{where}: '{field}' must be a list of two {'integers' if integer else 'numbers'}")
+    return (int(value[0]), int(value[1])) if integer else (float(value[0]), float(value[1]))
+
+
+def _entry(name: str, table: dict, origin: str) -> DirectionEntry:
+    where = f"{origin}: [{name}]"
+    kind = table.get("kind")
+    if kind not in KINDS:
+        raise DirectionError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    fields: dict[str, Any] = {"name": name, "kind": kind, "domain": str(table.get("domain", "any")),
+                              "description": str(table.get("description", ""))}
+    if kind in ("interfacegan", "pca"):
+        url, sha = table.get("url"), table.get("sha256")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise DirectionError(f"{where}: 'url' must be an http(s) URL")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha)):
+            raise DirectionError(f"{where}: 'sha256' must be 64 hex digits")
+        fields.update(url=url, sha256=sha.lower())
+    if kind in ("interfacegan", "ganspace"):
+        styles = table.get("styles", "all")
+        fields["styles"] = None if styles == "all" else _number_pair(styles, where, "styles", integer=True)
+        if not isinstance(table.get("strength"), (int, float)):
+            raise DirectionError(f"{where}: 'strength' (the default strength) must be a number")
+        fields["strength"] = float(table["strength"])
+        fields["range"] = _number_pair(table.get("range"), where, "range")
+    if kind == "ganspace":
+        if not isinstance(table.get("pca"), str) or not isinstance(table.get("component"), int):
+            raise DirectionError(f"{where}: a ganspace edit needs 'pca' (a registry name) and 'component' (an integer)")
+        if fields["styles"] is None:
+            raise DirectionError(f"{where}: a ganspace edit needs styles = [start, end]")
+        fields.update(pca=table["pca"], component=int(table["component"]))
+    return DirectionEntry(**fields)
+
+
+def parse_registry(text: str, origin: str = REGISTRY_FILE) -> dict[str, DirectionEntry]:
+    """Registry TOML -> entries by name, validated (ganspace edits must name a registered PCA)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise DirectionError(f"{origin}: not valid TOML ({e})") from None
+    entries = {}
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise DirectionError(f"{origin}: '{name}' must be a table")
+        entries[name] = _entry(name, table, origin)
+    for e in entries.values():
+        if e.kind == "ganspace" and (e.pca not in entries or entries[e.pca].kind != "pca"):
+            raise DirectionError(f"{origin}: [{e.name}] names pca = '{e.pca}', which is not a pca entry")
+    return entries
+
+
+def load_registry() -> dict[str, DirectionEntry]:
+    path = registry_path()
+    return parse_registry(path.read_text(encoding="utf-8"), str(path))
+
+
+def lookup(name: str) -> DirectionEntry:
+    registry = load_registry()
+    if name in registry:
+        return registry[name]
+    edits = [n for n, e in registry.items() if e.kind != "pca"]
+    raise DirectionError(f"unknown direction '{name}'; registered: {', '.join(edits)} (or give a .pt/.npy file, "
+                         "ganspace:COMP:START:END or sefa:K[:LAYERS]; see `e4e directions list`)")
+
+
+def pca_for_domain(domain_name: str) -> DirectionEntry | None:
+    """The registry PCA for a model domain ('ffhq_encode' -> ffhq_pca), if there is one."""
+    short = domain_name.split("_")[0]
+    for e in load_registry().values():
+        if e.kind == "pca" and e.domain == short:
+            return e
+    return None
+
+
+# -- the cache ----------------------------------------------------------------------------------
+def cache_root() -> Path:
+    """The weights cache (`$E4E_HOME`, else `$XDG_CACHE_HOME/e4ecli`, else `~/.cache/e4ecli`)."""
+    try:
+        from e4ecli.hub.zoo import cache_dir  # the weights zoo decides, when it is installed
+    except ImportError:
+        home = os.environ.get("E4E_HOME")
+        if home:
+            return Path(home).expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        if xdg and os.path.isabs(xdg):
+            return Path(xdg) / "e4ecli"
+        return Path.home() / ".cache" / "e4ecli"
+    return cache_dir()
+
+
+def cache_dir() -> Path:
+    return cache_root() / "directions"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_copy(entry: DirectionEntry) -> Path | None:
+    """The entry's file in $E4E_DIRECTIONS or the cache, if present (not verified here)."""
+    assert entry.filename
+    env = os.environ.get(ENV_DIR)
+    candidates = ([Path(env).expanduser() / entry.filename] if env else []) + [cache_dir() / entry.filename]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def _verified(entry: DirectionEntry, path: Path) -> Path:
+    actual = sha256_of(path)
+    if actual != entry.sha256:
+        raise DirectionError(f"{path} is not the published {entry.filename} (sha256 {actual}, expected {entry.sha256}); "
+                             f"delete it to download it again from {entry.url}")
+    return path
+
+
+def fetch(entry: DirectionEntry, download: bool = True) -> Path:
+    """The entry's verified local file: from $E4E_DIRECTIONS, the cache, or downloaded into the cache."""
+    if not entry.has_file:
+        raise DirectionError(f"'{entry.name}' is a {entry.kind} edit, not a file")
+    found = local_copy(entry)
+    if found is not None:
+        return _verified(entry, found)
+    dest = cache_dir() / entry.filename  # type: ignore[operator]
+    if not download:
+        raise DirectionError(offline_message(entry, dest))
+    return _download(entry, dest)
+
+
+def offline_message(entry: DirectionEntry, dest: Path) -> str:
+    return (f"direction file {entry.filename} ('{entry.name}') is not downloaded. Download it from {entry.url} "
+            f"(sha256 {entry.sha256}) and put it at {dest}, or in a folder named by ${ENV_DIR}.")
+
+
+def _download(entry: DirectionEntry, dest: Path) -> Path:
+    """urllib GET into a hidden temp file beside `dest`, sha256 check, atomic rename."""
+    from urllib.error import URLError
+    from urllib.request import Request, urlopen
+
+    from e4ecli import __version__
+    from e4ecli.files.batch import atomic_output
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DirectionError(f"cannot create the cache folder {dest.parent} ({e}); set E4E_HOME elsewhere") from None
+    h = hashlib.sha256()
+    try:
+        with atomic_output(dest) as tmp:
+            req = Request(entry.url, headers={"User-Agent": f"e4ecli/{__version__}"})  # type: ignore[arg-type]
+            with urlopen(req, timeout=TIMEOUT_S) as response, open(tmp, "wb") as f:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    h.update(chunk)
+                    f.write(chunk)
+            if h.hexdigest() != entry.sha256:
+                raise DirectionError(f"downloaded {entry.filename} from {entry.url} but its sha256 is {h.hexdigest()}, "
+                                     f"not {entry.sha256}; nothing was saved")
+    except (URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DirectionError(f"could not download {entry.url} ({reason}). " + offline_message(entry, dest)) from None
+    return dest
+
+
+# -- reading direction files --------------------------------------------------------------------
+def read_array(path: str | Path) -> Any:
+    """A .pt (tensor or dict of tensors, weights_only) or .npy/.npz (no pickles) file -> its content.
+
+    .npz files become a dict of tensors; .npy files a tensor.
+    """
+    import numpy as np
+    import torch
+
+    from e4ecli.hub.checkpoints import CheckpointError, safe_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise DirectionError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: torch.from_numpy(np.asarray(z[k])) for k in z.files}
+        return safe_load(path)
+    except CheckpointError as e:
+        raise DirectionError(str(e)) from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DirectionError(f"{path}: cannot read ({e}; object arrays are never unpickled)") from None
+
+
+def load_direction(path: str | Path):
+    """A direction file -> float32 tensor ((512,), (1, 512), (n_styles, 512) or (1, n_styles, 512))."""
+    import torch
+
+    data = read_array(path)
+    if isinstance(data, dict):
+        tensors = [v for v in data.values() if isinstance(v, torch.Tensor)]
+        if len(tensors) != 1:
+            raise DirectionError(f"{path}: holds {len(data)} entries ({', '.join(map(str, data))}); a direction file holds one array")
+        data = tensors[0]
+    if not isinstance(data, torch.Tensor) or not data.is_floating_point():
+        raise DirectionError(f"{path}: a direction must be a float tensor or array, found {type(data).__name__}")
+    if not torch.isfinite(data).all():
+        raise DirectionError(f"{path}: the direction contains NaN or infinite values")
+    return data.float()
+
+
+def load_pca(path: str | Path):
+    """A GANSpace PCA file ({'mean', 'comp', 'std'} as .pt or .npz) -> ops.PCA."""
+    from e4ecli.edits.ops import PCA
+
+    data = read_array(path)
+    if not isinstance(data, dict):
+        raise DirectionError(f"{path}: a GANSpace PCA file holds a dict with 'mean', 'comp' and 'std', found {type(data).__name__}")
+    try:
+        return PCA.from_published(data)
+    except ValueError as e:
+        raise DirectionError(f"{path}: {e}") from None

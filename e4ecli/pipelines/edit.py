@@ -1,0 +1,217 @@
+"""Edit W+ latents (.npy) and render them.
+
+Outputs for an input with key K (named like `e4e render`):
+  one strength per edit:  OUT/K.png (render), OUT/K.npy (--save-latents), OUT/K.pasted.png (paste-back)
+  a sweep A:B:N:          OUT/K/NN_s<value>.png (+ .npy, + .pasted.png) per value, and OUT/K.png, a
+                          labelled strip: the reconstruction, then every value
+Several (edit, strength) steps compose in order; at most one of them sweeps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from e4ecli.edits.specs import Edit, Strength
+from e4ecli.files.batch import Item, output_path, save_image, save_npy
+from e4ecli.files.images import area_resize, to_uint8
+from e4ecli.files.latents import LatentError, load_latent
+from e4ecli.hub.checkpoints import LoadedCheckpoint
+from e4ecli.pipelines.common import Result, decoded_batches
+from e4ecli.runtime import autocast
+
+PASTED_SUFFIX = ".pasted.png"
+
+
+@dataclass(frozen=True)
+class Step:
+    edit: Edit
+    strength: Strength
+
+
+def format_strength(value: float) -> str:
+    """3.0 -> '+3', -1.5 -> '-1.5', 0 -> '+0' (file names and labels)."""
+    text = f"{value:+.3f}".rstrip("0").rstrip(".")
+    return "+0" if text in ("-0", "+0", "") else text
+
+
+def sweep_values(steps: Sequence[Step]) -> tuple[int | None, tuple[float, ...]]:
+    """(index of the sweeping step or None, its values (or a 1-tuple placeholder))."""
+    sweeping = [i for i, s in enumerate(steps) if s.strength.is_sweep]
+    if len(sweeping) > 1:
+        raise ValueError("only one --strength may be a sweep A:B:N")
+    if not sweeping:
+        return None, (0.0,)
+    return sweeping[0], steps[sweeping[0]].strength.values
+
+
+def edited_latents(latents: torch.Tensor, steps: Sequence[Step]) -> torch.Tensor:
+    """latents (N, S, D) -> (N, F, S, D): the steps applied in order, F = the sweep's length (or 1)."""
+    sweep_at, values = sweep_values(steps)
+    n, f = latents.shape[0], len(values)
+    w = latents[:, None].expand(n, f, *latents.shape[1:]).reshape(n * f, *latents.shape[1:])
+    for i, step in enumerate(steps):
+        if i == sweep_at:
+            strength = torch.tensor(values, dtype=latents.dtype, device=latents.device).repeat(n)
+        else:
+            strength = step.strength.values[0]
+        w = step.edit.apply(w, strength)
+    return w.reshape(n, f, *latents.shape[1:])
+
+
+@dataclass
+class Plan:
+    """Every output one input will have."""
+
+    item: Item
+    images: list[Path] = field(default_factory=list)  # one per frame (empty with latents_only)
+    latents: list[Path] = field(default_factory=list)  # one per frame (empty unless saved)
+    pasted: list[Path] = field(default_factory=list)  # one per frame when a sidecar was found
+    strip: Path | None = None
+    sidecar: Path | None = None
+
+    def all_outputs(self) -> list[Path]:
+        return [p for p in (self.strip, *self.images, *self.latents, *self.pasted) if p is not None]
+
+    def main_output(self) -> Path:
+        return self.all_outputs()[0]
+
+
+def plan_outputs(item: Item, out_dir: Path, values: Sequence[float], sweep: bool, *, save_latents: bool,
+                 latents_only: bool, sidecar: Path | None) -> Plan:
+    plan = Plan(item, sidecar=sidecar)
+    if not sweep:
+        stems = [item.key]
+    else:
+        stems = [f"{item.key}/{i:02d}_s{format_strength(v)}" for i, v in enumerate(values)]
+        if not latents_only:
+            plan.strip = output_path(out_dir, item.key, ".png")
+    for stem in stems:
+        if not latents_only:
+            plan.images.append(output_path(out_dir, stem, ".png"))
+            if sidecar is not None:
+                plan.pasted.append(output_path(out_dir, stem, PASTED_SUFFIX))
+        if save_latents or latents_only:
+            plan.latents.append(output_path(out_dir, stem, ".npy"))
+    return plan
+
+
+class _ReadLatent:
+    """Picklable decode function: .npy -> float32 (n_styles, style_dim)."""
+
+    def __init__(self, n_styles: int, style_dim: int):
+        self.n_styles, self.style_dim = n_styles, style_dim
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return load_latent(path, self.n_styles, self.style_dim)
+
+
+def render_uint8(gen, domain, latents: torch.Tensor, batch_size: int, size: int | None,
+                 precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
+    """latents (M, S, D) -> (uint8 renders at `size` (M, h, w, 3), native-size renders or None when
+    `size` is None), in chunks of batch_size, at `precision` (fp32, or fp16/bf16 autocast)."""
+    out, native = [], []
+    with torch.inference_mode(), autocast(latents.device, precision):
+        for chunk in latents.split(max(1, batch_size)):
+            images = domain.crop(gen.synthesis(chunk))
+            if size:
+                native.append(to_uint8(images))
+                images = area_resize(images, size)
+            out.append(to_uint8(images))
+    return np.concatenate(out), (np.concatenate(native) if native else None)
+
+
+def labelled_strip(tiles: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """uint8 tiles (h, w, 3) side by side, each with its label in a band above -> uint8 (h + band, w * n, 3)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = tiles[0].shape[:2]
+    band = max(12, min(48, w // 10))
+    try:
+        font = ImageFont.load_default(size=max(8, int(band * 0.7)))
+    except TypeError:  # Pillow without FreeType sizes
+        font = ImageFont.load_default()
+    canvas = Image.new("RGB", (w * len(tiles), h + band), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (tile, label) in enumerate(zip(tiles, labels)):
+        canvas.paste(Image.fromarray(tile), (i * w, band))
+        draw.text((i * w + w // 2, band // 2), label, fill=(0, 0, 0), font=font, anchor="mm")
+    return np.asarray(canvas)
+
+
+def _paste(plan: Plan, frames: np.ndarray, feather: float) -> None:
+    from e4ecli.pasteback import load_photo, paste_back, read_sidecar
+
+    assert plan.sidecar is not None
+    sidecar = read_sidecar(plan.sidecar)
+    photo = load_photo(sidecar)
+    for frame, path in zip(frames, plan.pasted):
+        save_image(path, paste_back(photo, frame, sidecar.source_from_output, sidecar.output_size, feather))
+
+
+def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Sequence[Step], *, device: torch.device,
+         precision: str = "fp32", batch_size: int = 4, size: int | None = None, save_latents: bool = False, latents_only: bool = False,
+         sidecars: dict[Item, Path] | None = None, feather: float = 0.1, overwrite: bool = False,
+         workers: int = 0) -> Iterator[Result]:
+    """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back."""
+    from e4ecli.pasteback import PasteBackError
+
+    sweep_at, values = sweep_values(steps)
+    sweep = sweep_at is not None
+    sidecars = sidecars or {}
+    plans = {it: plan_outputs(it, out_dir, values, sweep, save_latents=save_latents, latents_only=latents_only,
+                              sidecar=sidecars.get(it)) for it in items}
+    todo = []
+    for it in items:
+        if not overwrite and all(p.exists() for p in plans[it].all_outputs()):
+            yield Result(it, "skipped", [plans[it].main_output()])
+        else:
+            todo.append(it)
+    gen = ckpt.generator.to(device).eval()
+    name = steps[sweep_at].edit.label if sweep_at is not None else ""
+    labels = ["reconstruction"] + [f"{name} {format_strength(v)}" for v in values]
+    for batch in decoded_batches(todo, _ReadLatent(gen.n_latent, gen.style_dim), batch_size, workers, expected=(LatentError,)):
+        good = [(it, w) for it, w, err in batch if err is None]
+        for it, _, err in batch:
+            if err is not None:
+                yield Result(it, "failed", error=err)
+        if not good:
+            continue
+        w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
+        with torch.inference_mode():
+            edited = edited_latents(w, steps)  # (n, F, S, D)
+        frames_per = edited.shape[1]
+        renders = native = recon = None
+        if not latents_only:
+            flat = edited.reshape(-1, *edited.shape[2:])
+            if sweep:  # the strip starts with the unedited reconstruction
+                flat = torch.cat([flat, w])
+            renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size, precision)
+            if sweep:
+                recon, renders = renders[len(good) * frames_per:], renders[: len(good) * frames_per]
+                native = native[: len(good) * frames_per] if native is not None else None
+        lat_np = edited.float().cpu().numpy()
+        for j, (it, _) in enumerate(good):
+            plan = plans[it]
+            try:
+                for f, path in enumerate(plan.latents):
+                    save_npy(path, lat_np[j, f])
+                if renders is not None:
+                    mine = renders[j * frames_per:(j + 1) * frames_per]
+                    for f, path in enumerate(plan.images):
+                        save_image(path, mine[f])
+                    if plan.strip is not None and recon is not None:
+                        save_image(plan.strip, labelled_strip([recon[j], *mine], labels))
+                    if plan.pasted:
+                        full = native[j * frames_per:(j + 1) * frames_per] if native is not None else mine
+                        _paste(plan, full, feather)
+            except PasteBackError as e:
+                yield Result(it, "failed", error=f"paste-back: {e}")
+                continue
+            except OSError as e:
+                yield Result(it, "failed", error=f"cannot write output: {e}")
+                continue
+            yield Result(it, "ok", [plan.main_output()])

@@ -1,0 +1,102 @@
+"""Videos of latents: interpolation through keyframes, or an edit swept there and back.
+
+Frames are rendered in batches and streamed to the writer: MP4 (and .mkv/.mov/.webm/.avi) through
+imageio's ffmpeg plugin (imageio-ffmpeg ships the binary), GIF through Pillow. When an ffmpeg
+format is asked for but imageio-ffmpeg is missing, a GIF is written instead (`write_video`
+returns the path it wrote).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from e4ecli.edits import ops
+from e4ecli.edits.specs import Edit
+from e4ecli.files.batch import atomic_output
+from e4ecli.pipelines.edit import render_uint8
+
+FFMPEG_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+VIDEO_SUFFIXES = FFMPEG_SUFFIXES + (".gif",)
+
+
+class VideoError(ValueError):
+    """An output that cannot be written as asked; the message says what to do."""
+
+
+def interpolation_latents(keyframes: torch.Tensor, n_frames: int, easing: str = "linear", loop: bool = False) -> torch.Tensor:
+    """keyframes (K, S, D) -> (n_frames, S, D) linear in W+ (see ops.interpolate)."""
+    return ops.interpolate(keyframes, n_frames, easing, loop)
+
+
+def sweep_latents(latent: torch.Tensor, edit: Edit, low: float, high: float, n_frames: int, easing: str = "linear",
+                  bounce: bool = True) -> torch.Tensor:
+    """latent (S, D) -> (n_frames, S, D): the edit at strengths low -> high (-> low with bounce)."""
+    values = ops.sweep_values(low, high, n_frames, easing, bounce).to(latent)
+    return edit.apply(latent[None].expand(n_frames, *latent.shape).clone(), values)
+
+
+def render_frames(gen, domain, latents: torch.Tensor, batch_size: int = 4, size: int | None = None,
+                  precision: str = "fp32") -> Iterator[np.ndarray]:
+    """latents (F, S, D) -> uint8 frames (h, w, 3), rendered batch_size at a time."""
+    for chunk in latents.split(max(1, batch_size)):
+        images, _ = render_uint8(gen, domain, chunk, batch_size, size, precision)
+        yield from images
+
+
+def ffmpeg_available() -> bool:
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def output_for(path: Path) -> tuple[Path, bool]:
+    """(the path that will be written, whether it is a GIF fallback for a missing ffmpeg)."""
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise VideoError(f"{path}: unsupported video type '{path.suffix}'; use .mp4 or .gif (also {', '.join(FFMPEG_SUFFIXES[1:])})")
+    if suffix in FFMPEG_SUFFIXES and not ffmpeg_available():
+        return path.with_suffix(".gif"), True
+    return path, False
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """H.264 in yuv420p needs even sides: repeat the last row/column when one is odd."""
+    h, w = frame.shape[:2]
+    if h % 2 or w % 2:
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return frame
+
+
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, quality: int = 8) -> Path:
+    """Write uint8 frames (h, w, 3) to `path` atomically; returns the path written (GIF fallback)."""
+    target, _ = output_for(Path(path))
+    with atomic_output(target) as tmp:
+        if target.suffix.lower() == ".gif":
+            import imageio.v3 as iio
+
+            stack = [np.ascontiguousarray(f) for f in frames]
+            if not stack:
+                raise VideoError("no frames to write")
+            iio.imwrite(tmp, np.stack(stack), extension=".gif", duration=1000.0 / fps, loop=0)
+        else:
+            import imageio.v2 as imageio
+
+            writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=quality,
+                                        pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+            n = 0
+            try:
+                for frame in frames:
+                    writer.append_data(_even(np.ascontiguousarray(frame)))
+                    n += 1
+            finally:
+                writer.close()
+            if n == 0:
+                raise VideoError("no frames to write")
+    return target
