@@ -16,7 +16,8 @@ class Inverter(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: Generator, latent_avg: torch.Tensor | None, start_from_latent_avg: bool = True):
         super().__init__()
-        self.encoder = encoder
+        # NHWC feature maps: oneDNN / cuDNN run the IR-SE50 convolutions several times faster
+        self.encoder = encoder.to(memory_format=torch.channels_last)
         self.decoder = decoder
         self.start_from_latent_avg = bool(start_from_latent_avg)
         self.register_buffer("latent_avg", latent_avg if latent_avg is not None else torch.zeros(decoder.n_latent, decoder.style_dim))
@@ -26,7 +27,7 @@ class Inverter(nn.Module):
         return self.decoder.n_latent
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        codes = self.encoder(x)
+        codes = self.encoder(x.contiguous(memory_format=torch.channels_last))
         if self.start_from_latent_avg:
             avg = self.latent_avg
             codes = codes + (avg if avg.ndim == 2 else avg.unsqueeze(0)).to(codes.dtype)
