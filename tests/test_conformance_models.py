@@ -117,3 +117,20 @@ def test_generator_from_real_tensors_matches_meta_build(case_checkpoint):
     ckpt = torch.load(case_checkpoint("stylegan2_64_cm1"), weights_only=True)
     gen = build_generator(ckpt["g_ema"])
     assert gen.channels == {4: 512, 8: 512, 16: 512, 32: 512, 64: 256}
+
+
+def test_both_modulated_conv_paths_reproduce_original(case_checkpoint, case_arrays):
+    """Image-by-image weight modulation (CPU inference) and batched activation scaling (training,
+    GPU) are the same linear map: both reproduce the case, and channels_last changes nothing."""
+    z = case_arrays("stylegan2_64_cm1")
+    gen = load_checkpoint(case_checkpoint("stylegan2_64_cm1")).generator
+    wplus = torch.from_numpy(z["wplus"])
+    with torch.no_grad():
+        per_image = gen.synthesis(wplus)
+    with torch.enable_grad():
+        batched = gen.synthesis(wplus.clone().requires_grad_(True))  # grad enabled -> batched path
+    gen.channels_last = False
+    with torch.no_grad():
+        nchw = gen.synthesis(wplus)
+    for out in (per_image, batched.detach(), nchw):
+        assert maxdiff(out, z["images_wplus"]) <= TOL

@@ -82,11 +82,12 @@ def bench(inverter, device: torch.device, *, input_size: tuple[int, int] = (256,
     """Time `inverter.encode` on (B, 3, H, W) inputs and `inverter.decode` on its latents."""
     inverter = inverter.to(device).eval()
     x = torch.randn(batch_size, 3, *input_size, device=device).clamp_(-1, 1)
-    with torch.inference_mode():
+    with torch.no_grad():  # FlopCounterMode does not work under inference_mode
         one = x[:1]
         enc_flops = count_flops(lambda: inverter.encode(one))
         lat1 = inverter.encode(one)
         gen_flops = count_flops(lambda: inverter.decode(lat1))
+    with torch.inference_mode():
         with autocast(device, precision):
             latents = inverter.encode(x)
             t_enc = _best_time(lambda: inverter.encode(x), device, iters)
