@@ -86,3 +86,27 @@ def test_a_new_run_refuses_an_experiment_folder_that_holds_one(tmp_path):
     assert r.exit_code == 2
     text = " ".join(r.output.split())
     assert "already holds a training run" in text and "continue it with --resume" in text
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_published_format_checkpoint(tmp_path, monkeypatch):
+    """--checkpoint-path: encoder, decoder and latent average come from the file (here: a best_model.pt)."""
+    alexnet_cache(monkeypatch, tmp_path / "torch_home")
+    write_photos(tmp_path / "train", ["face", "car"], size=40)
+    gen = tiny_generator(tmp_path / "g8.pt")
+    common = ["--data", str(tmp_path / "train"), "--encoder-init", "none", "--id-lambda", "0", "--input-size", "32",
+              "--batch-size", "2", "--workers", "0", "--start-from-latent-avg", "--max-steps", "0", "--device", "cpu"]
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--exp-dir", str(tmp_path / "base"), "--stylegan-weights", str(gen), *common])
+    assert r.exit_code == 0, r.output
+    source = tmp_path / "base" / "checkpoints" / "iteration_0.pt"
+    r = runner.invoke(app, ["train", "--exp-dir", str(tmp_path / "ft"), "--checkpoint", str(source), "--progressive-start", "5", *common])
+    assert r.exit_code == 0, r.output
+    src, ft = safe_load(source), safe_load(tmp_path / "ft" / "checkpoints" / "iteration_0.pt")
+    assert torch.equal(src["latent_avg"], ft["latent_avg"])
+    for k, v in src["state_dict"].items():
+        if k.startswith("decoder.") or k.startswith(("encoder.styles.3.", "encoder.latlayer1.")):
+            assert torch.equal(v, ft["state_dict"][k]), k  # frozen / not yet unlocked at stage 0: as in the file
+    trained = "encoder.styles.0.linear.weight"
+    assert not torch.equal(src["state_dict"][trained], ft["state_dict"][trained])
+    assert ft["opts"]["checkpoint_path"] == str(source)
