@@ -6,23 +6,20 @@ import hashlib
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-KIT = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+from conftest import KIT  # noqa: E402  (../shared/conformance)
 
 
 def kit():
     """The conformance kit's `weights` module (skips the test when the kit is absent)."""
-    if not (KIT / "weights.py").is_file():
-        pytest.skip(f"conformance kit not found at {KIT} (it ships with the project's test environment)")
-    if str(KIT) not in sys.path:
-        sys.path.insert(0, str(KIT))
+    from conftest import kit_or_skip
+
+    kit_or_skip()
     import weights
 
     return weights
@@ -118,13 +115,14 @@ def ddp_worker(rank: int, world: int, port: int, opts: dict, out_dir: str) -> No
     """
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from e4ecli.training import distributed, loop
+    from e4ecli.runtime import setup_distributed
+    from e4ecli.training import loop
 
-    dist = distributed.setup(torch.device("cpu"))
+    dist, device = setup_distributed("cpu")
     try:
         plan = loop.prepare(opts, set())
         dist.barrier()
-        trainer = loop.Trainer(plan, dist)
+        trainer = loop.Trainer(plan, dist, device)
         events = list(trainer.run())
         steps = [e.step for e in events if isinstance(e, loop.StepDone)]
         report = {"steps": steps, "encoder": digests(trainer.encoder.state_dict()),

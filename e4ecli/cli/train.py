@@ -81,19 +81,18 @@ app.command("train", epilog=EPILOG, no_args_is_help=True)(train_cmd)
 
 
 def _run(opts: dict[str, Any], overrides: set[str]) -> int:
-    """Set up the process group, plan the run, train; returns the exit code."""
+    """Join torchrun's process group (if launched by it), plan the run, train; returns the exit code."""
     import torch
 
-    from e4ecli.cli.common import device_or_die
+    from e4ecli.cli.common import distributed_or_die
     from e4ecli.hub.checkpoints import CheckpointError
-    from e4ecli.training import distributed, loop
+    from e4ecli.training import loop
     from e4ecli.training.options import OptionsError
 
-    device = device_or_die(opts["device"])
-    try:
-        dist = distributed.setup(device)
-    except distributed.DistributedError as e:
-        die(str(e))
+    dist, device = distributed_or_die(opts["device"])
+    if device.type == "cuda":  # training takes TF32 convolutions and matmuls, PyTorch's default for cuDNN
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     try:
         try:
             plan = loop.prepare(opts, overrides)
@@ -103,8 +102,7 @@ def _run(opts: dict[str, Any], overrides: set[str]) -> int:
         if dist.is_main:
             for name, (old, new) in plan.changed.items():
                 console.print(f"[yellow]note:[/] {name}: {escape(repr(old))} in the checkpoint, {escape(repr(new))} now")
-        torch.set_float32_matmul_precision("high")
-        return _consume(loop.train(plan, dist), dist)
+        return _consume(loop.train(plan, dist, device), dist)
     finally:
         dist.close()
 

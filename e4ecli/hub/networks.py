@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from e4ecli.hub.checkpoints import CheckpointError, build_generator, load_strict, safe_load, strip_prefix
+from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, load_strict, safe_load, strip_prefix
 from e4ecli.models.identity import ArcFaceIRSE50, moco_resnet50
-from e4ecli.models.stylegan2 import Generator
+from e4ecli.models.stylegan2 import Generator, channel_plan
 
 MOCO_PREFIX = "module.encoder_q."
 
@@ -55,18 +55,27 @@ def _state_dict(obj, path: Path, key: str | None = None) -> dict:
     return obj
 
 
-def load_stylegan(path: str | Path) -> tuple[Generator, torch.Tensor | None]:
-    """A rosinality StyleGAN2 file {'g_ema': ..., 'latent_avg'?} -> (generator (eval), latent_avg (512,) or None)."""
-    path = Path(path)
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
-        raise CheckpointError(f"{path}: not a StyleGAN2 generator file (expected a 'g_ema' state dict, as rosinality's "
-                              "convert_weight.py and train.py write)")
-    gen = build_generator(_state_dict(ckpt, path, "g_ema"), f"{path} [g_ema]")
-    avg = ckpt.get("latent_avg")
-    if avg is not None:
-        avg = avg.float().reshape(-1, gen.style_dim)[0]
-    return gen, avg
+def load_stylegan(path: str | Path) -> tuple[Generator, torch.Tensor, str]:
+    """A generator file -> (generator (eval), latent average (512,), where the average came from).
+
+    Any generator `load_checkpoint` reads: rosinality {'g_ema', 'latent_avg'?} (with the project's
+    generator config when present) or a StyleGAN2-ADA snapshot (.pkl, read without running its code).
+    """
+    loaded = load_checkpoint(path)
+    if loaded.kind != "generator":
+        raise CheckpointError(f"{path}: an e4e/pSp checkpoint ({loaded.kind}), not a generator; to fine-tune it, "
+                              "pass it as --checkpoint-path")
+    return loaded.generator, loaded.latent_avg.reshape(-1)[: loaded.generator.style_dim], loaded.latent_avg_source
+
+
+def generator_file_config(gen: Generator) -> dict | None:
+    """The GENERATOR_CONFIG_KEY entry a checkpoint needs for this generator, or None when rosinality's
+    code expresses it (channel multiplier 1 or 2, 8 mapping layers, no conv_clamp)."""
+    standard = any(gen.channels == channel_plan(gen.size, cm) for cm in (1, 2))
+    if standard and gen.n_mlp == 8 and gen.conv_clamp is None:
+        return None
+    return {"size": gen.size, "style_dim": gen.style_dim, "n_mlp": gen.n_mlp, "channels": dict(gen.channels),
+            "conv_clamp": gen.conv_clamp, "source": "e4e train"}
 
 
 def init_from_ir_se50(encoder: nn.Module, path: str | Path) -> int:

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from e4ecli.domains import domain_for
-from e4ecli.hub.checkpoints import CheckpointError, build_generator, load_checkpoint, load_strict, mean_latent, safe_load, strip_prefix
-from e4ecli.hub.networks import init_from_ir_se50, load_arcface, load_moco, load_stylegan, resolve_weights
+from e4ecli.hub.checkpoints import (GENERATOR_CONFIG_KEY, CheckpointError, build_generator, load_checkpoint, load_strict,
+                                    mean_latent, safe_load, strip_prefix)
+from e4ecli.hub.networks import generator_file_config, init_from_ir_se50, load_arcface, load_moco, load_stylegan, resolve_weights
 from e4ecli.models.discriminator import LatentCodesDiscriminator
 from e4ecli.models.encoders import ENCODERS
 from e4ecli.training import checkpoint as ckpts
@@ -39,7 +40,7 @@ from e4ecli.training import data as datamod
 from e4ecli.training import losses as L
 from e4ecli.training import options as optmod
 from e4ecli.training import progressive as prog
-from e4ecli.training.distributed import Dist
+from e4ecli.runtime import Dist, autocast
 from e4ecli.training.logs import RunLog
 from e4ecli.training.pool import LatentCodesPool
 
@@ -212,11 +213,13 @@ class _Synthesis(nn.Module):
 
 
 class Trainer:
-    def __init__(self, plan: Plan, dist: Dist):
+    """One process's trainer. dist: e4ecli.runtime.Dist (a world of one outside torchrun); device: this process's."""
+
+    def __init__(self, plan: Plan, dist: Dist, device: torch.device):
         self.plan = plan
         self.opts = plan.opts
         self.dist = dist
-        self.device = dist.device
+        self.device = torch.device(device)
         self.notes: list[Note] = [Note(n, "warning") for n in plan.notes]
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ class Trainer:
         self.encoder.train()
         self.decoder.train()
         # Each rank draws its own z, noise and pool choices from here on; (ranks restored from a checkpoint keep theirs).
-        if self.dist.enabled and not self._rng_restored:
+        if self.dist.world > 1 and not self._rng_restored:
             torch.manual_seed(self.seed + 1_000_003 * self.dist.rank)
             self.py_rng.seed(self.seed + 1_000_003 * self.dist.rank)
         self._wrap_ddp()
@@ -267,7 +270,7 @@ class Trainer:
         if resume is not None:
             sd = resume["state_dict"]
             where = str(self.plan.resume_path)
-            decoder = build_generator(strip_prefix(sd, "decoder."), f"{where} [decoder]")
+            decoder = build_generator(strip_prefix(sd, "decoder."), f"{where} [decoder]", resume.get(GENERATOR_CONFIG_KEY))
             encoder = ENCODERS[o["encoder_type"]](decoder.size, 50)
             load_strict(encoder, strip_prefix(sd, "encoder."), f"{where} [encoder]")
             avg = resume.get("latent_avg")
@@ -284,10 +287,9 @@ class Trainer:
             encoder, decoder, avg = loaded.encoder, loaded.generator, loaded.latent_avg
         else:
             path = self._weights(o["stylegan_weights"], "the StyleGAN2 generator", "--stylegan-weights")
-            decoder, avg = load_stylegan(path)
-            if avg is None:
-                avg = mean_latent(decoder)
-                self.notes.append(Note(f"{path} has no latent_avg; using the mapping network's mean over seeded samples"))
+            decoder, avg, source = load_stylegan(path)
+            if source != "file":
+                self.notes.append(Note(f"{path} has no latent_avg; using the {source}"))
             encoder = ENCODERS[o["encoder_type"]](decoder.size, 50)
             init = o["encoder_init"]
             if init and init.lower() != "none":
@@ -423,7 +425,7 @@ class Trainer:
         self.enc_fwd: nn.Module = self.encoder
         self.synth: nn.Module = _Synthesis(self.decoder)
         self.d_fwd: nn.Module | None = self.discriminator
-        if not self.dist.enabled:
+        if self.dist.world <= 1:
             return
         import warnings
 
@@ -461,7 +463,7 @@ class Trainer:
 
     # -- the step ------------------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16, enabled=bool(self.opts["amp"]))
+        return autocast(self.device, "fp16" if self.opts["amp"] else "fp32")
 
     def forward(self, x: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3, H, W) -> (y_hat (N, 3, H, W) framed like x, latents (N, n_styles, 512))."""
@@ -576,7 +578,7 @@ class Trainer:
 
     def validate(self, step: int) -> dict[str, float] | None:
         """Mean of each loss over the validation batches of all ranks (None at step 0: a 5-batch sanity pass)."""
-        if self.dist.enabled:  # every rank validates with rank 0's BatchNorm statistics, the ones checkpoints keep
+        if self.dist.world > 1:  # every rank validates with rank 0's BatchNorm statistics, the ones checkpoints keep
             for b in self.encoder.buffers():
                 torch.distributed.broadcast(b, 0)
         self.encoder.eval()
@@ -622,6 +624,9 @@ class Trainer:
         sd = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         sd.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
         payload: dict[str, Any] = {"state_dict": sd, "opts": dict(self.opts)}
+        config = generator_file_config(self.decoder)
+        if config is not None:  # a generator rosinality's code cannot express: how to rebuild it
+            payload[GENERATOR_CONFIG_KEY] = config
         if self.opts["start_from_latent_avg"]:
             payload["latent_avg"] = self.latent_avg.detach().cpu()
         if training_state:
@@ -753,6 +758,6 @@ class Trainer:
                 yield Saved(step, path, False)
 
 
-def train(plan: Plan, dist: Dist) -> Iterator[Any]:
+def train(plan: Plan, dist: Dist, device: torch.device) -> Iterator[Any]:
     """Run one process's share of training; yields Note/Started/StepDone/StageChanged/Validated/Saved/Finished."""
-    return Trainer(plan, dist).run()
+    return Trainer(plan, dist, device).run()
