@@ -3,7 +3,6 @@ flags, the --config file and the checkpoints' opts); the work is e4ecli.training
 from __future__ import annotations
 
 import inspect
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -121,7 +120,7 @@ def _consume(events, dist) -> int:
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("stage {task.fields[stage]}"),
-        TextColumn("loss {task.fields[loss]}"), console=console, transient=False, disable=not dist.is_main,
+        TextColumn("{task.fields[loss]}"), console=console, transient=False, disable=not dist.is_main,
     )
     task = None
     seconds: list[float] = []
@@ -143,7 +142,7 @@ def _consume(events, dist) -> int:
                     seconds = (seconds + [ev.seconds])[-20:]
                     mean = sum(seconds) / len(seconds)
                     rate = f"{1 / mean:.2f} step/s" if mean < 1 else f"{mean:.1f} s/step"
-                    progress.update(task, advance=1, rate=rate, stage=_stage(ev.stage, started.n_styles), loss=f"{ev.losses.get('loss', float('nan')):.4f}")
+                    progress.update(task, advance=1, rate=rate, stage=_stage(ev.stage, started.n_styles), loss=_losses(ev.losses))
                 elif isinstance(ev, loop.StageChanged) and dist.is_main:
                     progress.console.print(f"step {ev.step}: progressive stage {ev.stage} (w + {ev.stage} delta(s) trained)")
                 elif isinstance(ev, loop.Validated) and dist.is_main:
@@ -166,6 +165,14 @@ def _consume(events, dist) -> int:
         console.print(f"{tag}[bold red]error:[/] {escape(str(e))}")
         return EXIT_FAILED
     return EXIT_FAILED if skipped else EXIT_OK
+
+
+SHOWN_LOSSES = (("loss", "loss"), ("loss_l2", "l2"), ("loss_lpips", "lpips"), ("loss_id", "id"), ("discriminator_loss", "D"))
+
+
+def _losses(values: dict[str, float]) -> str:
+    """The headline losses of a step for the progress line: 'loss 0.5460 l2 0.3453 lpips 0.1575 ...'."""
+    return " ".join(f"{short} {values[key]:.4f}" for key, short in SHOWN_LOSSES if key in values)
 
 
 def _stage(stage: int | None, n_styles: int) -> str:

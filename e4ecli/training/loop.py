@@ -266,7 +266,6 @@ class Trainer:
     def _build_models(self) -> None:
         o = self.opts
         resume = self.plan.resume_ckpt
-        self.latent_avg_note = None
         if resume is not None:
             sd = resume["state_dict"]
             where = str(self.plan.resume_path)
@@ -475,6 +474,7 @@ class Trainer:
         return y_hat, latents
 
     def synth_eval(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (N, n_styles, 512) -> images (N, 3, S, S), fresh noise, outside DDP (validation)."""
         return self.decoder.synthesis(latents, noise=[None] * self.decoder.num_layers)
 
     def dims_to_discriminate(self) -> list[int]:
