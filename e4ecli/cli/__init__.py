@@ -27,6 +27,7 @@ from e4ecli.cli import align as _align  # noqa: E402,F401
 from e4ecli.cli import convert as _convert  # noqa: E402,F401
 from e4ecli.cli import invert as _invert  # noqa: E402,F401
 from e4ecli.cli import render as _render  # noqa: E402,F401
+from e4ecli.cli import train as _train  # noqa: E402,F401
 from e4ecli.cli import weights as _weights  # noqa: E402,F401
 from e4ecli.cli import bench as _bench  # noqa: E402,F401
 app.add_typer(_weights.weights_app, name="weights")

@@ -1,0 +1,133 @@
+"""The weight files training needs, read safely: StyleGAN2 generator, IR-SE50 encoder init,
+ArcFace (identity loss for faces) and MoCo v2 (similarity loss for other domains).
+
+Each is named by a file path or a zoo name (`stylegan2_ffhq_1024`, `ir_se50`, `moco_v2_resnet50`);
+a missing file raises CheckpointError saying which file, where to put it and which flag changes it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, load_strict, safe_load, strip_prefix
+from e4ecli.models.identity import ArcFaceIRSE50, moco_resnet50
+from e4ecli.models.stylegan2 import Generator, channel_plan
+
+MOCO_PREFIX = "module.encoder_q."
+
+
+def resolve_weights(spec: str, what: str, flag: str, alternative: str | None = None) -> Path:
+    """A file path as is; otherwise a zoo name, fetched into the zoo cache when missing.
+
+    what: e.g. "the ArcFace network of the identity loss"; flag: the option naming it;
+    alternative: e.g. "--id-lambda 0 trains without it", added to every error.
+    """
+    hint = f" Set another file with {flag}" + (f", or {alternative}." if alternative else ".")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{spec}: not a regular file ({what}).{hint}")
+    if "/" in spec or "\\" in spec or path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
+        raise CheckpointError(f"{spec}: no such file ({what}).{hint}")
+    try:
+        from e4ecli.hub import zoo
+    except ImportError:  # the zoo module is not installed in this build
+        raise CheckpointError(f"{spec}: no such file, and the weights zoo is not available to look the name up ({what}).{hint}") from None
+    try:
+        return Path(zoo.resolve(spec))
+    except Exception as e:  # zoo.ZooError (unknown name, offline, bad download): its text says what to do
+        if type(e).__name__ != "ZooError":
+            raise
+        raise CheckpointError(f"{what}: {e}{hint}") from None
+
+
+def _state_dict(obj, path: Path, key: str | None = None) -> dict:
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            found = ", ".join(sorted(map(str, obj))[:6]) if isinstance(obj, dict) else type(obj).__name__
+            raise CheckpointError(f"{path}: expected a '{key}' entry (found {found})")
+        obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+def load_stylegan(path: str | Path) -> tuple[Generator, torch.Tensor, str]:
+    """A generator file -> (generator (eval), latent average (512,), where the average came from).
+
+    Any generator `load_checkpoint` reads: rosinality {'g_ema', 'latent_avg'?} (with the project's
+    generator config when present) or a StyleGAN2-ADA snapshot (.pkl, read without running its code).
+    """
+    loaded = load_checkpoint(path)
+    if loaded.kind != "generator":
+        raise CheckpointError(f"{path}: an e4e/pSp checkpoint ({loaded.kind}), not a generator; to fine-tune it, "
+                              "pass it as --checkpoint-path")
+    return loaded.generator, loaded.latent_avg.reshape(-1)[: loaded.generator.style_dim], loaded.latent_avg_source
+
+
+def generator_file_config(gen: Generator) -> dict | None:
+    """The GENERATOR_CONFIG_KEY entry a checkpoint needs for this generator, or None when rosinality's
+    code expresses it (channel multiplier 1 or 2, 8 mapping layers, no conv_clamp)."""
+    standard = any(gen.channels == channel_plan(gen.size, cm) for cm in (1, 2))
+    if standard and gen.n_mlp == 8 and gen.conv_clamp is None:
+        return None
+    return {"size": gen.size, "style_dim": gen.style_dim, "n_mlp": gen.n_mlp, "channels": dict(gen.channels),
+            "conv_clamp": gen.conv_clamp, "source": "e4e train"}
+
+
+def init_from_ir_se50(encoder: nn.Module, path: str | Path) -> int:
+    """Copy the IR-SE50 backbone (input_layer.*, body.*) of a face-recognition file into an encoder.
+
+    As the original's `load_state_dict(..., strict=False)`: the file's head is ignored and the
+    encoder's own layers (styles, lateral convs) keep their initialisation. Returns the number
+    of tensors copied.
+    """
+    path = Path(path)
+    sd = safe_load(path)
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    sd = _state_dict(sd, path)
+    own = encoder.state_dict()
+    wanted = [k for k in own if k.startswith(("input_layer.", "body."))]
+    missing = [k for k in wanted if k not in sd]
+    if missing:
+        raise CheckpointError(f"{path}: not an IR-SE50 backbone for this encoder: {len(missing)} backbone tensors missing "
+                              f"(e.g. {', '.join(missing[:3])})")
+    bad = [f"{k}: file {tuple(sd[k].shape)} vs encoder {tuple(own[k].shape)}" for k in wanted if tuple(sd[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise CheckpointError(f"{path}: backbone shapes do not fit the encoder ({'; '.join(bad[:3])})")
+    encoder.load_state_dict({k: sd[k] for k in wanted}, strict=False)
+    return len(wanted)
+
+
+def load_arcface(path: str | Path) -> ArcFaceIRSE50:
+    """The published IR-SE50 ArcFace file (a bare state dict) -> network in eval mode, frozen."""
+    path = Path(path)
+    sd = _state_dict(safe_load(path), path)
+    net = ArcFaceIRSE50()
+    load_strict(net, sd, f"{path} [ArcFace IR-SE50]")
+    return _frozen(net)
+
+
+def load_moco(path: str | Path) -> nn.Module:
+    """The published MoCo v2 file ({'state_dict': {'module.encoder_q.*'}}) -> ResNet-50 trunk, eval, frozen.
+
+    Keeps `module.encoder_q.*` without its projection head `fc.*`, as the original MocoLoss does.
+    """
+    path = Path(path)
+    sd = _state_dict(safe_load(path), path, "state_dict")
+    trunk = {k: v for k, v in strip_prefix(sd, MOCO_PREFIX).items() if not k.startswith("fc.")}
+    if not trunk:
+        raise CheckpointError(f"{path}: no '{MOCO_PREFIX}*' weights: not a MoCo v2 checkpoint")
+    net = moco_resnet50()
+    load_strict(net, trunk, f"{path} [MoCo v2 ResNet-50]")
+    return _frozen(net)
+
+
+def _frozen(net: nn.Module) -> nn.Module:
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()

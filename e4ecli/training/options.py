@@ -1,0 +1,321 @@
+"""Every `e4e train` option, defined once.
+
+The same table drives the command line (`--kebab-case` flags), the `--config` file (TOML or YAML,
+keys in snake_case or kebab-case) and the `opts` dict saved in checkpoints (snake_case keys, the
+original `options/train_options.py` names, plain JSON-able values, so the original code and
+`e4ecli.hub.checkpoints.load_checkpoint` read it).
+
+Options marked `original=True` exist in the original e4e `train_options.py`, under the same name and
+with the same default; the others are this tool's additions. Precedence when merging:
+defaults < config file < flags given on the command line. This module imports nothing heavy.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+KINDS = ("str", "int", "float", "bool", "path", "ints", "strs")
+ENCODER_TYPES = ("Encoder4Editing", "GradualStyleEncoder", "SingleStyleCodeEncoder")
+KNOWN_DATASET_TYPES = ("ffhq_encode", "cars_encode", "horse_encode", "church_encode")
+
+
+class OptionsError(ValueError):
+    """Options that cannot be used; the message names the option and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # snake_case: the key in opts and config files, the original's argparse dest
+    kind: str  # one of KINDS
+    default: Any
+    help: str
+    panel: str
+    original: bool = True  # present in the original train_options.py
+    choices: tuple[str, ...] | None = None
+    aliases: tuple[str, ...] = ()  # further command-line names
+    minimum: float | None = None
+    run_only: bool = False  # about this invocation, never taken from a checkpoint's stored opts
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+EXP, MODEL, OPTIM, LOSS, DISC, PROG, LOGS = (
+    "Experiment and data", "Models and weights", "Optimisation", "Losses",
+    "Latent discriminator", "Progressive training", "Logging, checkpoints and resume",
+)
+
+OPTIONS: tuple[Option, ...] = (
+    # -- experiment and data ------------------------------------------------------------------
+    Option("exp_dir", "path", None, "Experiment folder (required): checkpoints/, logs/, metrics.jsonl, opt.json.", EXP, run_only=True),
+    Option("data", "path", None, "Folder of training images, searched recursively (required).", EXP, original=False),
+    Option("val_data", "path", None, "Folder of validation images, searched recursively (without it: no validation, no best_model.pt).", EXP, original=False),
+    Option("dataset_type", "str", "ffhq_encode", "Domain: input size, identity network and output crop follow it "
+           f"({', '.join(KNOWN_DATASET_TYPES)}). Faces use ArcFace for the identity loss, other domains MoCo v2.", EXP),
+    Option("input_size", "int", None, "Encoder input width in pixels (height follows the domain's aspect; default: the "
+           "domain's, 256). Smaller values only for quick experiments with small generators.", EXP, original=False, minimum=8),
+    Option("config", "path", None, "TOML or YAML file with any of these options (snake_case or kebab-case keys); "
+           "flags given on the command line win.", EXP, original=False, run_only=True),
+    Option("device", "str", "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N. Under torchrun each "
+           "process takes cuda:LOCAL_RANK.", EXP, original=False, run_only=True),
+    Option("seed", "int", 0, "Seed of every random draw (the original seeds 0).", EXP, original=False),
+    # -- models and weights -------------------------------------------------------------------
+    Option("encoder_type", "str", "Encoder4Editing", "Encoder architecture.", MODEL, choices=ENCODER_TYPES),
+    Option("stylegan_weights", "str", "stylegan2_ffhq_1024", "StyleGAN2 generator: rosinality file ({'g_ema', 'latent_avg'}) "
+           "or zoo name.", MODEL),
+    Option("stylegan_size", "int", None, "Generator output size (original default 1024); read from --stylegan-weights "
+           "when omitted.", MODEL, minimum=4),
+    Option("checkpoint_path", "str", None, "Fine-tune an existing e4e checkpoint (file or zoo name): encoder, decoder "
+           "and latent average come from it.", MODEL, aliases=("--checkpoint",)),
+    Option("encoder_init", "str", "ir_se50", "IR-SE50 face-recognition weights that initialise the encoder backbone "
+           "(file or zoo name), or 'none' for a random backbone.", MODEL, original=False),
+    Option("id_weights", "str", None, "Identity-loss network (file or zoo name); default: ir_se50 (ArcFace) for faces, "
+           "moco_v2_resnet50 otherwise.", MODEL, original=False),
+    Option("start_from_latent_avg", "bool", False, "Offset the encoder's codes by the generator's average latent "
+           "(the published models were trained with it).", MODEL),
+    Option("train_decoder", "bool", False, "Train the generator too (default: frozen).", MODEL),
+    # -- optimisation -------------------------------------------------------------------------
+    Option("batch_size", "int", 4, "Training images per step and process.", OPTIM, minimum=1),
+    Option("test_batch_size", "int", 2, "Validation images per batch.", OPTIM, minimum=1),
+    Option("workers", "int", 4, "Training DataLoader worker processes.", OPTIM, minimum=0),
+    Option("test_workers", "int", 2, "Validation DataLoader worker processes.", OPTIM, minimum=0),
+    Option("learning_rate", "float", 0.0001, "Encoder learning rate.", OPTIM, minimum=0),
+    Option("optim_name", "str", "ranger", "Optimiser: ranger (RAdam + Lookahead + gradient centralisation, "
+           "pytorch-optimizer) or adam.", OPTIM, choices=("ranger", "adam")),
+    Option("max_steps", "int", 500000, "Last training step (steps run from 0 to this one, as in the original).", OPTIM, minimum=0),
+    Option("amp", "bool", False, "Mixed precision (float16 autocast) for the encoder and generator passes; CUDA only.", OPTIM, original=False),
+    # -- losses ---------------------------------------------------------------------------------
+    Option("l2_lambda", "float", 1.0, "Weight of the pixel L2 loss.", LOSS, minimum=0),
+    Option("lpips_lambda", "float", 0.8, "Weight of the LPIPS loss (0: no LPIPS, no backbone weights needed).", LOSS, minimum=0),
+    Option("lpips_type", "str", "alex", "LPIPS backbone.", LOSS, choices=("alex", "vgg", "squeeze")),
+    Option("id_lambda", "float", 0.1, "Weight of the identity (faces: ArcFace) / similarity (MoCo v2) loss.", LOSS, minimum=0),
+    Option("delta_norm", "int", 2, "Norm (p) of the delta regularisation.", LOSS, minimum=1),
+    Option("delta_norm_lambda", "float", 0.0002, "Weight of the delta regularisation (progressive training only).", LOSS, minimum=0),
+    # -- latent discriminator -------------------------------------------------------------------
+    Option("w_discriminator_lambda", "float", 0.0, "Weight of the latent discriminator loss (0: no discriminator; the "
+           "published models used 0.1).", DISC, minimum=0),
+    Option("w_discriminator_lr", "float", 2e-05, "Discriminator (Adam) learning rate.", DISC, minimum=0),
+    Option("r1", "float", 10.0, "Weight of the R1 regularisation.", DISC, minimum=0),
+    Option("d_reg_every", "int", 16, "Apply R1 every this many steps.", DISC, minimum=1),
+    Option("use_w_pool", "bool", False, "Keep pools of past real and fake codes for the discriminator.", DISC),
+    Option("w_pool_size", "int", 50, "Size of each code pool (with --use-w-pool).", DISC, minimum=0),
+    # -- progressive training ---------------------------------------------------------------------
+    Option("progressive_steps", "ints", None, "Steps at which stage i starts (one per style, the first 0), e.g. "
+           "'0,20000,22000,...'. Stage 0 trains one W; stage i adds delta i.", PROG),
+    Option("progressive_start", "int", None, "Step of stage 1; stages follow every --progressive-step-every steps "
+           "(overrides --progressive-steps).", PROG, minimum=0),
+    Option("progressive_step_every", "int", 2000, "Steps between stages (with --progressive-start).", PROG, minimum=1),
+    # -- logging, checkpoints, resume -------------------------------------------------------------
+    Option("image_interval", "int", 100, "Write an input | reconstruction grid every this many steps.", LOGS, minimum=1),
+    Option("board_interval", "int", 50, "Log training losses (metrics.jsonl, TensorBoard) every this many steps.", LOGS, minimum=1),
+    Option("val_interval", "int", 1000, "Validate every this many steps.", LOGS, minimum=1),
+    Option("save_interval", "int", None, "Write checkpoints/iteration_N.pt every this many steps (default: only at "
+           "--max-steps; set it to be able to --resume an interrupted run).", LOGS, minimum=1),
+    Option("resume", "bool", False, "Continue the run in --exp-dir from its newest complete checkpoint (weights, "
+           "optimisers, discriminator, pools, step, best loss, RNG); flags given now override its options.", LOGS,
+           original=False, run_only=True),
+    Option("save_training_data", "bool", False, "Also store the training state in best_model.pt (iteration "
+           "checkpoints always carry it).", LOGS),
+    Option("resume_training_from_ckpt", "path", None, "Continue training from this checkpoint file, with its stored "
+           "options (the original's way to resume).", LOGS, run_only=True),
+    Option("keep_optimizer", "bool", False, "With --resume-training-from-ckpt: restore the optimiser state too "
+           "(--resume always does).", LOGS),
+    Option("sub_exp_dir", "str", None, "With --resume-training-from-ckpt: write into this subfolder of --exp-dir.", LOGS),
+    Option("update_param_list", "strs", None, "When resuming: option names to take from this invocation instead of "
+           "the checkpoint, e.g. 'max_steps,learning_rate' (flags given explicitly always are).", LOGS),
+)
+
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def defaults() -> dict[str, Any]:
+    return {o.name: o.default for o in OPTIONS}
+
+
+# -- values ---------------------------------------------------------------------------------------
+def _split(value: str) -> list[str]:
+    return [v for v in value.replace(",", " ").split() if v]
+
+
+def coerce(opt: Option, value: Any, where: str) -> Any:
+    """A value from the command line, a config file or stored opts -> the option's canonical type."""
+    if value is None:
+        return None
+    bad = OptionsError(f"{where}: {opt.flag} expects {_expects(opt)}, got {value!r}")
+    kind = opt.kind
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        raise bad
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            out: Any = value
+        elif isinstance(value, float) and value.is_integer():
+            out = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            out = int(value.strip())
+        else:
+            raise bad
+    elif kind == "float":
+        if isinstance(value, bool):
+            raise bad
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    elif kind in ("str", "path"):
+        if isinstance(value, Path):
+            value = str(value)
+        if not isinstance(value, str):
+            raise bad
+        out = value
+    elif kind == "ints":
+        items = _split(value) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise bad
+        try:
+            out = [coerce(Option(opt.name, "int", None, "", ""), v, where) for v in items]
+        except OptionsError:
+            raise bad from None
+    elif kind == "strs":
+        items = _split(value) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise bad
+        out = list(items)
+    else:  # pragma: no cover - table error
+        raise AssertionError(kind)
+    if opt.choices and out not in opt.choices:
+        raise OptionsError(f"{where}: {opt.flag} must be one of {', '.join(opt.choices)}, got {value!r}")
+    if opt.minimum is not None and kind in ("int", "float") and out < opt.minimum:
+        raise OptionsError(f"{where}: {opt.flag} must be >= {opt.minimum:g}, got {value!r}")
+    return out
+
+
+def _expects(opt: Option) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string", "path": "a path",
+            "ints": "a list of integers", "strs": "a list of names"}[opt.kind]
+
+
+# -- config files -----------------------------------------------------------------------------------
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) file of options -> {snake_name: canonical value}."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise OptionsError(f"--config {path}: cannot read ({e.strerror or e})") from None
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise OptionsError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml), or write the file as TOML") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise OptionsError(f"--config {path}: not valid YAML ({e})") from None
+    elif suffix == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise OptionsError(f"--config {path}: not valid TOML ({e})") from None
+    else:
+        raise OptionsError(f"--config {path}: unknown format; name the file .toml, .yaml or .yml")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise OptionsError(f"--config {path}: expected a table of option = value")
+    return parse_mapping(data, f"--config {path}")
+
+
+def parse_mapping(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """{name or kebab-name: value} -> {snake_name: canonical value}; unknown names are an error."""
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, value in data.items():
+        name = str(key).strip().lstrip("-").replace("-", "_")
+        opt = BY_NAME.get(name)
+        if opt is None or name == "config":
+            unknown.append(str(key))
+            continue
+        out[name] = coerce(opt, value, where)
+    if unknown:
+        raise OptionsError(f"{where}: unknown option(s) {', '.join(unknown)} (see `e4e train --help`)")
+    return out
+
+
+# -- merging ------------------------------------------------------------------------------------------
+def merge(given: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """defaults < config < given (the flags set on the command line) -> full opts, canonical values."""
+    opts = defaults()
+    opts.update(config or {})
+    for name, value in given.items():
+        opts[name] = coerce(BY_NAME[name], value, "command line")
+    return opts
+
+
+def for_resume(stored: Mapping[str, Any], current: Mapping[str, Any], overrides: Iterable[str]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Options of a resumed run: the checkpoint's, except run-only options, options the checkpoint
+    lacks, options named in `overrides` (set in the config file or on the command line) and those
+    in --update-param-list, which come from `current`.
+
+    Returns (opts, {name: (stored value, new value)} for every training option that changed).
+    """
+    names = set(overrides) | set(current.get("update_param_list") or [])
+    unknown = sorted(n for n in names if n not in BY_NAME)
+    if unknown:
+        raise OptionsError(f"--update-param-list: unknown option(s) {', '.join(unknown)}")
+    opts: dict[str, Any] = {}
+    changed: dict[str, tuple[Any, Any]] = {}
+    for opt in OPTIONS:
+        name = opt.name
+        if opt.run_only or name in names or name not in stored:
+            opts[name] = current[name]
+        else:
+            opts[name] = coerce(opt, stored[name], "checkpoint opts")
+        if not opt.run_only and name in stored and opts[name] != _safe_coerce(opt, stored[name]):
+            changed[name] = (stored[name], opts[name])
+    return opts, changed
+
+
+def _safe_coerce(opt: Option, value: Any) -> Any:
+    try:
+        return coerce(opt, value, "checkpoint opts")
+    except OptionsError:
+        return value
+
+
+def check(opts: Mapping[str, Any]) -> list[str]:
+    """Problems that make the options unusable (each names the option and says what to do)."""
+    problems = []
+    if not opts.get("exp_dir"):
+        problems.append("--exp-dir is required: the folder that receives checkpoints and logs")
+    if not opts.get("data"):
+        problems.append("--data is required: a folder of training images")
+    if opts.get("resume") and opts.get("resume_training_from_ckpt"):
+        problems.append("--resume and --resume-training-from-ckpt are exclusive: --resume takes the newest checkpoint in --exp-dir")
+    losses = [opts["l2_lambda"], opts["lpips_lambda"], opts["id_lambda"], opts["w_discriminator_lambda"]]
+    if not any(v > 0 for v in losses):
+        problems.append("every loss weight is 0 (--l2-lambda, --lpips-lambda, --id-lambda, --w-discriminator-lambda): nothing to train")
+    steps = opts.get("progressive_steps")
+    if steps is not None and opts.get("progressive_start") is None and (not steps or steps[0] != 0 or sorted(steps) != list(steps)):
+        problems.append(f"--progressive-steps must start with 0 and increase, got {steps}")
+    if (steps is not None or opts.get("progressive_start") is not None) and opts["encoder_type"] != "Encoder4Editing":
+        problems.append("progressive training (--progressive-start / --progressive-steps) needs --encoder-type Encoder4Editing")
+    for name in ("progressive_steps", "update_param_list"):
+        if opts.get(name) == []:
+            problems.append(f"{BY_NAME[name].flag} is empty")
+    return problems
+
+
+def to_json(opts: Mapping[str, Any]) -> str:
+    return json.dumps(dict(opts), indent=4, sort_keys=True)

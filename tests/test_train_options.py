@@ -1,0 +1,101 @@
+"""`e4e train` options: the original train_options.py names and defaults, one table for the command
+line, config files (TOML/YAML) and stored opts, and how a resumed run merges them."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from e4ecli.cli import app
+from e4ecli.training import options as O
+
+# The original e4e options/train_options.py: name -> default (copied by hand from its argparse calls;
+# stylegan_weights/stylegan_size are the documented exceptions: zoo name / read from the file).
+ORIGINAL = {
+    "exp_dir": None, "dataset_type": "ffhq_encode", "encoder_type": "Encoder4Editing", "batch_size": 4,
+    "test_batch_size": 2, "workers": 4, "test_workers": 2, "learning_rate": 0.0001, "optim_name": "ranger",
+    "train_decoder": False, "start_from_latent_avg": False, "lpips_type": "alex", "lpips_lambda": 0.8,
+    "id_lambda": 0.1, "l2_lambda": 1.0, "checkpoint_path": None, "max_steps": 500000, "image_interval": 100,
+    "board_interval": 50, "val_interval": 1000, "save_interval": None, "w_discriminator_lambda": 0,
+    "w_discriminator_lr": 2e-5, "r1": 10, "d_reg_every": 16, "use_w_pool": False, "w_pool_size": 50,
+    "delta_norm": 2, "delta_norm_lambda": 2e-4, "progressive_steps": None, "progressive_start": None,
+    "progressive_step_every": 2000, "save_training_data": False, "sub_exp_dir": None, "keep_optimizer": False,
+    "resume_training_from_ckpt": None, "update_param_list": None, "stylegan_weights": "stylegan2_ffhq_1024",
+    "stylegan_size": None,
+}
+
+
+def test_every_original_option_exists_with_its_original_default():
+    defaults = O.defaults()
+    for name, default in ORIGINAL.items():
+        assert name in defaults, name
+        assert defaults[name] == default, (name, defaults[name], default)
+        assert O.BY_NAME[name].original
+
+
+def test_help_lists_every_option_as_a_kebab_case_flag_with_examples():
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for opt in O.OPTIONS:
+        assert opt.flag in result.output, opt.flag
+    for extra in ("--data", "--val-data", "--device", "--config", "--resume", "--checkpoint"):
+        assert extra in result.output
+    assert "torchrun --nproc-per-node" in result.output
+
+
+def test_config_toml_and_yaml_take_snake_or_kebab_keys(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('exp_dir = "runs/a"\nbatch-size = 8\nprogressive_steps = [0, 10, 20]\nuse_w_pool = true\nlearning_rate = 1\n')
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("exp-dir: runs/a\nbatch_size: 8\nprogressive-steps: 0,10,20\nuse-w-pool: true\nlearning_rate: 1\n")
+    for path in (toml, yaml):
+        cfg = O.load_config(path)
+        assert cfg == {"exp_dir": "runs/a", "batch_size": 8, "progressive_steps": [0, 10, 20], "use_w_pool": True,
+                       "learning_rate": 1.0}, path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size = 0\n", "--batch-size must be >= 1"),
+    ("bacth_size = 4\n", "unknown option(s) bacth_size"),
+    ("optim_name = 'sgd'\n", "--optim-name must be one of ranger, adam"),
+    ("use_w_pool = 'maybe'\n", "--use-w-pool expects true or false"),
+    ("batch_size = \n", "not valid TOML"),
+])
+def test_bad_config_values_name_the_option(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(O.OptionsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        O.load_config(path)
+
+
+def test_command_line_beats_config_beats_defaults():
+    opts = O.merge({"batch_size": "16"}, {"batch_size": 8, "learning_rate": 0.5})
+    assert opts["batch_size"] == 16 and opts["learning_rate"] == 0.5 and opts["max_steps"] == 500000
+
+
+def test_resumed_options_come_from_the_checkpoint_except_overrides_and_run_options():
+    stored = O.merge({"exp_dir": "old", "data": "d", "batch_size": 8, "max_steps": 10, "learning_rate": 0.1})
+    current = O.merge({"exp_dir": "new", "data": "d", "max_steps": 20, "learning_rate": 0.2, "update_param_list": "learning_rate"})
+    opts, changed = O.for_resume(stored, current, overrides={"max_steps"})
+    assert opts["exp_dir"] == "new"  # run-only
+    assert opts["batch_size"] == 8  # from the checkpoint (not given now)
+    assert opts["max_steps"] == 20  # given explicitly now
+    assert opts["learning_rate"] == 0.2  # named in --update-param-list
+    assert set(changed) == {"max_steps", "learning_rate"}
+
+
+def test_unusable_option_sets_are_refused_with_the_flag_to_fix():
+    problems = O.check(O.merge({}))
+    assert any("--exp-dir is required" in p for p in problems)
+    assert any("--data is required" in p for p in problems)
+    zero = O.merge({"exp_dir": "x", "data": "d", "l2_lambda": 0, "lpips_lambda": 0, "id_lambda": 0})
+    assert any("nothing to train" in p for p in O.check(zero))
+    prog = O.merge({"exp_dir": "x", "data": "d", "progressive_start": 5, "encoder_type": "GradualStyleEncoder"})
+    assert any("needs --encoder-type Encoder4Editing" in p for p in O.check(prog))
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("no_such_option = 1\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "no_such_option" in result.output
