@@ -11,6 +11,7 @@ Memory is flat in the number of images: each set keeps a bounded uniform reservo
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -136,9 +137,10 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, generator: torch.Genera
     for _ in range(repeats):
         v = torch.randn(a.shape[1], directions, generator=generator)
         v = v / v.norm(dim=0, keepdim=True)
-        pa, _ = torch.sort(a @ v, dim=0)
-        pb, _ = torch.sort(b @ v, dim=0)
-        total += float((pa - pb).abs().mean())
+        # (directions, M) sorted along rows; numpy's sort is several times faster than torch's on CPU
+        pa = np.sort((v.T @ a.T).numpy(), axis=1)
+        pb = np.sort((v.T @ b.T).numpy(), axis=1)
+        total += float(np.abs(pa - pb).mean())
     return total / repeats
 
 
