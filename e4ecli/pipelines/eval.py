@@ -85,7 +85,7 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
             return None
 
     if "l2" in names:
-        m.pair["l2"], m.backends["l2"] = pairwise.l2_per_image, "mean squared error at the encoder's input size, [-1, 1]"
+        m.pair["l2"], m.backends["l2"] = pairwise.l2_per_image, "mean squared error vs the reconstruction at the input size, [-1, 1]"
     if "lpips" in names:
         fn = attempt("lpips", lambda: pairwise.lpips_metric(device))
         if fn:
@@ -113,7 +113,7 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
     m.swd = any(n in names for n in ("swd", "swd_edit"))
     for n in ("swd", "swd_edit"):
         if n in names:
-            m.backends[n] = "Laplacian-pyramid 7x7 patches, 128/image/level, 4x512 projections; mean over levels x1e3"
+            m.backends[n] = "Laplacian-pyramid 7x7 patches (Karras et al.), mean over levels"
     m.lec = "lec" in names
     if m.lec:
         m.backends["lec"] = "||w - (E(G(f(w))) - (f(w) - w))||_2 over all styles"
