@@ -34,6 +34,7 @@ app.add_typer(_weights.weights_app, name="weights")
 from e4ecli.cli import edit as _edit  # noqa: E402,F401
 from e4ecli.cli import directions as _directions  # noqa: E402,F401
 from e4ecli.cli import video as _video  # noqa: E402,F401
+from e4ecli.cli import eval as _eval  # noqa: E402,F401
 
 
 @app.callback()

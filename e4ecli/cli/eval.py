@@ -1,0 +1,146 @@
+"""`e4e eval`: distortion, perceptual quality and editability numbers of an encoder (the e4e paper's protocol)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from e4ecli.cli import app
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
+
+METRICS_HELP = (
+    "Comma-separated: l2, lpips, id (distortion); fid, swd (inputs vs reconstructions); fid_edit, swd_edit, lec "
+    "(editability, need --direction). 'default': l2,lpips,id,fid,swd plus the editability ones when --direction is given; 'all'."
+)
+LABELS = {
+    "l2": ("l2", "↓", "distortion"), "lpips": ("LPIPS", "↓", "distortion"), "id": ("ID similarity", "↑", "distortion"),
+    "fid": ("FID", "↓", "perceptual quality"), "swd": ("SWD ×10³", "↓", "perceptual quality"),
+    "fid_edit": ("FID (edited)", "↓", "editability"), "swd_edit": ("SWD ×10³ (edited)", "↓", "editability"),
+    "lec": ("LEC", "↓", "editability"),
+}
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.4f}" if abs(v) < 100 else f"{v:.2f}"
+
+
+def print_table(report: dict, title: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right", style="bold")
+    table.add_column("group")
+    table.add_column("backend / note", overflow="fold")
+    for name in LABELS:
+        if name not in report:
+            continue
+        label, better, group = LABELS[name]
+        if name in report["unavailable"]:
+            note = "[yellow]unavailable (reason below)[/]"
+        else:
+            note = escape(report["metric_backends"].get(name, ""))
+        table.add_row(f"{label} {better}", _fmt(report[name]), group, note)
+    console.print(table)
+    reasons: dict[str, list[str]] = {}
+    for name, why in report["unavailable"].items():
+        reasons.setdefault(why, []).append(name)
+    for why, names in reasons.items():
+        console.print(f"[yellow]{', '.join(names)} unavailable:[/] {escape(why)}")
+
+
+@app.command(
+    "eval",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e eval ./ffhq_test --checkpoint e4e_ffhq_encode --json eval.json\n\n"
+        "  e4e eval ./faces --metrics l2,lpips,id --json distortion.json\n\n"
+        "  e4e eval ./faces --metrics all --direction age --strength 3 --json edit.json\n\n"
+        "  e4e eval ./faces -m lec --direction age --strength 3 --lec-filter --json lec.json\n\n"
+        "Inputs are used as they are: align photos first (`e4e align`) for face models."
+    ),
+)
+def eval_cmd(
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively).", show_default=False),
+    json_out: Path = typer.Option(..., "--json", "-o", help="Write the numbers here (metric: value, n_images, checkpoint, metric_backends, per_image)."),
+    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
+    metrics: str = typer.Option("default", "--metrics", "-m", help=METRICS_HELP),
+    direction: Optional[str] = typer.Option(None, "--direction", "-d", help="The edit of fid_edit / swd_edit / lec: a registered name (age, smile, ...), a direction file, ganspace:COMP:START:END or sefa:K[:LAYERS]."),
+    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength (default: the registry's; the paper's LEC uses 3 for age)."),
+    pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (default: the model domain's)."),
+    lec_filter: bool = typer.Option(False, "--lec-filter", help="Report LEC as the mean within the 1st-99th percentile, as the original script."),
+    arcface: str = typer.Option("ir_se50", "--arcface", help="ArcFace IR-SE50 weights for `id`: a file or the zoo name (without it: dlib's face-recognition ResNet)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline)."),
+    seed: int = typer.Option(0, help="Seed of SWD's patch positions and projections."),
+) -> None:
+    """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC)."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, device_or_die, discover_or_die, load_model
+    from e4ecli.files.batch import write_text
+    from e4ecli.files.images import IMAGE_EXTENSIONS
+    from e4ecli.pipelines.eval import Evaluator, build_metrics, parse_metrics
+
+    try:
+        names = parse_metrics(metrics, direction is not None)
+    except ValueError as e:
+        die(str(e))
+    if json_out.is_dir():
+        die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'eval.json'}")
+    dev = device_or_die(device)
+    items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, json_out.parent)
+    if not items:
+        die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
+    ckpt, ident = load_model(checkpoint)
+    if not ckpt.has_encoder:
+        die(f"{checkpoint} holds only a generator; `e4e eval` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
+    edit, s = None, 0.0
+    if direction is not None:
+        from e4ecli.cli.edit import resolve_edits
+        from e4ecli.hub.directions import DirectionError
+
+        (edit,) = resolve_edits([direction], ckpt, ident, pca)
+        try:
+            edit.check(ckpt.generator.n_latent, ckpt.generator.style_dim)
+        except DirectionError as e:
+            die(str(e))
+        if strength is None and edit.default_strength is None:
+            die(f"--direction {edit.label} has no default strength; give --strength (e.g. --strength 3)")
+        s = float(strength if strength is not None else edit.default_strength)
+    with console.status("loading metric networks"):
+        built = build_metrics(names, dev, arcface=arcface)
+    ev = Evaluator(ckpt, built, dev, edit=edit, strength=s, batch_size=batch_size, workers=workers, lec_filter=lec_filter, seed=seed)
+    for src, why in problems:
+        ev.failed[src] = why
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("eval", total=len(items))
+        for r in ev.run(items):
+            if r.status == "failed":
+                progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")
+            progress.advance(task)
+    with console.status("computing set metrics (FID, SWD)"):
+        report = ev.report()
+    report = {**{k: report[k] for k in names}, "n_images": report["n_images"], "checkpoint": ident,
+              "edit": {"direction": edit.label, "strength": s} if edit is not None else None,
+              **{k: v for k, v in report.items() if k not in names and k != "n_images"}}
+    try:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(json_out, json.dumps(report, indent=1) + "\n")
+    except OSError as e:
+        die(f"cannot write {json_out}: {e}", EXIT_FAILED)
+    title = f"e4e eval: {report['n_images']} image(s), {ident}" + (f", edit {edit.label} × {s:g}" if edit is not None else "")
+    print_table(report, title)
+    if report["failed"]:
+        console.print(f"[red]{len(report['failed'])} input(s) failed[/] (listed under 'failed' in {escape(str(json_out))})")
+    console.print(f"numbers in {escape(str(json_out))}")
+    raise typer.Exit(EXIT_FAILED if report["failed"] else EXIT_OK)

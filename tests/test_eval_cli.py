@@ -1,0 +1,82 @@
+"""`e4e eval` from the command line: JSON layout, per-image values, a bad image failing alone (exit 1),
+an unobtainable metric reported with its reason while the others run, usage errors (exit 2)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from e4ecli.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def e4e_64(kit_weights, tmp_path_factory) -> Path:
+    """A 64 px e4e checkpoint in the published layout, seeded from the kit's manifest."""
+    weights = kit_weights
+    manifest = weights.load_manifest("Encoder4Editing_64")
+    sd = {f"{part}.{k}": v for i, part in enumerate(("encoder", "decoder"))
+          for k, v in weights.make_state_dict(manifest, part, 7 + i).items()}
+    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 64, "dataset_type": "ffhq_encode", "start_from_latent_avg": True}
+    path = tmp_path_factory.mktemp("e4e64") / "e4e_64.pt"
+    torch.save({"state_dict": sd, "opts": opts, "latent_avg": torch.randn(512, generator=torch.Generator().manual_seed(0))}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_eval_writes_json_and_reports_failures_and_unavailable_metrics(e4e_64, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (80, 72, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    (photos / "broken.png").write_bytes(b"not a png")
+    direction = tmp_path / "dir.npy"
+    np.save(direction, rng.normal(size=512).astype(np.float32))
+    out = tmp_path / "res" / "eval.json"
+    res = run("eval", photos, "--checkpoint", e4e_64, "--metrics", "l2,id,swd,swd_edit,lec", "--direction", direction,
+              "--strength", 2, "--arcface", tmp_path / "missing_arcface.pth", "--json", out, "--device", "cpu")
+    assert res.exit_code == 1, res.output  # broken.png failed; the others were evaluated
+    assert "broken.png" in res.output
+    report = json.loads(out.read_text())
+    assert report["n_images"] == 2 and sorted(report["per_image"]) == ["a", "b"]
+    assert list(report)[:5] == ["l2", "id", "swd", "swd_edit", "lec"]
+    assert "lpips" not in report and "fid" not in report  # not requested
+    assert report["checkpoint"].startswith("e4e_64.pt:")
+    assert report["edit"] == {"direction": "dir.npy", "strength": 2.0}
+    assert "broken" in next(iter(report["failed"]))
+    for name in ("l2", "swd", "swd_edit", "lec"):
+        assert isinstance(report[name], float) and report[name] > 0, name
+    mean_l2 = np.mean([report["per_image"][k]["l2"] for k in ("a", "b")])
+    assert report["l2"] == pytest.approx(mean_l2)
+    assert len(report["swd_levels"]["swd"]) == 5  # 256 -> ... -> 16 px pyramid of the 256 px model inputs
+    # ArcFace file missing: dlib's network stands in (the backend says so) or id is unavailable, naming the file
+    backend = report["metric_backends"]["id"]
+    assert "missing_arcface.pth" in backend
+    if report["id"] is None:
+        assert "id" in report["unavailable"]
+    else:
+        assert backend.startswith("dlib") and -1 <= report["id"] <= 1
+    assert "LEC" in res.output and "SWD" in res.output
+
+
+def test_eval_usage_errors_exit_2(tmp_path):
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    res = run("eval", img, "--metrics", "lec", "--json", tmp_path / "e.json")
+    assert res.exit_code == 2 and "--direction" in res.output
+    res = run("eval", img, "--metrics", "l2,psnr", "--json", tmp_path / "e.json")
+    assert res.exit_code == 2 and "psnr" in res.output
+    res = run("eval", tmp_path / "nothing_here", "--metrics", "l2", "--json", tmp_path / "e.json")
+    assert res.exit_code == 2
+    assert not (tmp_path / "e.json").exists()
