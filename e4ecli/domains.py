@@ -44,8 +44,13 @@ DOMAINS = {
 }
 
 
-def domain_for(dataset_type: str | None) -> Domain:
-    """Unknown dataset types fall back to square 256 inputs, like the faces."""
-    if dataset_type and dataset_type in DOMAINS:
-        return DOMAINS[dataset_type]
-    return Domain(dataset_type or "ffhq_encode", (256, 256))
+def domain_for(dataset_type: str | None, input_size: int | None = None) -> Domain:
+    """Unknown dataset types fall back to square 256 inputs, like the faces. `input_size` (a width,
+    e.g. a checkpoint's `opts.input_size`) replaces the input width; the height keeps the aspect."""
+    import dataclasses
+
+    domain = DOMAINS.get(dataset_type or "") or Domain(dataset_type or "ffhq_encode", (256, 256))
+    if input_size:
+        h, w = domain.input_size
+        domain = dataclasses.replace(domain, input_size=(max(1, round(input_size * h / w)), int(input_size)))
+    return domain

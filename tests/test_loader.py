@@ -117,3 +117,12 @@ def test_opts_stylegan_size_must_match_weights(tmp_path, case_checkpoint):
     torch.save(ck, p)
     with pytest.raises(CheckpointError, match="stylegan_size is 1024"):
         load_checkpoint(p)
+
+
+def test_trained_input_size_in_opts_sets_the_inversion_input(tmp_path, case_checkpoint):
+    ck = torch.load(case_checkpoint("single_256"), weights_only=True)
+    ck["opts"] = dict(ck["opts"], input_size=128)
+    p = tmp_path / "small_input.pt"
+    torch.save(ck, p)
+    assert load_checkpoint(p).domain.input_size == (128, 128)
+    assert load_checkpoint(case_checkpoint("single_256")).domain.input_size == (256, 256)

@@ -16,22 +16,22 @@ def test_images_are_resized_bilinearly_to_the_input_size_and_scaled_to_minus1_1(
     paths = write_photos(tmp_path / "train", ["face", "car"], size=80)
     found = D.find_images(tmp_path / "train", "--data")
     assert sorted(found) == sorted(paths)  # recursive
-    ds = D.ImageDataset(found, D.input_domain(domain_for("ffhq_encode"), 64))
+    ds = D.ImageDataset(found, domain_for("ffhq_encode", 64))
     x, skipped = ds[(0, False)]
     ref = np.asarray(Image.open(found[0]).convert("RGB").resize((64, 64), Image.BILINEAR), dtype=np.float32) / 127.5 - 1
     assert skipped == [] and x.shape == (3, 64, 64)
     assert np.abs(x.permute(1, 2, 0).numpy() - ref).max() < 1e-6
     flipped, _ = ds[(0, True)]
     assert torch.equal(flipped, torch.flip(x, dims=[-1]))
-    cars = D.input_domain(domain_for("cars_encode"), 64)
-    assert cars.input_size == (48, 64) and D.input_domain(domain_for("cars_encode"), None).input_size == (192, 256)
+    cars = domain_for("cars_encode", 64)
+    assert cars.input_size == (48, 64) and domain_for("cars_encode", None).input_size == (192, 256)
 
 
 def test_unreadable_files_are_replaced_by_the_next_image_and_reported(tmp_path):
     write_photos(tmp_path / "train", ["face", "crop"], size=40)
     (tmp_path / "train" / "a_broken.png").write_bytes(b"\x89PNG not really")
     found = D.find_images(tmp_path / "train", "--data")
-    ds = D.ImageDataset(found, D.input_domain(domain_for("ffhq_encode"), 32))
+    ds = D.ImageDataset(found, domain_for("ffhq_encode", 32))
     bad_index = [p.name for p in found].index("a_broken.png")
     x, skipped = ds[(bad_index, False)]
     assert x.shape == (3, 32, 32)

@@ -244,4 +244,4 @@ def _load_psp(path: Path, ckpt: dict) -> LoadedCheckpoint:
         avg = avg.reshape(1, -1).repeat(n, 1)
     if tuple(avg.shape) != (n, gen.style_dim):
         raise CheckpointError(f"{path}: latent_avg has shape {tuple(avg.shape)}, expected ({n}, {gen.style_dim}) or ({gen.style_dim},)")
-    return LoadedCheckpoint(path, encoder_type, gen, avg, encoder.eval(), opts, domain_for(opts.get("dataset_type")), source)
+    return LoadedCheckpoint(path, encoder_type, gen, avg, encoder.eval(), opts, domain_for(opts.get("dataset_type"), opts.get("input_size")), source)

@@ -11,7 +11,6 @@ by the next readable one in the list and reported (the batch keeps its size).
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -36,14 +35,6 @@ def find_images(folder: str | Path, flag: str) -> list[Path]:
     if not items:
         raise DataError(f"{flag} {folder}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return sorted((it.source for it in items), key=lambda p: str(p))
-
-
-def input_domain(domain: Domain, input_size: int | None) -> Domain:
-    """The domain with its input size replaced by `input_size` (width; the height keeps the aspect)."""
-    if not input_size:
-        return domain
-    h, w = domain.input_size
-    return dataclasses.replace(domain, input_size=(max(1, round(input_size * h / w)), int(input_size)))
 
 
 class ImageDataset:

@@ -232,7 +232,7 @@ class Trainer:
         self.py_rng = random.Random(self.seed)
         self._build_models()
         self._build_losses()
-        self.domain = datamod.input_domain(domain_for(o["dataset_type"]), o["input_size"])
+        self.domain = domain_for(o["dataset_type"], o["input_size"])
         self._build_data()
         try:
             self.schedule = prog.build_schedule(o["progressive_steps"], o["progressive_start"], o["progressive_step_every"], self.n_styles)
