@@ -83,3 +83,35 @@ def test_train_smoke_run_logs_every_loss_and_writes_checkpoints_invert_can_load(
                                    str(ckdir / "iteration_3.pt"), "--device", "cpu"])
     assert inv.exit_code == 0, inv.output
     assert np.load(tmp_path / "latents" / "face.npy").shape == (10, 512)
+
+
+@pytest.mark.slow
+def test_train_smoke_run_over_a_stylegan2_ada_pickle(tmp_path):
+    """`--stylegan-weights` takes NVIDIA's .pkl directly (read without running its code); the frozen
+    decoder in the saved checkpoint is exactly the converted G_ema, and the result inverts."""
+    from conftest import KIT
+
+    kit()
+    pkl = KIT / "ada" / "ada_64_map2.pkl"
+    write_photos(tmp_path / "train", ["face", "crop"], size=72)
+    exp = tmp_path / "exp"
+    args = ["train", "--exp-dir", str(exp), "--data", str(tmp_path / "train"), "--stylegan-weights", str(pkl),
+            "--encoder-init", "none", "--lpips-lambda", "0", "--id-lambda", "0", "--input-size", "64",
+            "--batch-size", "1", "--workers", "0", "--max-steps", "2", "--progressive-start", "1",
+            "--progressive-step-every", "1", "--w-discriminator-lambda", "0.1", "--start-from-latent-avg",
+            "--save-interval", "2", "--board-interval", "1", "--image-interval", "100", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in lines if r["split"] == "train") == [0, 1, 2]
+    ck = load_checkpoint(exp / "checkpoints" / "iteration_2.pt")
+    ada = load_checkpoint(pkl)
+    assert ck.generator.channels == ada.generator.channels and ck.n_styles == 10
+    theirs = ada.generator.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ck.generator.state_dict().items())
+    photos = tmp_path / "to_invert"
+    write_photos(photos, ["face"], size=64)
+    inv = CliRunner().invoke(app, ["invert", str(photos), "-o", str(tmp_path / "lat"), "--checkpoint",
+                                   str(exp / "checkpoints" / "iteration_2.pt"), "--save-reconstructions"])
+    assert inv.exit_code == 0, inv.output
+    assert np.load(tmp_path / "lat" / "face.npy").shape == (10, 512)
