@@ -157,3 +157,20 @@ def test_parse_metrics_defaults_and_errors():
         parse_metrics("l2,psnr", have_edit=False)
     with pytest.raises(ValueError, match="--direction"):
         parse_metrics("lec", have_edit=False)
+
+
+def test_fid_unavailable_offline_names_the_weights_file_and_where_it_goes(tmp_path, monkeypatch):
+    """Without its InceptionV3 weights (and no download), FID is unavailable with a reason that says what to do."""
+    from e4ecli.metrics import MetricUnavailable
+    from e4ecli.metrics.fid import inception_extractor
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    with pytest.raises(MetricUnavailable) as err:
+        inception_extractor(torch.device("cpu"), allow_download=False)
+    assert "weights-inception-2015-12-05-6726825d.pth" in str(err.value)
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in str(err.value)
+    bad = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(MetricUnavailable, match="not a readable InceptionV3"):
+        inception_extractor(torch.device("cpu"), allow_download=False)
