@@ -174,3 +174,10 @@ def test_fid_unavailable_offline_names_the_weights_file_and_where_it_goes(tmp_pa
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(MetricUnavailable, match="not a readable InceptionV3"):
         inception_extractor(torch.device("cpu"), allow_download=False)
+
+
+def test_id_is_unavailable_for_non_face_domains():
+    from e4ecli.pipelines.eval import build_metrics
+
+    m = build_metrics(["l2", "id"], torch.device("cpu"), domain_name="cars_encode")
+    assert "faces" in m.unavailable["id"] and "l2" in m.pair and "id" not in m.pair

@@ -117,7 +117,7 @@ def eval_cmd(
             die(f"--direction {edit.label} has no default strength; give --strength (e.g. --strength 3)")
         s = float(strength if strength is not None else edit.default_strength)
     with console.status("loading metric networks"):
-        built = build_metrics(names, dev, arcface=arcface)
+        built = build_metrics(names, dev, arcface=arcface, domain_name=ckpt.domain.name)
     ev = Evaluator(ckpt, built, dev, edit=edit, strength=s, batch_size=batch_size, workers=workers, lec_filter=lec_filter, seed=seed)
     for src, why in problems:
         ev.failed[src] = why

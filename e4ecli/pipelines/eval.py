@@ -29,6 +29,7 @@ SET_METRICS = ("fid", "swd", "fid_edit", "swd_edit")
 EDIT_METRICS = ("fid_edit", "swd_edit", "lec")
 ALL_METRICS = ("l2", "lpips", "id", "fid", "swd", "fid_edit", "swd_edit", "lec")
 DEFAULT_METRICS = ("l2", "lpips", "id", "fid", "swd")
+NON_FACE_DOMAINS = ("cars_encode", "horse_encode", "church_encode")
 
 
 def parse_metrics(text: str, have_edit: bool) -> list[str]:
@@ -71,8 +72,10 @@ class Metrics:
 
 def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = "ir_se50",
                   fid_extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, fid_backend: str | None = None,
-                  allow_download: bool = True) -> Metrics:
-    """Build every requested metric that can run here; record a reason for each that cannot."""
+                  allow_download: bool = True, domain_name: str = "ffhq_encode") -> Metrics:
+    """Build every requested metric that can run here; record a reason for each that cannot.
+
+    domain_name: the model's dataset type; `id` (face recognition) is unavailable for cars, horses, churches."""
     from e4ecli.metrics import pairwise
 
     m = Metrics(list(names))
@@ -90,7 +93,9 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
         fn = attempt("lpips", lambda: pairwise.lpips_metric(device))
         if fn:
             m.pair["lpips"], m.backends["lpips"] = fn, "lpips package, alex (v0.1)"
-    if "id" in names:
+    if "id" in names and domain_name in NON_FACE_DOMAINS:
+        m.unavailable["id"] = f"identity similarity compares faces; this model's domain is {domain_name}"
+    elif "id" in names:
         got = attempt("id", lambda: pairwise.id_metric(arcface, device))
         if got:
             m.pair["id"], m.backends["id"] = got
