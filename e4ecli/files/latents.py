@@ -39,3 +39,13 @@ def load_latent(path: str | Path, n_styles: int, style_dim: int = 512) -> np.nda
     if not np.isfinite(arr).all():
         raise LatentError("latents contain NaN or infinite values")
     return arr
+
+
+class LatentReader:
+    """Picklable decode function for DataLoader workers: .npy path -> float32 (n_styles, style_dim)."""
+
+    def __init__(self, n_styles: int, style_dim: int = 512):
+        self.n_styles, self.style_dim = n_styles, style_dim
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        return load_latent(path, self.n_styles, self.style_dim)

@@ -70,3 +70,10 @@ def decoded_batches(items: Sequence[Item], decode: Callable[[Path], Any], batch_
                         num_workers=max(0, workers), collate_fn=_as_list, drop_last=False)
     for batch in loader:
         yield [(items[i], payload, err) for i, payload, err in batch]
+
+
+def partition(batch: list[tuple[Item, Any, str | None]]) -> tuple[list[tuple[Item, Any]], list[Result]]:
+    """A decoded batch -> (decoded (item, payload) pairs, 'failed' Results for the items that did not decode)."""
+    good = [(it, payload) for it, payload, err in batch if err is None]
+    failed = [Result(it, "failed", error=err) for it, _, err in batch if err is not None]
+    return good, failed

@@ -18,9 +18,9 @@ import torch
 from e4ecli.edits.specs import Edit, Strength
 from e4ecli.files.batch import Item, output_path, save_image, save_npy
 from e4ecli.files.images import area_resize, to_uint8
-from e4ecli.files.latents import LatentError, load_latent
+from e4ecli.files.latents import LatentError, LatentReader
 from e4ecli.hub.checkpoints import LoadedCheckpoint
-from e4ecli.pipelines.common import Result, decoded_batches
+from e4ecli.pipelines.common import Result, decoded_batches, partition
 from e4ecli.runtime import autocast
 
 PASTED_SUFFIX = ".pasted.png"
@@ -99,16 +99,6 @@ def plan_outputs(item: Item, out_dir: Path, values: Sequence[float], sweep: bool
     return plan
 
 
-class _ReadLatent:
-    """Picklable decode function: .npy -> float32 (n_styles, style_dim)."""
-
-    def __init__(self, n_styles: int, style_dim: int):
-        self.n_styles, self.style_dim = n_styles, style_dim
-
-    def __call__(self, path: Path) -> np.ndarray:
-        return load_latent(path, self.n_styles, self.style_dim)
-
-
 def render_uint8(gen, domain, latents: torch.Tensor, batch_size: int, size: int | None,
                  precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
     """latents (M, S, D) -> (uint8 renders at `size` (M, h, w, 3), native-size renders or None when
@@ -173,11 +163,9 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
     gen = ckpt.generator.to(device).eval()
     name = steps[sweep_at].edit.label if sweep_at is not None else ""
     labels = ["reconstruction"] + [f"{name} {format_strength(v)}" for v in values]
-    for batch in decoded_batches(todo, _ReadLatent(gen.n_latent, gen.style_dim), batch_size, workers, expected=(LatentError,)):
-        good = [(it, w) for it, w, err in batch if err is None]
-        for it, _, err in batch:
-            if err is not None:
-                yield Result(it, "failed", error=err)
+    for batch in decoded_batches(todo, LatentReader(gen.n_latent, gen.style_dim), batch_size, workers, expected=(LatentError,)):
+        good, failed = partition(batch)
+        yield from failed
         if not good:
             continue
         w = torch.from_numpy(np.stack([w for _, w in good])).to(device)

@@ -14,7 +14,7 @@ from e4ecli.files.images import ImageError, area_resize, load_rgb, to_uint8
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.runtime import autocast
 from e4ecli.pipelines.align import sidecar_text
-from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished
+from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
 
 
 class _Preprocess:
@@ -41,10 +41,9 @@ def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
     yield from skipped
     model = ckpt.inverter().to(device)
     for batch in decoded_batches(todo, _Preprocess(ckpt.domain, aligner), batch_size, workers, expected=(ImageError, AlignError)):
-        good = [(it, payload[0], payload[1]) for it, payload, err in batch if err is None]
-        for it, _, err in batch:
-            if err is not None:
-                yield Result(it, "failed", error=err)
+        decoded, failed = partition(batch)
+        yield from failed
+        good = [(it, x, sidecar) for it, (x, sidecar) in decoded]
         if not good:
             continue
         x = torch.stack([x for _, x, _ in good]).to(device)

@@ -9,18 +9,10 @@ import torch
 
 from e4ecli.files.batch import Item, save_image
 from e4ecli.files.images import area_resize, to_uint8
-from e4ecli.files.latents import LatentError, load_latent
+from e4ecli.files.latents import LatentError, LatentReader
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.runtime import autocast
-from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished
-
-
-class _ReadLatent:
-    def __init__(self, n_styles: int, style_dim: int):
-        self.n_styles, self.style_dim = n_styles, style_dim
-
-    def __call__(self, path: Path) -> np.ndarray:
-        return load_latent(path, self.n_styles, self.style_dim)
+from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
 
 
 def render(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
@@ -28,12 +20,10 @@ def render(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
     todo, skipped = split_finished(items, out_dir, [".png"], overwrite)
     yield from skipped
     gen = ckpt.generator.to(device).eval()
-    read = _ReadLatent(gen.n_latent, gen.style_dim)
+    read = LatentReader(gen.n_latent, gen.style_dim)
     for batch in decoded_batches(todo, read, batch_size, workers, expected=(LatentError,)):
-        good = [(it, w) for it, w, err in batch if err is None]
-        for it, _, err in batch:
-            if err is not None:
-                yield Result(it, "failed", error=err)
+        good, failed = partition(batch)
+        yield from failed
         if not good:
             continue
         w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
