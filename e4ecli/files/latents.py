@@ -12,12 +12,36 @@ class LatentError(ValueError):
     """A latents file that cannot be used; str() is the reason (the caller names the file)."""
 
 
+def _check_header(path: Path, n_styles: int, style_dim: int) -> None:
+    """Refuse from the .npy header alone what cannot be a latent, before any array is allocated
+    (a few bytes can claim a shape of terabytes)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise LatentError(f"not a .npy file this program reads (format version {version})")
+    except LatentError:
+        raise
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise LatentError(f"cannot read latents: not a valid .npy file ({e})") from None
+    if dtype.hasobject or dtype.kind not in "fiu" or dtype.subdtype is not None:
+        raise LatentError(f"latents must be a numeric array, got dtype {dtype} (object arrays are never unpickled)")
+    size = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    if size not in (n_styles * style_dim, style_dim):
+        raise LatentError(f"latents shape {shape} does not fit the generator, which needs ({n_styles}, {style_dim}) W+ codes (or a ({style_dim},) W code)")
+
+
 def load_latent(path: str | Path, n_styles: int, style_dim: int = 512) -> np.ndarray:
     """.npy -> float32 (n_styles, style_dim). Accepts (n_styles, d), (1, n_styles, d), and a single
     W code (d,) / (1, d), which is repeated for every style. Never unpickles."""
     path = Path(path)
     if path.suffix.lower() != ".npy":
         raise LatentError(f"not a .npy file (got {path.suffix or 'no extension'})")
+    _check_header(path, n_styles, style_dim)
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
