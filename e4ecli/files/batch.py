@@ -164,6 +164,17 @@ def write_text(path: Path, text: str) -> None:
 
 
 # -- manifest ---------------------------------------------------------------------------------
+def json_line(d: dict) -> str:
+    """One JSON object on one line, UTF-8 encodable even for file names that are not valid UTF-8
+    (os.fsdecode's lone surrogates are written as \\udcXX escapes, which read back to the same name)."""
+    line = json.dumps(d, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(d, ensure_ascii=True)
+    return line
+
+
 @dataclass
 class Record:
     source: str
@@ -176,7 +187,7 @@ class Record:
     def to_json(self) -> str:
         d = {"source": self.source, "output": self.output, "status": self.status, "error": self.error, "checkpoint": self.checkpoint}
         d.update(self.extra)
-        return json.dumps(d, ensure_ascii=False)
+        return json_line(d)
 
 
 class Manifest:
@@ -193,6 +204,8 @@ class Manifest:
         self._records: dict[str, str] = {}
         self._read(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
+        if self.path.stat().st_size and not self._ends_with_newline():
+            self._fh.write("\n")  # a line torn by a kill must not swallow the first line appended now
 
     def _read(self, path: Path) -> None:
         if not path.exists():
@@ -205,7 +218,12 @@ class Manifest:
                 continue  # a line torn by a kill: dropped at compaction
             if rec.get("status") == "skipped" and out in self._records:
                 continue
-            self._records[out] = json.dumps(rec, ensure_ascii=False)
+            self._records[out] = json_line(rec)
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
 
     def absorb_parts(self, pattern: str = "manifest.rank*.jsonl") -> None:
         """Fold the per-rank parts written under torchrun into this manifest, then delete them."""
