@@ -26,8 +26,8 @@ def _check_header(path: Path, n_styles: int, style_dim: int) -> None:
                 raise LatentError(f"not a .npy file this program reads (format version {version})")
     except LatentError:
         raise
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
-        raise LatentError(f"cannot read latents: not a valid .npy file ({e})") from None
+    except Exception as e:  # noqa: BLE001 -- numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
+        raise LatentError(f"cannot read latents: not a valid .npy file ({type(e).__name__}: {e})") from None
     if dtype.hasobject or dtype.kind not in "fiu" or dtype.subdtype is not None:
         raise LatentError(f"latents must be a numeric array, got dtype {dtype} (object arrays are never unpickled)")
     size = int(np.prod(shape, dtype=np.float64)) if shape else 1
@@ -59,7 +59,8 @@ def load_latent(path: str | Path, n_styles: int, style_dim: int = 512) -> np.nda
         arr = np.repeat(arr[None], n_styles, axis=0)
     if arr.shape != (n_styles, style_dim):
         raise LatentError(f"latents shape {shape} does not fit the generator, which needs ({n_styles}, {style_dim}) W+ codes (or a ({style_dim},) W code)")
-    arr = arr.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf, refused just below
+        arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise LatentError("latents contain NaN or infinite values")
     return arr
