@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from e4ecli.files.batch import Item
     from e4ecli.hub.checkpoints import LoadedCheckpoint
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay one line each, whatever the width
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CHECKPOINT = "e4e_ffhq_encode"
 
