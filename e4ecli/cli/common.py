@@ -82,7 +82,7 @@ def discover_or_die(inputs: Sequence[Path], extensions, out_dir: Path) -> tuple[
     """Expand inputs; refuse to start if two inputs would write the same output."""
     from e4ecli.files.batch import collisions, discover
 
-    items, problems = discover(inputs, extensions)
+    items, problems = discover(inputs, extensions, exclude=out_dir)
     for src, why in problems:
         console.print(f"[red]✗[/] {escape(src)}: {escape(why)}")
     clash = collisions(items)

@@ -45,9 +45,21 @@ def make_key(relative: PurePosixPath | str) -> str:
     return "/".join(_safe_component(p) for p in parts)
 
 
-def _walk(folder: Path, extensions: Collection[str]) -> Iterator[Path]:
-    """Files below folder with a wanted extension; follows symlinks but never loops; skips hidden entries."""
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st is not None else None
+
+
+def _walk(folder: Path, extensions: Collection[str], skip: Path | None = None) -> Iterator[Path]:
+    """Files below folder with a wanted extension; follows symlinks but never loops; skips hidden entries
+    and the folder `skip` (the output folder, when it lies inside an input folder)."""
     seen: set[tuple[int, int]] = set()
+    skipped = _identity(skip)
+    if skipped is not None and skipped != _identity(folder):
+        seen.add(skipped)
     for root, dirs, files in os.walk(folder, followlinks=True):
         try:
             st = os.stat(root)
@@ -66,11 +78,14 @@ def _walk(folder: Path, extensions: Collection[str]) -> Iterator[Path]:
             yield Path(root) / name
 
 
-def discover(inputs: Sequence[str | Path], extensions: Collection[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+def discover(inputs: Sequence[str | Path], extensions: Collection[str],
+             exclude: Path | None = None) -> tuple[list[Item], list[tuple[str, str]]]:
     """Expand files and folders (recursively) into Items; returns (items, problems).
 
     problems: (input, reason) for inputs that do not exist. Files named directly are taken
-    whatever their extension (they are validated when read); folder scans keep only `extensions`.
+    whatever their extension (they are validated when read); folder scans keep only `extensions`
+    and do not enter `exclude` (the output folder: `-o photos/aligned` must not feed a rerun its
+    own outputs) unless it is the input folder itself.
     """
     items: list[Item] = []
     problems: list[tuple[str, str]] = []
@@ -78,7 +93,7 @@ def discover(inputs: Sequence[str | Path], extensions: Collection[str]) -> tuple
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            for f in _walk(path, exts):
+            for f in _walk(path, exts, exclude):
                 items.append(Item(f, make_key(PurePosixPath(f.relative_to(path).as_posix()))))
         elif path.is_file():
             items.append(Item(path, make_key(path.name)))
