@@ -432,3 +432,19 @@ def test_align_killed_mid_run(head, tmp_path):
     expected = {f"f{i:02d}": [out / f"f{i:02d}.png", out / f"f{i:02d}.json"] for i in range(16)}
     kill_and_rerun(["align", photos, "-o", out, "--size", 64, "--supersample", 1, "--detector", "dlib"], out, expected, "first",
                    random.Random(0))
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(g64, wplus, tmp_path):
+    """`e4e edit lat/ -o lat/edited --save-latents` twice: the rerun skips, it does not edit its own outputs."""
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    np.save(lat / "a.npy", wplus[0])
+    direction = tmp_path / "d.npy"
+    np.save(direction, np.ones(512, np.float32))
+    args = ["edit", lat, "-o", lat / "edited", "-d", direction, "-s", 1, "--save-latents", "-c", g64, "--device", "cpu"]
+    assert run(*args).exit_code == 0
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    assert [r["output"] for r in manifest(lat / "edited")] == ["a.png"] and not (lat / "edited" / "edited").exists()
+    res = run("render", lat, "-o", lat, "-c", g64, "--device", "cpu")  # -o the input folder itself still works
+    assert res.exit_code == 0 and (lat / "a.png").is_file()
