@@ -448,3 +448,32 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(g64, wplus, tmp_
     assert [r["output"] for r in manifest(lat / "edited")] == ["a.png"] and not (lat / "edited" / "edited").exists()
     res = run("render", lat, "-o", lat, "-c", g64, "--device", "cpu")  # -o the input folder itself still works
     assert res.exit_code == 0 and (lat / "a.png").is_file()
+
+
+@pytest.mark.slow
+def test_video_killed_mid_run(g64, wplus, tmp_path):
+    """A killed `e4e video` leaves no video under the final name (ffmpeg streams into a hidden temp file);
+    the rerun writes the whole one."""
+    imageio = pytest.importorskip("imageio.v2")
+
+    keys = []
+    for i in range(2):
+        keys.append(tmp_path / f"k{i}.npy")
+        np.save(keys[-1], wplus[i])
+    out = tmp_path / "v" / "morph.mp4"
+    cmd = [sys.executable, "-m", "e4ecli", "video", *map(str, keys), "-o", str(out), "-n", "8", "-b", "1", "-c", str(g64), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.monotonic() + 120
+    while not (out.parent.exists() and any(out.parent.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the hidden temp file appears when ffmpeg starts taking frames
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not out.exists(), "the kill came after the video was finished"
+    assert all(p.name.startswith(".") for p in out.parent.iterdir())  # leftovers are hidden temp files
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    reader = imageio.get_reader(out, format="FFMPEG")
+    try:
+        assert reader.count_frames() == 8
+    finally:
+        reader.close()
