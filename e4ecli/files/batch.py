@@ -205,6 +205,11 @@ class Record:
         return json_line(d)
 
 
+def _record_key(output: str, source: str) -> str:
+    """Manifest lines are kept one per output; inputs that have none (missing files) one per source."""
+    return output if output else "\0" + source
+
+
 class Manifest:
     """OUT/manifest.jsonl: one JSON line per input (source, output, status, error, checkpoint).
 
@@ -228,7 +233,7 @@ class Manifest:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-                out = str(rec["output"])
+                out = _record_key(str(rec["output"]), str(rec.get("source")))
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a kill: dropped at compaction
             if rec.get("status") == "skipped" and out in self._records:
@@ -251,9 +256,10 @@ class Manifest:
 
     def add(self, record: Record) -> None:
         line = record.to_json()
-        if record.status == "skipped" and record.output in self._records:
+        key = _record_key(record.output, record.source)
+        if record.status == "skipped" and key in self._records:
             return  # keep the record of the run that made it
-        self._records[record.output] = line
+        self._records[key] = line
         self._fh.write(line + "\n")
         self._fh.flush()
 
