@@ -477,3 +477,14 @@ def test_video_killed_mid_run(g64, wplus, tmp_path):
         assert reader.count_frames() == 8
     finally:
         reader.close()
+
+
+def test_manifest_keeps_a_line_for_every_missing_input(tmp_path):
+    """Inputs that do not exist have no output name; each still gets its own manifest line, across reruns."""
+    from e4ecli.files.batch import Manifest, Record
+
+    for _ in range(2):
+        with Manifest(tmp_path / "o") as m:
+            for i in range(3):
+                m.add(Record(str(tmp_path / f"gone{i}.npy"), "", "failed", "no such file or folder"))
+    assert sorted(Path(r["source"]).name for r in manifest(tmp_path / "o")) == ["gone0.npy", "gone1.npy", "gone2.npy"]
