@@ -16,6 +16,9 @@ POSITIVE = {"1", "true", "yes", "y", "pos", "positive", "+1"}
 NEGATIVE = {"0", "-1", "false", "no", "n", "neg", "negative"}
 
 
+MAX_STYLES = 64  # a 1024 px generator has 18; the first latent's header is trusted only up to this
+
+
 class FitError(ValueError):
     """Labels or latents that cannot be fitted; the message says why."""
 
@@ -72,7 +75,7 @@ def gather(latents_dir: Path, rows: list[tuple[str, int]], n_styles: int | None 
     """Load the labelled latents -> (codes (N, S, D), labels (N,), problems [(file, reason)]).
 
     With n_styles None, the first readable latent decides it."""
-    from e4ecli.files.latents import LatentError, load_latent
+    from e4ecli.files.latents import LatentError, load_latent, read_header
 
     codes, labels, problems = [], [], []
     for name, label in rows:
@@ -84,8 +87,11 @@ def gather(latents_dir: Path, rows: list[tuple[str, int]], n_styles: int | None 
             continue
         try:
             if n_styles is None:
-                raw = np.load(path, allow_pickle=False)
-                n_styles = int(raw.shape[-2]) if raw.ndim >= 2 and raw.shape[-1] == style_dim else 1
+                shape, _ = read_header(path)  # never np.load an unchecked file: its header may claim terabytes
+                styles = int(shape[-2]) if len(shape) >= 2 and shape[-1] == style_dim else 1
+                if not 1 <= styles <= MAX_STYLES:
+                    raise LatentError(f"latents shape {shape} is not a W+ code (at most {MAX_STYLES} styles of {style_dim})")
+                n_styles = styles
             codes.append(load_latent(path, n_styles, style_dim))
         except (LatentError, ValueError, OSError) as e:
             problems.append((str(path), str(e)))

@@ -12,9 +12,8 @@ class LatentError(ValueError):
     """A latents file that cannot be used; str() is the reason (the caller names the file)."""
 
 
-def _check_header(path: Path, n_styles: int, style_dim: int) -> None:
-    """Refuse from the .npy header alone what cannot be a latent, before any array is allocated
-    (a few bytes can claim a shape of terabytes)."""
+def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy header, without reading (or allocating) the array; LatentError if unreadable."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -28,6 +27,13 @@ def _check_header(path: Path, n_styles: int, style_dim: int) -> None:
         raise
     except Exception as e:  # noqa: BLE001 -- numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
         raise LatentError(f"cannot read latents: not a valid .npy file ({type(e).__name__}: {e})") from None
+    return tuple(shape), dtype
+
+
+def _check_header(path: Path, n_styles: int, style_dim: int) -> None:
+    """Refuse from the .npy header alone what cannot be a latent, before any array is allocated
+    (a few bytes can claim a shape of terabytes)."""
+    shape, dtype = read_header(path)
     if dtype.hasobject or dtype.kind not in "fiu" or dtype.subdtype is not None:
         raise LatentError(f"latents must be a numeric array, got dtype {dtype} (object arrays are never unpickled)")
     size = int(np.prod(shape, dtype=np.float64)) if shape else 1
