@@ -488,3 +488,23 @@ def test_manifest_keeps_a_line_for_every_missing_input(tmp_path):
             for i in range(3):
                 m.add(Record(str(tmp_path / f"gone{i}.npy"), "", "failed", "no such file or folder"))
     assert sorted(Path(r["source"]).name for r in manifest(tmp_path / "o")) == ["gone0.npy", "gone1.npy", "gone2.npy"]
+
+
+def test_directions_fit_reports_a_latent_whose_header_claims_terabytes(tmp_path):
+    """The first latent decides n_styles from its header alone; a bomb header is one ✗ line, not a MemoryError."""
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    with open(lat / "bomb.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 512)})
+    (lat / "mangled.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'shape': \x0010, 512), }" + b" " * 60 + b"\n")
+    rng = np.random.default_rng(0)
+    rows = ["name,label", "bomb,1", "mangled,0"]
+    for i in range(8):
+        np.save(lat / f"c{i}.npy", (rng.standard_normal((1, 512)) + (2 if i % 2 else -2)).astype(np.float32))
+        rows.append(f"c{i},{i % 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    res = run("directions", "fit", "--latents", lat, "--labels", tmp_path / "labels.csv", "-o", tmp_path / "d.npy")
+    assert res.exit_code == 1, res.output
+    for name in ("bomb.npy", "mangled.npy"):
+        assert len([ln for ln in res.output.splitlines() if ln.startswith("✗") and name in ln]) == 1, (name, res.output)
+    assert np.load(tmp_path / "d.npy").shape == (1, 512)
