@@ -25,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 KINDS = ("interfacegan", "pca", "ganspace")
 ENV_DIR = "E4E_DIRECTIONS"
 TIMEOUT_S = 30.0
+MAX_ARRAY_ELEMENTS = 1 << 26  # 64 M values: far beyond any direction or PCA (a 512-d PCA holds ~263 k)
 REGISTRY_FILE = "registry.toml"
 
 
@@ -256,21 +257,32 @@ def read_array(path: str | Path) -> Any:
 
     from e4ecli.hub.checkpoints import CheckpointError, safe_load
 
+    from e4ecli.files.latents import LatentError, read_header
+
     path = Path(path)
     if not path.is_file():
         raise DirectionError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            shape, _ = read_header(path)  # before np.load: a few bytes can claim terabytes
+            if np.prod(shape, dtype=np.float64) > MAX_ARRAY_ELEMENTS:
+                raise DirectionError(f"{path}: an array of shape {shape} is far too large for a direction")
             return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
+                if sum(info.file_size for info in z.zip.infolist()) > 4 * MAX_ARRAY_ELEMENTS * 8:
+                    raise DirectionError(f"{path}: its arrays are far too large for a direction or PCA file")
                 return {k: torch.from_numpy(np.asarray(z[k])) for k in z.files}
         return safe_load(path)
     except CheckpointError as e:
         raise DirectionError(str(e)) from None
-    except (ValueError, OSError, EOFError) as e:
-        raise DirectionError(f"{path}: cannot read ({e}; object arrays are never unpickled)") from None
+    except LatentError as e:
+        raise DirectionError(f"{path}: {str(e).replace('latents', 'direction', 1)}") from None
+    except DirectionError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- numpy/zipfile errors on a damaged file (ValueError, TokenError, BadZipFile, MemoryError, ...)
+        raise DirectionError(f"{path}: cannot read ({type(e).__name__}: {e}; object arrays are never unpickled)") from None
 
 
 def load_direction(path: str | Path):
