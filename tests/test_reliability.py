@@ -244,8 +244,11 @@ def test_direction_files_that_cannot_be_used_stop_edit_before_any_work(g64, wplu
     np.save(tmp_path / "obj.npy", np.array([_Evil(marker)], dtype=object), allow_pickle=True)
     np.save(tmp_path / "nan.npy", np.full(512, np.nan, np.float32))
     np.save(tmp_path / "short.npy", np.ones(7, np.float32))
+    with open(tmp_path / "bomb.npy", "wb") as f:  # a header claiming 4 TB, and no data
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 512)})
+    (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04" + b"\0" * 40)
     cases = {"evil.pt": "refused", "junk.pt": "junk.pt", "obj.npy": "never unpickled", "nan.npy": "NaN",
-             "short.npy": "short.npy", "missing.pt": "no such"}
+             "short.npy": "short.npy", "missing.pt": "no such", "bomb.npy": "far too large", "torn.npz": "cannot read"}
     for name, reason in cases.items():
         out = tmp_path / f"out_{name}"
         res = run("edit", tmp_path / "a.npy", "-o", out, "--direction", tmp_path / name, "--strength", 1, "-c", g64)
