@@ -67,14 +67,23 @@ def e4e_64(kit_weights, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def g64(case_checkpoint) -> Path:
-    return case_checkpoint("stylegan2_64_cm1")
+def gen(tmp_path_factory) -> Path:
+    """A tiny 64 px generator checkpoint (16 channels, rosinality layout): renders in milliseconds, so the
+    tests below spend their time on what they test, not on convolutions. Numbers are checked elsewhere."""
+    import torch
+
+    from e4ecli.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    g = Generator(64, 512, n_mlp=2, channels={r: 16 for r in (4, 8, 16, 32, 64)})
+    path = tmp_path_factory.mktemp("tiny") / "tiny_g64.pt"
+    torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(512)}, path)
+    return path
 
 
 @pytest.fixture(scope="module")
-def wplus(kit) -> np.ndarray:
-    with np.load(kit / "cases" / "stylegan2_64_cm1.npz") as z:
-        return z["wplus"]  # (3, 10, 512)
+def wplus() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((3, 10, 512)).astype(np.float32)  # (3, n_styles, 512)
 
 
 INVALID = {  # name -> words the reason must contain
@@ -199,23 +208,23 @@ def make_bad_latents(folder: Path, wplus: np.ndarray) -> dict[str, str]:
             "text.npy": "cannot read", "pack.npz": "not a .npy"}
 
 
-def test_render_and_edit_decide_each_bad_latent_alone(g64, wplus, tmp_path):
+def test_render_and_edit_decide_each_bad_latent_alone(gen, wplus, tmp_path):
     bad = make_bad_latents(tmp_path / "lat", wplus)
     direction = tmp_path / "dir.npy"
     np.save(direction, np.random.default_rng(0).standard_normal(512).astype(np.float32))
     for cmd, extra in (("render", []), ("edit", ["--direction", direction, "--strength", 2])):
         out = tmp_path / cmd
-        res = run(cmd, tmp_path / "lat", tmp_path / "lat" / "pack.npz", "-o", out, "-c", g64, "--device", "cpu", *extra)
+        res = run(cmd, tmp_path / "lat", tmp_path / "lat" / "pack.npz", "-o", out, "-c", gen, "--device", "cpu", *extra)
         assert_failures_reported(res, out, bad)
         assert sorted(p.name for p in out.glob("*.png")) == ["good.png", "w.png"], cmd
         assert len(manifest(out)) == 11
 
 
 @pytest.mark.parametrize("bad", ["nan.npy", "obj.npy", "trunc.npy", "pack.npz"])
-def test_video_refuses_a_bad_keyframe_in_one_line(g64, wplus, tmp_path, bad):
+def test_video_refuses_a_bad_keyframe_in_one_line(gen, wplus, tmp_path, bad):
     reasons = make_bad_latents(tmp_path / "lat", wplus)
     out = tmp_path / "v.gif"
-    res = run("video", tmp_path / "lat" / "good.npy", tmp_path / "lat" / bad, "-o", out, "-n", 2, "-c", g64, "--device", "cpu")
+    res = run("video", tmp_path / "lat" / "good.npy", tmp_path / "lat" / bad, "-o", out, "-n", 2, "-c", gen, "--device", "cpu")
     assert res.exit_code == 1, res.output
     line = [ln for ln in res.output.splitlines() if bad in ln]
     assert len(line) == 1 and reasons[bad] in line[0] and "Traceback" not in res.output
@@ -232,7 +241,7 @@ class _Evil:
         return (os.system, (f"touch {self.target}",))
 
 
-def test_direction_files_that_cannot_be_used_stop_edit_before_any_work(g64, wplus, tmp_path):
+def test_direction_files_that_cannot_be_used_stop_edit_before_any_work(gen, wplus, tmp_path):
     """A direction carrying code is refused without running it; garbage, object arrays, NaN and wrong
     shapes each give one line naming the file; exit 2, no output folder."""
     import torch
@@ -251,7 +260,7 @@ def test_direction_files_that_cannot_be_used_stop_edit_before_any_work(g64, wplu
              "short.npy": "short.npy", "missing.pt": "no such", "bomb.npy": "far too large", "torn.npz": "cannot read"}
     for name, reason in cases.items():
         out = tmp_path / f"out_{name}"
-        res = run("edit", tmp_path / "a.npy", "-o", out, "--direction", tmp_path / name, "--strength", 1, "-c", g64)
+        res = run("edit", tmp_path / "a.npy", "-o", out, "--direction", tmp_path / name, "--strength", 1, "-c", gen)
         errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
         assert res.exit_code == 2 and len(errors) == 1, (name, res.output)
         assert name in errors[0] and reason in errors[0], (name, errors[0])
@@ -259,17 +268,17 @@ def test_direction_files_that_cannot_be_used_stop_edit_before_any_work(g64, wplu
     assert not marker.exists()
 
 
-def test_checkpoint_with_wrong_keys_or_shapes_is_one_line_exit_2(g64, wplus, tmp_path):
+def test_checkpoint_with_wrong_keys_or_shapes_is_one_line_exit_2(gen, wplus, tmp_path):
     """Through a real process (stderr not a terminal): one error line naming the file and the mismatch."""
     import torch
 
     np.save(tmp_path / "a.npy", wplus[0])
-    ck = torch.load(g64, weights_only=True)
+    ck = torch.load(gen, weights_only=True)
     shape = dict(ck["g_ema"], **{"conv1.activate.bias": torch.zeros(7)})
     extra = dict(ck["g_ema"], **{"surprise.weight": torch.zeros(3)})
     torch.save({"g_ema": shape}, tmp_path / "shape.pt")
     torch.save({"g_ema": extra}, tmp_path / "extra.pt")
-    for name, mismatch in (("shape.pt", "conv1.activate.bias: file (7,) vs model (512,)"), ("extra.pt", "surprise.weight")):
+    for name, mismatch in (("shape.pt", "conv1.activate.bias: file (7,) vs model (16,)"), ("extra.pt", "surprise.weight")):
         proc = subprocess.run([sys.executable, "-m", "e4ecli", "render", tmp_path / "a.npy", "-o", tmp_path / "o", "-c", tmp_path / name],
                               capture_output=True, text=True, env=_env(COLUMNS="60"), timeout=120)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -279,7 +288,7 @@ def test_checkpoint_with_wrong_keys_or_shapes_is_one_line_exit_2(g64, wplus, tmp
 
 
 # -- paths ----------------------------------------------------------------------------------------------
-def test_output_names_stay_inside_out_and_unique(g64, wplus, tmp_path):
+def test_output_names_stay_inside_out_and_unique(gen, wplus, tmp_path):
     """`..`, symlink loops, spaces, unicode, names of 254 bytes and names that are not UTF-8: every input
     gets its own output, all of them inside -o, and the manifest names each one."""
     lat = tmp_path / "lat"
@@ -295,7 +304,7 @@ def test_output_names_stay_inside_out_and_unique(g64, wplus, tmp_path):
     os.symlink(lat / "sub", lat / "again")  # a second way into the same folder
     out = tmp_path / "out"
     dotdot = lat / "sub" / ".." / "plain.npy"  # also named directly, through `..`: the same file, counted once
-    res = run("render", lat, dotdot, "-o", out, "-c", g64, "--device", "cpu", "--batch-size", 8)
+    res = run("render", lat, dotdot, "-o", out, "-c", gen, "--device", "cpu", "--batch-size", 8)
     assert res.exit_code == 0, res.output
     base = os.path.realpath(out)
     made = [Path(root) / f for root, _, files in os.walk(out) for f in files if f.endswith(".png")]
@@ -308,7 +317,7 @@ def test_output_names_stay_inside_out_and_unique(g64, wplus, tmp_path):
     assert (out / "with space.png").is_file() and (out / "été 😀.png").is_file()
     assert len([r for r in records if r["output"] in ("sub/deep.png", "again/deep.png")]) == 1
     assert len({r["output"] for r in records if r["output"].startswith("ü")}) == 2  # shortened with a hash, still distinct
-    res = run("render", lat, "-o", out, "-c", g64, "--device", "cpu")  # a rerun reads the manifest back and skips all
+    res = run("render", lat, "-o", out, "-c", gen, "--device", "cpu")  # a rerun reads the manifest back and skips all
     assert res.exit_code == 0 and len(manifest(out)) == 7 and "Traceback" not in res.output
 
 
@@ -359,7 +368,7 @@ def kill_and_rerun(args: list, out: Path, expected: dict[str, list[Path]], momen
             while not any(p.exists() for p in first) and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
         else:
-            time.sleep(rng.uniform(1.0, 8.0))
+            time.sleep(rng.uniform(2.0, 7.0))  # from start-up to well into the run
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
@@ -385,30 +394,30 @@ def kill_and_rerun(args: list, out: Path, expected: dict[str, list[Path]], momen
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["first", "random"])
-def test_render_killed_mid_run(g64, wplus, tmp_path, moment):
+def test_render_killed_mid_run(gen, wplus, tmp_path, moment):
     lat = tmp_path / "lat"
     lat.mkdir()
-    for i in range(12):
+    for i in range(40):
         np.save(lat / f"w{i:02d}.npy", wplus[i % 3] + 0.01 * i)
     out = tmp_path / "out"
-    expected = {f"w{i:02d}": [out / f"w{i:02d}.png"] for i in range(12)}
-    kill_and_rerun(["render", lat, "-o", out, "-c", g64, "--device", "cpu", "--batch-size", 1], out, expected, moment,
+    expected = {f"w{i:02d}": [out / f"w{i:02d}.png"] for i in range(40)}
+    kill_and_rerun(["render", lat, "-o", out, "-c", gen, "--device", "cpu", "--batch-size", 1], out, expected, moment,
                    random.Random(moment))
 
 
 @pytest.mark.slow
-def test_edit_sweep_killed_mid_run(g64, wplus, tmp_path):
+def test_edit_sweep_killed_mid_run(gen, wplus, tmp_path):
     """Several files per input (frames, strip, latents): an input counts as done only when all exist."""
     lat = tmp_path / "lat"
     lat.mkdir()
-    for i in range(4):
+    for i in range(10):
         np.save(lat / f"w{i}.npy", wplus[i % 3])
     direction = tmp_path / "d.npy"
     np.save(direction, np.random.default_rng(1).standard_normal(512).astype(np.float32))
     out = tmp_path / "out"
     expected = {f"w{i}": [out / f"w{i}.png"] + [out / f"w{i}" / f"{j:02d}_s{s}{ext}" for j, s in enumerate(["-2", "+2"])
-                                                  for ext in (".png", ".npy")] for i in range(4)}
-    kill_and_rerun(["edit", lat, "-o", out, "-d", direction, "-s", "-2:2:2", "--save-latents", "-c", g64, "--device", "cpu",
+                                                  for ext in (".png", ".npy")] for i in range(10)}
+    kill_and_rerun(["edit", lat, "-o", out, "-d", direction, "-s", "-2:2:2", "--save-latents", "-c", gen, "--device", "cpu",
                     "--batch-size", 1], out, expected, "first", random.Random(0))
 
 
@@ -437,24 +446,24 @@ def test_align_killed_mid_run(head, tmp_path):
                    random.Random(0))
 
 
-def test_output_folder_inside_the_input_folder_is_not_read_back(g64, wplus, tmp_path):
+def test_output_folder_inside_the_input_folder_is_not_read_back(gen, wplus, tmp_path):
     """`e4e edit lat/ -o lat/edited --save-latents` twice: the rerun skips, it does not edit its own outputs."""
     lat = tmp_path / "lat"
     lat.mkdir()
     np.save(lat / "a.npy", wplus[0])
     direction = tmp_path / "d.npy"
     np.save(direction, np.ones(512, np.float32))
-    args = ["edit", lat, "-o", lat / "edited", "-d", direction, "-s", 1, "--save-latents", "-c", g64, "--device", "cpu"]
+    args = ["edit", lat, "-o", lat / "edited", "-d", direction, "-s", 1, "--save-latents", "-c", gen, "--device", "cpu"]
     assert run(*args).exit_code == 0
     res = run(*args)
     assert res.exit_code == 0, res.output
     assert [r["output"] for r in manifest(lat / "edited")] == ["a.png"] and not (lat / "edited" / "edited").exists()
-    res = run("render", lat, "-o", lat, "-c", g64, "--device", "cpu")  # -o the input folder itself still works
+    res = run("render", lat, "-o", lat, "-c", gen, "--device", "cpu")  # -o the input folder itself still works
     assert res.exit_code == 0 and (lat / "a.png").is_file()
 
 
 @pytest.mark.slow
-def test_video_killed_mid_run(g64, wplus, tmp_path):
+def test_video_killed_mid_run(gen, wplus, tmp_path):
     """A killed `e4e video` leaves no video under the final name (ffmpeg streams into a hidden temp file);
     the rerun writes the whole one."""
     imageio = pytest.importorskip("imageio.v2")
@@ -464,7 +473,7 @@ def test_video_killed_mid_run(g64, wplus, tmp_path):
         keys.append(tmp_path / f"k{i}.npy")
         np.save(keys[-1], wplus[i])
     out = tmp_path / "v" / "morph.mp4"
-    cmd = [sys.executable, "-m", "e4ecli", "video", *map(str, keys), "-o", str(out), "-n", "8", "-b", "1", "-c", str(g64), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "e4ecli", "video", *map(str, keys), "-o", str(out), "-n", "60", "-b", "1", "-c", str(gen), "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     deadline = time.monotonic() + 120
     while not (out.parent.exists() and any(out.parent.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
@@ -477,7 +486,7 @@ def test_video_killed_mid_run(g64, wplus, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     reader = imageio.get_reader(out, format="FFMPEG")
     try:
-        assert reader.count_frames() == 8
+        assert reader.count_frames() == 60
     finally:
         reader.close()
 
