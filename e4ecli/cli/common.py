@@ -78,11 +78,13 @@ def load_model(spec: str) -> tuple["LoadedCheckpoint", str]:
     return ckpt, ident
 
 
-def discover_or_die(inputs: Sequence[Path], extensions, out_dir: Path) -> tuple[list["Item"], list[tuple[str, str]]]:
-    """Expand inputs; refuse to start if two inputs would write the same output."""
+def discover_or_die(inputs: Sequence[Path], extensions, out_dir: Path, skip_out: bool = True) -> tuple[list["Item"], list[tuple[str, str]]]:
+    """Expand inputs; refuse to start if two inputs would write the same output.
+
+    skip_out: folder scans do not enter out_dir (a command's output folder inside an input folder)."""
     from e4ecli.files.batch import collisions, discover
 
-    items, problems = discover(inputs, extensions, exclude=out_dir)
+    items, problems = discover(inputs, extensions, exclude=out_dir if skip_out else None)
     for src, why in problems:
         console.print(f"[red]✗[/] {escape(src)}: {escape(why)}")
     clash = collisions(items)

@@ -97,7 +97,7 @@ def eval_cmd(
     if json_out.is_dir():
         die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'eval.json'}")
     dev = device_or_die(device)
-    items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, json_out.parent)
+    items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, json_out.parent, skip_out=False)
     if not items:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
     ckpt, ident = load_model(checkpoint)
