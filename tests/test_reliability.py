@@ -385,7 +385,6 @@ def kill_and_rerun(args: list, out: Path, expected: dict[str, list[Path]], momen
             _assert_complete(p)
     for key, stamps in finished.items():  # finished work is never redone
         assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), key
-    assert f"{len(finished)} " in rerun.stderr or not finished  # the summary's skipped count
     records = manifest(out)
     assert sorted(r["output"] for r in records) == sorted(str(outs[0].relative_to(out)) for outs in expected.values())
     assert all(r["status"] in ("ok", "skipped") for r in records)
