@@ -22,7 +22,7 @@ def read_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
             elif version in ((2, 0), (3, 0)):
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:
-                raise LatentError(f"not a .npy file this program reads (format version {version})")
+                raise LatentError(f"cannot read latents: not a .npy file this program reads (format version {version})")
     except LatentError:
         raise
     except Exception as e:  # noqa: BLE001 -- numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
