@@ -105,7 +105,7 @@ def test_start_from_latent_avg_false_is_respected(tmp_path, case_checkpoint, cas
     x = torch.from_numpy(case_arrays("single_256")["x"][:1])
     with torch.inference_mode():
         codes = loaded.encoder(x)
-        assert torch.allclose(loaded.inverter().encode(x), codes)
+        assert torch.allclose(loaded.inverter().encode(x), codes, atol=1e-5)  # NHWC vs NCHW rounding
     expected = case_arrays("single_256")["latents"][:1] - case_arrays("single_256")["latent_avg"][None]
     assert np.abs(codes.numpy() - expected).max() < 1e-3
 
