@@ -58,6 +58,24 @@ def case_arrays(kit):
     return get
 
 
+def write_e4e_64(weights, path: Path, **opts) -> Path:
+    """A 64 px e4e checkpoint in the published layout, seeded from the kit's manifest Encoder4Editing_64;
+    `opts` override the stored options (e.g. input_size)."""
+    import torch
+
+    manifest = weights.load_manifest("Encoder4Editing_64")
+    sd = {f"{part}.{k}": v for i, part in enumerate(("encoder", "decoder"))
+          for k, v in weights.make_state_dict(manifest, part, 7 + i).items()}
+    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 64, "dataset_type": "ffhq_encode", "start_from_latent_avg": True, **opts}
+    torch.save({"state_dict": sd, "opts": opts, "latent_avg": torch.randn(512, generator=torch.Generator().manual_seed(0))}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def e4e_64(kit_weights, tmp_path_factory) -> Path:
+    return write_e4e_64(kit_weights, tmp_path_factory.mktemp("e4e64") / "e4e_64.pt")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Never touch the user's real cache from tests."""

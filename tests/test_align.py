@@ -410,22 +410,6 @@ def test_face_alignment_backend_aligns_like_dlib(face_jpg, case, tmp_path):
 
 
 # -- e4e invert --align ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def e4e_64(tmp_path_factory) -> Path:
-    """A 64 px e4e checkpoint in the published layout, seeded from the kit's manifest."""
-    kit = kit_or_skip()
-    torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(kit))
-    import weights
-
-    manifest = weights.load_manifest("Encoder4Editing_64")
-    sd = {f"{part}.{k}": v for i, part in enumerate(("encoder", "decoder"))
-          for k, v in weights.make_state_dict(manifest, part, 7 + i).items()}
-    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 64, "dataset_type": "ffhq_encode", "start_from_latent_avg": True}
-    path = tmp_path_factory.mktemp("e4e64") / "e4e_64.pt"
-    torch.save({"state_dict": sd, "opts": opts, "latent_avg": torch.randn(512, generator=torch.Generator().manual_seed(0))}, path)
-    return path
-
 
 @pytest.mark.slow
 def test_invert_align_end_to_end(e4e_64, astronaut_head, tmp_path):

@@ -3,11 +3,9 @@ an unobtainable metric reported with its reason while the others run, usage erro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,18 +17,6 @@ runner = CliRunner()
 def run(*args):
     return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
-
-@pytest.fixture(scope="module")
-def e4e_64(kit_weights, tmp_path_factory) -> Path:
-    """A 64 px e4e checkpoint in the published layout, seeded from the kit's manifest."""
-    weights = kit_weights
-    manifest = weights.load_manifest("Encoder4Editing_64")
-    sd = {f"{part}.{k}": v for i, part in enumerate(("encoder", "decoder"))
-          for k, v in weights.make_state_dict(manifest, part, 7 + i).items()}
-    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 64, "dataset_type": "ffhq_encode", "start_from_latent_avg": True}
-    path = tmp_path_factory.mktemp("e4e64") / "e4e_64.pt"
-    torch.save({"state_dict": sd, "opts": opts, "latent_avg": torch.randn(512, generator=torch.Generator().manual_seed(0))}, path)
-    return path
 
 
 @pytest.mark.slow

@@ -18,18 +18,13 @@ def rss_mb() -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read resident memory")
 def test_invert_memory_stays_flat_over_many_images(kit_weights, tmp_path):
+    from conftest import write_e4e_64
     from e4ecli.files.batch import discover
     from e4ecli.files.images import IMAGE_EXTENSIONS
     from e4ecli.hub.checkpoints import load_checkpoint
     from e4ecli.pipelines.invert import invert
 
-    manifest = kit_weights.load_manifest("Encoder4Editing_64")
-    sd = {f"{part}.{k}": v for i, part in enumerate(("encoder", "decoder"))
-          for k, v in kit_weights.make_state_dict(manifest, part, 7 + i).items()}
-    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 64, "dataset_type": "ffhq_encode",
-            "start_from_latent_avg": True, "input_size": 16}
-    ckpt_path = tmp_path / "e4e_64_small_input.pt"
-    torch.save({"state_dict": sd, "opts": opts, "latent_avg": torch.zeros(512)}, ckpt_path)
+    ckpt_path = write_e4e_64(kit_weights, tmp_path / "e4e_64_small_input.pt", input_size=16)
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)

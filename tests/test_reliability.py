@@ -52,19 +52,6 @@ def head() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[0:280, 80:360])
 
 
-@pytest.fixture(scope="module")
-def e4e_64(kit_weights, tmp_path_factory) -> Path:
-    """A 64 px e4e checkpoint in the published layout, seeded from the kit's manifest (as test_align)."""
-    import torch
-
-    manifest = kit_weights.load_manifest("Encoder4Editing_64")
-    sd = {f"{part}.{k}": v for i, part in enumerate(("encoder", "decoder"))
-          for k, v in kit_weights.make_state_dict(manifest, part, 7 + i).items()}
-    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 64, "dataset_type": "ffhq_encode", "start_from_latent_avg": True}
-    path = tmp_path_factory.mktemp("e4e64") / "e4e_64.pt"
-    torch.save({"state_dict": sd, "opts": opts, "latent_avg": torch.randn(512, generator=torch.Generator().manual_seed(0))}, path)
-    return path
-
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory) -> Path:
