@@ -40,12 +40,18 @@ def device_or_die(spec: str):
         die(str(e))
 
 
-def distributed_or_die(device_spec: str, precision: str = "fp32"):
-    """(Dist, torch.device): joins torchrun's process group when launched by it; tunes the backend."""
-    from e4ecli.runtime import PRECISIONS, DeviceError, setup_distributed, tune_for
+def precision_or_die(precision: str) -> None:
+    from e4ecli.runtime import PRECISIONS
 
     if precision not in PRECISIONS:
         die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+
+
+def distributed_or_die(device_spec: str, precision: str = "fp32"):
+    """(Dist, torch.device): joins torchrun's process group when launched by it; tunes the backend."""
+    from e4ecli.runtime import DeviceError, setup_distributed, tune_for
+
+    precision_or_die(precision)
     try:
         dist, device = setup_distributed(device_spec)
     except DeviceError as e:

@@ -44,15 +44,13 @@ def video_cmd(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from e4ecli.cli.common import device_or_die, load_model
+    from e4ecli.cli.common import device_or_die, load_model, precision_or_die
     from e4ecli.edits.ops import EASINGS
-    from e4ecli.runtime import PRECISIONS
     from e4ecli.files.latents import LatentError, load_latent
     from e4ecli.hub.directions import DirectionError
     from e4ecli.pipelines.video import VideoError, interpolation_latents, output_for, render_frames, sweep_latents, write_video
 
-    if precision not in PRECISIONS:
-        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    precision_or_die(precision)
     if easing not in EASINGS:
         die(f"--easing {easing}: use one of {', '.join(EASINGS)}")
     try:
