@@ -18,6 +18,7 @@ from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, die
         "  e4e invert ./photos -o latents/\n\n"
         "  e4e invert face.jpg -o out/ --save-reconstructions --device cpu\n\n"
         "  e4e invert ./cars -o cars_latents/ --checkpoint e4e_cars_encode --batch-size 8 --workers 4\n\n"
+        "  e4e invert ./photos -o latents_w/ --stage 0   # pure W codes: less faithful, edit best\n\n"
         "  e4e invert ./selfies -o latents/ --align --detector dlib   # FFHQ-align each photo first (+ <name>.json)"
     ),
 )
@@ -32,7 +33,10 @@ def invert_cmd(
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
     size: Optional[int] = typer.Option(None, min=1, help="Resize reconstructions to this width by area averaging (default: the generator's native size)."),
     overwrite: bool = typer.Option(False, help="Redo inputs whose outputs already exist (default: skip them)."),
-    align: bool = typer.Option(False, "--align", help="Align the largest face of each photo first (FFHQ recipe at 256 px, as e4e's align_face) and write the alignment sidecar <name>.json."),
+    align: bool = typer.Option(False, "--align", help="Align the largest face of each photo first (FFHQ recipe at 256 px, as e4e's align_face) "
+                               "and write the alignment sidecar <name>.json."),
+    stage: Optional[int] = typer.Option(None, "--stage", min=0, help="e4e's distortion-editability dial: use the base code w plus only the first K offsets "
+                                        "(0 = pure W, best for editing; n_styles-1 = the full e4e code, the default). e4e checkpoints only."),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-d", help="With --align: " + DETECTOR_HELP),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
@@ -48,6 +52,13 @@ def invert_cmd(
     ckpt, ident = load_model(checkpoint)
     if not ckpt.has_encoder:
         die(f"{checkpoint} holds only a generator; `e4e invert` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
+    if stage is not None:
+        from e4ecli.pipelines.invert import set_stage
+
+        try:
+            set_stage(ckpt.encoder, stage)
+        except ValueError as e:
+            die(f"--stage {stage}: {checkpoint}: {e}")
     aligner = None
     if align:
         if ckpt.domain.name in ("cars_encode", "horse_encode", "church_encode"):
@@ -59,7 +70,7 @@ def invert_cmd(
     from e4ecli.pipelines.invert import invert
 
     results = invert(items, ckpt, out, device=dev, precision=precision, batch_size=batch_size, workers=workers,
-                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite, aligner=aligner)
+                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite, aligner=aligner, stage=stage)
     code = run_with_progress(results, len(items), "invert", out, ident, problems, suffix=".npy", dist=dist)
     dist.close()
     raise typer.Exit(code)

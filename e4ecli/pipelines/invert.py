@@ -17,6 +17,16 @@ from e4ecli.pipelines.align import sidecar_text
 from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
 
 
+def set_stage(encoder: torch.nn.Module, stage: int) -> None:
+    """Limit an e4e encoder to w plus its first `stage` offsets; ValueError for other encoders / out of range."""
+    if not hasattr(encoder, "set_progressive_stage"):
+        raise ValueError(f"a {type(encoder).__name__} predicts every style independently and has no progressive stages; "
+                         "only e4e (Encoder4Editing) checkpoints have them")
+    if not 0 <= stage < encoder.style_count:
+        raise ValueError(f"stage {stage} is out of range: this encoder has stages 0 (pure W) to {encoder.style_count - 1} (the full code)")
+    encoder.set_progressive_stage(stage)
+
+
 class _Preprocess:
     """Picklable decode function for DataLoader workers: file -> (model input (3, H, W), sidecar or None).
 
@@ -34,12 +44,16 @@ class _Preprocess:
 
 def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
            workers: int = 0, save_reconstructions: bool = False, size: int | None = None, overwrite: bool = False,
-           aligner: Callable[[Path], list] | None = None) -> Iterator[Result]:
-    """Yield one Result per item, in order of completion (skipped ones first)."""
+           aligner: Callable[[Path], list] | None = None, stage: int | None = None) -> Iterator[Result]:
+    """Yield one Result per item, in order of completion (skipped ones first).
+
+    stage: e4e's progressive stage K (w plus offsets 1..K; 0 = pure W); None: the full code."""
     suffixes = [".npy"] + ([".png"] if save_reconstructions else []) + ([".json"] if aligner else [])
     todo, skipped = split_finished(items, out_dir, suffixes, overwrite)
     yield from skipped
     model = ckpt.inverter().to(device)
+    if stage is not None:
+        set_stage(model.encoder, stage)
     for batch in decoded_batches(todo, _Preprocess(ckpt.domain, aligner), batch_size, workers, expected=(ImageError, AlignError)):
         decoded, failed = partition(batch)
         yield from failed
