@@ -283,3 +283,32 @@ def sweep_values(low: float, high: float, n_frames: int, easing: str = "linear",
     if bounce:
         u = 1 - (2 * u - 1).abs()
     return (low + (high - low) * ease(u, easing)).float()
+
+
+# -- StyleFlow ----------------------------------------------------------------------------------
+def styleflow_edit(wplus: torch.Tensor, source_condition: torch.Tensor, target_condition: torch.Tensor, *, flow) -> torch.Tensor:
+    """StyleFlow's edit: W+ (N, 18, 512) -> z under the source conditions (N, 17) -> W+ under the target ones.
+
+    Conditions are cat(lighting (9), attributes (8)) per latent, as (N, 17) or (N, 17, 1).
+    `target_condition` may hold F conditions per latent ((N * F, 17), latent-major): each latent
+    is pushed forward once and brought back under each of its F targets -> (N * F, 18, 512).
+    Rows of `wplus` equal to the previous row under the same source condition reuse its z.
+    """
+    _check_latents(wplus)
+    if wplus.shape[1] != 18:
+        raise ValueError(f"StyleFlow edits W+ latents of 18 styles (FFHQ 1024); got {wplus.shape[1]} styles")
+    n = wplus.shape[0]
+    source = source_condition.reshape(source_condition.shape[0], -1).to(wplus)
+    target = target_condition.reshape(target_condition.shape[0], -1).to(wplus)
+    if source.shape[0] != n:
+        raise ValueError(f"one source condition per latent: got {source.shape[0]} for {n} latents")
+    if n == 0 or target.shape[0] % n:
+        raise ValueError(f"the target conditions ({target.shape[0]}) must be a multiple of the latents ({n})")
+    z = []
+    for i in range(n):
+        if i and torch.equal(wplus[i], wplus[i - 1]) and torch.equal(source[i], source[i - 1]):
+            z.append(z[-1])
+        else:
+            z.append(flow(wplus[i:i + 1], source[i:i + 1]))
+    z = torch.cat(z).repeat_interleave(target.shape[0] // n, dim=0)
+    return flow(z, target, reverse=True)

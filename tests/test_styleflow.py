@@ -1,0 +1,119 @@
+"""StyleFlow: the flow reproduces StyleFlow's own numbers (kit case `styleflow_flow`); its files are read safely."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+TOL = 2e-3  # the kit's tolerance for the adaptive solver
+
+
+@pytest.fixture(scope="module")
+def flow_file(tmp_path_factory):
+    from conftest import kit_or_skip
+
+    kit_or_skip()
+    import weights
+
+    path = tmp_path_factory.mktemp("styleflow") / "modellarge10k.pt"
+    torch.save(weights.make_state_dict(weights.load_manifest("styleflow_cnf"), "flow", 71), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sf_case():
+    from conftest import kit_or_skip
+
+    kit = kit_or_skip()
+    meta = json.loads((kit / "cases" / "styleflow_flow.json").read_text())
+    with np.load(kit / "cases" / "styleflow_flow.npz") as z:
+        return meta, {k: z[k] for k in z.files}
+
+
+def source_conditions(arrays) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([arrays["lighting"], arrays["attributes"]], axis=1))
+
+
+def test_flow_reproduces_styleflow_forward_round_trip_and_edits(flow_file, sf_case):
+    from e4ecli.edits.ops import styleflow_edit
+    from e4ecli.hub.styleflow import load_flow
+
+    meta, arrays = sf_case
+    flow = load_flow(flow_file)
+    w, source = torch.from_numpy(arrays["wplus"]), source_conditions(arrays)
+    diffs = {}
+    with torch.no_grad():
+        diffs["z"] = np.abs(flow(w, source).numpy() - arrays["z"]).max()
+        diffs["w_roundtrip"] = np.abs(styleflow_edit(w, source, source, flow=flow).numpy() - arrays["w_roundtrip"]).max()
+        targets = []
+        for e in meta["edits"]:
+            target = source.clone()
+            target[:, 9 + e["attribute_index"]] = e["value"]
+            targets.append(target)
+        # all three edits from one forward pass: F = 3 targets per latent, latent-major
+        stacked = torch.stack(targets, dim=1).reshape(-1, 17)
+        edited = styleflow_edit(w, source, stacked, flow=flow).reshape(w.shape[0], len(targets), 18, 512)
+        for k, e in enumerate(meta["edits"]):
+            diffs[e["array"]] = np.abs(edited[:, k].numpy() - arrays[e["array"]]).max()
+    print("styleflow library max |diff|:", {k: f"{v:.2e}" for k, v in diffs.items()})
+    assert set(diffs) == {"z", "w_roundtrip", "w_edit0", "w_edit1", "w_edit2"}
+    assert max(diffs.values()) <= TOL, diffs
+    # the edits really move the latents (a do-nothing flow would fail here)
+    assert np.abs(arrays["w_edit0"] - arrays["wplus"]).max() > 50 * TOL
+
+
+def test_styleflow_edit_refuses_latents_without_18_styles(flow_file):
+    from e4ecli.edits.ops import styleflow_edit
+    from e4ecli.hub.styleflow import load_flow
+
+    with pytest.raises(ValueError, match="18 styles"):
+        styleflow_edit(torch.zeros(1, 14, 512), torch.zeros(1, 17), torch.zeros(1, 17), flow=load_flow(flow_file))
+
+
+@pytest.mark.parametrize("change, complaint", [
+    (lambda sd: sd.pop("chain.1.sqrt_end_time"), "missing key 'chain.1.sqrt_end_time'"),
+    (lambda sd: sd.__setitem__("chain.1.odefunc.diffeq.layers.2._hyper_gate.weight", torch.zeros(512, 17)),
+     r"'chain.1.odefunc.diffeq.layers.2._hyper_gate.weight' has shape \(512, 17\), expected \(512, 18\)"),
+    (lambda sd: sd.__setitem__("chain.3.weight", torch.zeros(512)), "unexpected key 'chain.3.weight'"),
+])
+def test_flow_file_that_does_not_fit_is_refused_naming_file_and_mismatch(flow_file, tmp_path, change, complaint):
+    from e4ecli.hub.styleflow import StyleflowFileError, load_flow
+
+    sd = torch.load(flow_file, weights_only=True)
+    change(sd)
+    bad = tmp_path / "bad_flow.pt"
+    torch.save(sd, bad)
+    with pytest.raises(StyleflowFileError, match=complaint) as info:
+        load_flow(bad)
+    assert str(bad) in str(info.value)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo owned",))
+
+
+def test_numpy_pickle_reader_admits_arrays_and_containers_only(tmp_path):
+    from e4ecli.hub.styleflow import StyleflowFileError, read_numpy_pickle
+
+    good = {"Latent": [np.arange(6, dtype=np.float32).reshape(1, 2, 3), np.ones((1, 2, 3))], "n": 2, "names": ("a", "b")}
+    for protocol in (2, 4):
+        path = tmp_path / f"good{protocol}.pickle"
+        path.write_bytes(pickle.dumps(good, protocol=protocol))
+        back = read_numpy_pickle(path)
+        assert back["n"] == 2 and back["names"] == ("a", "b")
+        np.testing.assert_array_equal(back["Latent"][0], good["Latent"][0])
+        assert back["Latent"][0].dtype == np.float32
+    evil = tmp_path / "evil.pickle"
+    evil.write_bytes(pickle.dumps({"Latent": [_Evil()]}))
+    with pytest.raises(StyleflowFileError, match="refused to load: the pickle references the global .*system"):
+        read_numpy_pickle(evil)
+    objects = tmp_path / "objects.pickle"
+    objects.write_bytes(pickle.dumps(np.array([{"a": 1}], dtype=object)))
+    with pytest.raises(StyleflowFileError, match="only numeric arrays"):
+        read_numpy_pickle(objects)
