@@ -6,8 +6,9 @@ but options and checkpoints; `Trainer(plan, dist).run()` builds everything and y
 
 Per step s, exactly in the original's order:
   1. discriminator step (with --w-discriminator-lambda > 0): real codes = mapping(z), fake codes =
-     the encoder's codes of the batch (without the latent average, as the original), restricted to
-     the unlocked styles, through the W pools, then style 0 -- non-saturating loss, Adam step;
+     the encoder's codes of the batch (+ latent_avg with --start-from-latent-avg: the codes the
+     encoder's adversarial loss is computed on, as the original since its commit f0a8223), restricted
+     to the unlocked styles, through the W pools, then style 0 -- non-saturating loss, Adam step;
      every --d-reg-every steps an R1 step (r1 / 2 * penalty * d_reg_every).
   2. encoder step: y_hat = pool(G(encoder(x) + latent_avg)) with random noise; loss =
      lambda_D * adversarial + delta_lambda * deltas + id_lambda * id + l2_lambda * l2 + lpips_lambda * lpips.
@@ -518,7 +519,9 @@ class Trainer:
         """(real codes (B, 512) from the mapping network, fake codes (N, 512) from the encoder), as the original."""
         z = torch.randn(self.opts["batch_size"], self.decoder.style_dim, device=self.device)
         real_w = self.decoder.mapping(z)
-        fake_w = self.encoder(x)  # the raw codes, without latent_avg: what the original feeds the discriminator
+        fake_w = self.encoder(x)
+        if self.opts["start_from_latent_avg"]:  # the codes the encoder is judged on (the original's fix f0a8223)
+            fake_w = fake_w + self.latent_avg.to(fake_w.dtype)
         if self.schedule is not None:
             fake_w = fake_w[:, self.dims_to_discriminate(), :]
         if self.opts["use_w_pool"]:
