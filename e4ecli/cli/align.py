@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from e4ecli.cli import app
+from e4ecli.cli.app import app
 from e4ecli.cli.common import DEVICE_HELP, die
 
 MAX_TRANSFORM_SIZE = 16384

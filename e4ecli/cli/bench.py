@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from e4ecli.cli import app
+from e4ecli.cli.app import app
 from e4ecli.cli.common import DEVICE_HELP, console, die
 
 

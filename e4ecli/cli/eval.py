@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from e4ecli.cli import app
+from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
 
 METRICS_HELP = (

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from e4ecli.cli import app
+from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, die
 
 

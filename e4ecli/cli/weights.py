@@ -61,7 +61,7 @@ def list_cmd() -> None:
             entry.name,
             entry.kind,
             entry.domain,
-            zoo.human_size(entry.path.stat().st_size if cached else entry.size),
+            zoo.human_size(entry.path.stat().st_size) if cached else zoo.published_size(entry),
             "[green]yes[/]" if cached else "no",
             escape(str(entry.path)),
         )

@@ -52,7 +52,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from e4ecli.hub.checkpoints import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
+from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.stylegan2 import Generator, channel_plan
 
 ROSINALITY_LR_MLP = 0.01

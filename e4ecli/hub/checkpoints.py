@@ -20,25 +20,24 @@ import argparse
 import hashlib
 import pickle
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from e4ecli.domains import Domain, domain_for
+from e4ecli.domains import domain_for
+from e4ecli.hub import ada
+from e4ecli.hub.fetch import looks_like_html
+from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.encoders import ENCODERS, ir_blocks, style_count
-from e4ecli.models.inverter import Inverter
 from e4ecli.models.stylegan2 import Generator
+
+__all__ = ["GENERATOR_CONFIG_KEY", "CheckpointError", "LoadedCheckpoint", "safe_load", "file_id", "load_checkpoint",
+           "build_generator", "generator_config", "load_strict", "mean_latent", "strip_prefix"]
 
 LATENT_AVG_SAMPLES = 4096  # rosinality's `truncation_mean`; seeded so repeated runs agree
 LATENT_AVG_SEED = 0
-GENERATOR_CONFIG_KEY = "e4ecli_generator_config"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and says why."""
 
 
 def safe_load(path: str | Path) -> Any:
@@ -46,6 +45,9 @@ def safe_load(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if looks_like_html(path):
+        raise CheckpointError(f"{path}: a web page (HTML), not a checkpoint: a download that saved Google Drive's quota or "
+                              "virus-scan page? Delete it and download the file again (`e4e weights download NAME` tries the mirrors).")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -139,39 +141,6 @@ def mean_latent(gen: Generator) -> torch.Tensor:
     return gen.mean_latent(LATENT_AVG_SAMPLES, seed=LATENT_AVG_SEED)[0]
 
 
-# -- the loaded thing -------------------------------------------------------------------------
-@dataclass
-class LoadedCheckpoint:
-    path: Path
-    kind: str  # "Encoder4Editing" | "GradualStyleEncoder" | "SingleStyleCodeEncoder" | "generator"
-    generator: Generator
-    latent_avg: torch.Tensor  # (n_styles, 512) for encoders, (512,) for bare generators
-    encoder: nn.Module | None = None
-    opts: dict = field(default_factory=dict)
-    domain: Domain = field(default_factory=lambda: domain_for(None))
-    latent_avg_source: str = "file"
-
-    @property
-    def has_encoder(self) -> bool:
-        return self.encoder is not None
-
-    @property
-    def n_styles(self) -> int:
-        return self.generator.n_latent
-
-    def inverter(self) -> Inverter:
-        if self.encoder is None:
-            raise CheckpointError(f"{self.path}: holds only a generator; inversion needs an e4e/pSp checkpoint with an encoder")
-        return Inverter(self.encoder, self.generator, self.latent_avg, bool(self.opts.get("start_from_latent_avg", True))).eval()
-
-    def to(self, device) -> "LoadedCheckpoint":
-        self.generator.to(device)
-        if self.encoder is not None:
-            self.encoder.to(device)
-        self.latent_avg = self.latent_avg.to(device)
-        return self
-
-
 def _as_dict(opts: Any) -> dict:
     if opts is None:
         return {}
@@ -193,8 +162,6 @@ def _ir_depth(sd: dict, where: str) -> int:
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Load an e4e/pSp checkpoint, a bare rosinality generator or a StyleGAN2-ADA .pkl (CPU, eval mode)."""
     path = Path(path)
-    from e4ecli.hub import ada
-
     if ada.is_plain_pickle(path):
         return ada.load_ada(path)
     ckpt = safe_load(path)
@@ -210,7 +177,8 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
             avg, source = mean_latent(gen), f"mapping network mean of {LATENT_AVG_SAMPLES} seeded samples"
         return LoadedCheckpoint(path, "generator", gen, avg, latent_avg_source=source)
     keys = ", ".join(sorted(map(str, ckpt))[:6])
-    raise CheckpointError(f"{path}: not an e4e/pSp checkpoint ('state_dict' with encoder.*/decoder.*) nor a StyleGAN2 generator ('g_ema'); top-level keys: {keys}")
+    raise CheckpointError(f"{path}: not an e4e/pSp checkpoint ('state_dict' with encoder.*/decoder.*) "
+                          f"nor a StyleGAN2 generator ('g_ema'); top-level keys: {keys}")
 
 
 def _load_psp(path: Path, ckpt: dict) -> LoadedCheckpoint:

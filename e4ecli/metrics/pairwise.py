@@ -25,12 +25,12 @@ def l2_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def lpips_metric(device: torch.device, net_type: str = "alex") -> PairMetric:
     """LPIPS (the `lpips` package, official linear layers) per image; MetricUnavailable when its
     torchvision backbone weights cannot be obtained (the reason names the file and where it goes)."""
-    from e4ecli.training.losses import LossWeightsError, build_lpips
+    from e4ecli.hub.perceptual import WeightsUnavailable, build_lpips
 
     try:
         model = build_lpips(net_type).model.to(device)
-    except LossWeightsError as e:
-        raise MetricUnavailable(str(e).replace(", or train without LPIPS: --lpips-lambda 0.", "; or drop lpips from --metrics.")) from None
+    except WeightsUnavailable as e:
+        raise MetricUnavailable(str(e)) from None
 
     def lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return model(y.to(device), x.to(device)).flatten().float().cpu()
@@ -43,7 +43,7 @@ def arcface_metric(path: str | Path, device: torch.device) -> PairMetric:
     (rows 35:223, cols 32:220 at 256 px), average-pooled to 112x112."""
     from e4ecli.hub.checkpoints import CheckpointError
     from e4ecli.hub.networks import load_arcface, resolve_weights
-    from e4ecli.training.losses import IdentityLoss
+    from e4ecli.models.identity import IdentityLoss
 
     try:
         net = load_arcface(resolve_weights(str(path), "the ArcFace network of the id metric", "--arcface"))
@@ -75,7 +75,7 @@ def dlib_metric() -> PairMetric:
     except ImportError:
         raise MetricUnavailable("the dlib fallback needs dlib: pip install dlib-bin") from None
     net = dlib.face_recognition_model_v1(str(dlib_model_file()))
-    from e4ecli.training.losses import arcface_crop
+    from e4ecli.models.identity import arcface_crop
 
     def describe(images: torch.Tensor) -> torch.Tensor:
         chips = F.interpolate(arcface_crop(images.float().cpu()), size=(150, 150), mode="area")

@@ -326,7 +326,7 @@ class Trainer:
             try:
                 self.lpips = L.build_lpips(o["lpips_type"]).to(self.device)
             except L.LossWeightsError as e:
-                raise TrainError(str(e)) from None
+                raise TrainError(f"{e}, or train without LPIPS: --lpips-lambda 0.") from None
         self.id_loss = None
         if o["id_lambda"] > 0:
             faces = "ffhq" in o["dataset_type"] or "celeb" in o["dataset_type"]
