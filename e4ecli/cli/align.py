@@ -27,7 +27,7 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
     """Start a landmark backend, printing the fallback note if any; exit 2 when none can run."""
     import os
 
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
 
     from e4ecli.cli.common import console, device_or_die
     from e4ecli.hub.landmarks import LandmarkError, open_landmarks
@@ -40,6 +40,23 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
                                   notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
     except LandmarkError as e:
         die(str(e))
+
+
+def _numbered_outputs_or_die(items, out: Path) -> None:
+    """--all-faces writes OUT/<key>_<k>.png/.json for an unknown number of faces k: refuse when an input
+    inside OUT has such a name (it would be overwritten)."""
+    import os
+    import re
+
+    keys = {it.key.casefold() for it in items}
+    base = os.path.realpath(out)
+    for it in items:
+        real = os.path.realpath(it.source)
+        if os.path.commonpath([base, real]) != base:
+            continue
+        m = re.fullmatch(r"(.+)_\d+\.(png|json)", Path(os.path.relpath(real, base)).as_posix(), re.IGNORECASE)
+        if m and m.group(1).casefold() in keys:
+            die(f"the output would overwrite the input {it.source}; choose an -o folder that does not hold the inputs")
 
 
 @app.command(
@@ -57,7 +74,7 @@ def align_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.png + <name>.json (sidecar) per photo, mirroring the input tree, plus manifest.jsonl."),
     size: int = typer.Option(1024, min=8, help="Side of the aligned square, in pixels."),
     supersample: int = typer.Option(4, min=1, max=16, help="Resample the face at SUPERSAMPLE x size, then Lanczos down (4: the FFHQ dataset; 1: e4e's align_face)."),
-    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-d", help=DETECTOR_HELP),
+    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help=DETECTOR_HELP),
     all_faces: bool = typer.Option(False, "--all-faces", help="Write every face as <name>_<k>.png (k = 0, 1, ... left to right) instead of only the largest."),
     workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck."),
     device: str = typer.Option("auto", help="For face-alignment: " + DEVICE_HELP),
@@ -67,16 +84,21 @@ def align_cmd(
 
     No face in a photo is reported for that file; the batch goes on and exits with code 1.
     """
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
 
-    from e4ecli.cli.common import console, discover_or_die, run_with_progress
+    from e4ecli.cli.common import console, discover_or_die, out_dir_or_die, outputs_or_die, planned, run_with_progress
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
     if size * supersample > MAX_TRANSFORM_SIZE:
         die(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
+    out_dir_or_die(out)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
     if not items and not problems:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
+    if all_faces:
+        _numbered_outputs_or_die(items, out)
+    else:
+        outputs_or_die(items, planned(items, out, [".png", ".json"]))
     from e4ecli.pipelines.align import FaceAligner, align, face_key_clashes
 
     clashes = face_key_clashes(items) if all_faces else []

@@ -12,23 +12,99 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 
 if TYPE_CHECKING:
     from e4ecli.files.batch import Item
     from e4ecli.hub.checkpoints import LoadedCheckpoint
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay one line each, whatever the width
+# messages stay one line each, whatever the width; no :name: emoji (A:B:N, ganspace:-1:0:1 and file names stay as written)
+console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CHECKPOINT = "e4e_ffhq_encode"
 
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N."
 
 
+_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029}
+
+
+def _visible(ch: str) -> str:
+    import unicodedata
+
+    code = ord(ch)
+    if code in _BIDI or unicodedata.category(ch) in ("Cc", "Cs"):
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return ch
+
+
+def escape(text: object) -> str:
+    """Text from a file name, a file or an option, made safe to print: control characters (ESC, newline, ...),
+    bidi overrides and undecodable bytes shown as escapes (a name cannot forge a line or move the cursor),
+    and rich markup escaped. Use it for everything that did not come from this program."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(_visible(ch) if not ch.isprintable() else ch for ch in text)
+    return _markup_escape(text)
+
+
 def die(message: str, code: int = EXIT_USAGE) -> None:
+    from e4ecli.files.guard import release_all
+
+    release_all()
     console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def out_dir_or_die(out: Path, lock: bool = True) -> None:
+    """-o must be a folder this process can write (checked before anything loads; creates nothing).
+    With `lock`, an existing folder is taken for this run (another e4e writing there is refused)."""
+    from e4ecli.files.guard import OutputLocked, lock_output, out_dir_problem
+
+    problem = out_dir_problem(out)
+    if problem:
+        die(f"-o {problem}")
+    if lock:
+        try:
+            lock_output(out)
+        except OutputLocked as e:
+            die(str(e))
+
+
+def out_file_or_die(out: Path, inputs: Iterable[Path] = (), option: str = "-o") -> None:
+    """An output file must be writable (its folder exists or can be made) and must not be one of `inputs`."""
+    from e4ecli.files.guard import out_file_problem, overwritten_inputs
+
+    problem = out_file_problem(out)
+    if problem:
+        die(f"{option} {problem}")
+    for src, _ in overwritten_inputs(inputs, [out]):
+        die(f"{option} {out} is the input {src}; writing it would destroy the input (choose another name)")
+
+
+def planned(items: Sequence["Item"], out_dir: Path, suffixes: Sequence[str]) -> dict:
+    """item -> OUT/<key><suffix> for every suffix (the files a one-output-per-suffix command writes)."""
+    from e4ecli.files.batch import output_path
+
+    return {it: [output_path(out_dir, it.key, s) for s in suffixes] for it in items}
+
+
+def outputs_or_die(items: Sequence["Item"], planned: dict) -> None:
+    """`planned`: item -> every file that item will write. Refuse (exit 2, before any work) when two inputs
+    would write the same file or when an output would replace one of the inputs."""
+    from e4ecli.files.guard import overwritten_inputs, shared_outputs
+
+    clashes = shared_outputs(planned)
+    for path, owners in clashes[:20]:
+        console.print(f"[red]✗[/] {', '.join(escape(o.source) for o in owners)} would all write {escape(path)}")
+    if clashes:
+        die(f"{len(clashes)} output file(s) would be written by several inputs; rename the inputs or use separate -o folders")
+    hits = overwritten_inputs([it.source for it in items], [p for paths in planned.values() for p in paths])
+    if hits:
+        src, _ = hits[0]
+        more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+        die(f"the output would overwrite the input {src}{more}; choose an -o folder that does not hold the inputs")
 
 
 def device_or_die(spec: str):
@@ -108,34 +184,54 @@ def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, 
     Under torchrun (`dist.world > 1`) each rank writes manifest.rank<r>.jsonl; rank 0 merges them into
     manifest.jsonl and prints the summary of all ranks; every rank returns the same exit code.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from e4ecli.files.batch import Manifest, Record
     from e4ecli.runtime import Dist
 
     dist = dist or Dist()
+    if dist.is_main:
+        out_dir_or_die(out_dir, lock=False)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir_or_die(out_dir)  # lock the folder now that it exists
+    try:
+        return _consume(results, total, label, out_dir, checkpoint_id, problems, suffix, dist)
+    finally:
+        from e4ecli.files.guard import release_all
+
+        release_all()
+
+
+def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
+             problems: Sequence[tuple[str, str]], suffix: str, dist) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from e4ecli.files.batch import Manifest, ManifestError, Record
+
     counts: Counter = Counter()
     problems = list(problems) if dist.is_main else []  # every rank saw the same missing inputs
     failures: list[tuple[str, str]] = list(problems)
     counts["failed"] += len(problems)
     start = time.perf_counter()
     name = "manifest.jsonl" if dist.world == 1 else f"manifest.rank{dist.rank}.jsonl"
-    with Manifest(out_dir, name) as manifest, Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
-        disable=not dist.is_main,
-    ) as progress:
-        for src, why in problems:
-            manifest.add(Record(src, "", "failed", why, checkpoint_id))
-        task = progress.add_task(label if dist.world == 1 else f"{label} (rank 0 of {dist.world})", total=total)
-        for r in results:
-            counts[r.status] += 1
-            out = str(r.outputs[0].relative_to(out_dir)) if r.outputs else r.item.key + suffix
-            manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id))
-            if r.status == "failed":
-                failures.append((str(r.item.source), r.error or "failed"))
-                progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")
-            progress.advance(task)
+    stopped = None
+    try:
+        with Manifest(out_dir, name) as manifest, Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+            disable=not dist.is_main,
+        ) as progress:
+            for src, why in problems:
+                manifest.add(Record(src, "", "failed", why, checkpoint_id))
+            task = progress.add_task(label if dist.world == 1 else f"{label} (rank 0 of {dist.world})", total=total)
+            for r in results:
+                counts[r.status] += 1
+                out = str(r.outputs[0].relative_to(out_dir)) if r.outputs else r.item.key + suffix
+                manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id))
+                if r.status == "failed":
+                    failures.append((str(r.item.source), r.error or "failed"))
+                    progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")
+                progress.advance(task)
+    except ManifestError as e:  # e.g. the disk is full: the manifest keeps whole lines; stop rather than go on blind
+        stopped = str(e)
+        console.print(f"[red]✗[/] stopped: cannot record results: {escape(stopped)}")
     elapsed = time.perf_counter() - start
     if dist.world > 1:
         gathered = dist.gather((dict(counts), failures))
@@ -148,7 +244,7 @@ def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, 
             Manifest(out_dir).absorb_parts()
     if dist.is_main:
         print_summary(label, counts, failures, elapsed, out_dir)
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+    return EXIT_FAILED if counts["failed"] or stopped else EXIT_OK
 
 
 def print_summary(label: str, counts: Counter, failures: Sequence[tuple[str, str]], elapsed: float, out_dir: Path) -> None:

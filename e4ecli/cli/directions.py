@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, EXIT_OK, console, die
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, EXIT_OK, console, die, escape
 
 directions_app = typer.Typer(
     help=(
@@ -34,7 +34,6 @@ def _styles(styles) -> str:
 def list_cmd() -> None:
     """Every registered direction: kind, domain, styles, default strength and range, cache state."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from e4ecli.hub import directions as hub
@@ -56,7 +55,7 @@ def list_cmd() -> None:
             strength += f" ({e.range[0]:g}:{e.range[1]:g})"
         name = f"[bold]{escape(e.name)}[/]" + (f"\n[dim]{escape(e.description)}[/]" if e.description else "")
         table.add_row(name, kind, e.domain, "" if e.kind == "pca" else _styles(e.styles), strength, cached)
-    Console(highlight=False).print(table)
+    Console(highlight=False, emoji=False).print(table)
     console.print("Also: a .pt/.npy direction file, ganspace:COMP:START:END, sefa:K[:LAYERS] (see `e4e edit --help`).")
 
 
@@ -100,7 +99,7 @@ def sefa_cmd(
     for i, v in enumerate(result.eigenvalues[: min(k, 10)].tolist()):
         table.add_row(str(i), f"{v:.4f}")
     console.print(table)
-    console.print(f"wrote {k} directions to {out}")
+    console.print(f"wrote {k} directions to {escape(out)}")
 
 
 @directions_app.command(
@@ -142,7 +141,7 @@ def ganspace_cmd(
         else:
             np.savez(tmp, **{k: v.numpy() for k, v in data.items()})
     top = ", ".join(f"{v:.3f}" for v in pca.std[:5].tolist())
-    console.print(f"wrote {n_components} components to {out} (std of the first: {top})")
+    console.print(f"wrote {n_components} components to {escape(out)} (std of the first: {top})")
 
 
 @directions_app.command(
@@ -166,7 +165,6 @@ def fit_cmd(
 ) -> None:
     """InterFaceGAN: a linear SVM boundary between latents labelled 1 and 0, with held-out accuracy."""
     import numpy as np
-    from rich.markup import escape
     from rich.table import Table
 
     from e4ecli.edits.fit import FitError, fit_boundary, gather, read_labels
@@ -198,5 +196,5 @@ def fit_cmd(
     table.add_row(f"{boundary.n_positive} / {boundary.n_negative}", str(boundary.n_train), str(boundary.n_val),
                   f"{boundary.train_accuracy:.3f}", f"[bold]{boundary.accuracy:.3f}[/]", str(len(problems)))
     console.print(table)
-    console.print(f"held-out accuracy {boundary.accuracy:.3f} on {boundary.n_val} latents; wrote {out} {tuple(boundary.direction.shape)}")
+    console.print(f"held-out accuracy {boundary.accuracy:.3f} on {boundary.n_val} latents; wrote {escape(out)} {tuple(boundary.direction.shape)}")
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die, escape
 
 if TYPE_CHECKING:
     from e4ecli.edits.specs import Edit
@@ -32,13 +32,13 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
     edits = []
     for spec in specs:
         try:
-            with console.status(f"loading direction {spec}"):
+            with console.status(f"loading direction {escape(spec)}"):
                 edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident.split(":")[-1])
         except DirectionError as e:
             die(str(e))
         model_domain = domain_short(ckpt.domain.name)
         if edit.domain and edit.domain not in ("any", model_domain):
-            console.print(f"[yellow]note:[/] '{spec}' was found for {edit.domain} images; this model's domain is {model_domain}")
+            console.print(f"[yellow]note:[/] '{escape(spec)}' was found for {escape(edit.domain)} images; this model's domain is {model_domain}")
         edits.append(edit)
     return edits
 
@@ -100,30 +100,20 @@ def edit_cmd(
     overwrite: bool = typer.Option(False, help="Redo latents whose outputs already exist (default: skip them)."),
 ) -> None:
     """Edit W+ latents (InterFaceGAN, GANSpace, SeFa) and render the results."""
-    import os
-
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, run_with_progress
+    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, run_with_progress
     from e4ecli.files.batch import shard
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
     if latents_only and paste_back:
         die("--paste-back needs renders; drop --latents-only")
     dist, dev = distributed_or_die(device, precision)
+    out_dir_or_die(out, lock=dist.is_main)
     items, problems = discover_or_die(inputs, LATENT_EXTENSIONS, out)
     if not items and not problems:
         die("no .npy latents found in the given inputs")
     ckpt, ident = load_model(checkpoint)
     edits = resolve_edits(direction, ckpt, ident, pca)
     steps = pair_strengths(edits, strength)
-
-    sources = {os.path.realpath(it.source) for it in items}
-    from e4ecli.pipelines.edit import edit, plan_outputs, sweep_values
-
-    sweep_at, values = sweep_values(steps)
-    for it in items:
-        plan = plan_outputs(it, out, values, sweep_at is not None, save_latents=save_latents, latents_only=latents_only, sidecar=None)
-        if any(os.path.realpath(p) in sources for p in plan.latents):
-            die(f"the edited latents would overwrite the input {it.source}; choose another -o folder")
 
     sidecars = {}
     if paste_back:
@@ -135,9 +125,19 @@ def edit_cmd(
                 sidecars[it] = found
         missing = len(items) - len(sidecars)
         if missing and dist.is_main:
-            where = ", ".join(str(a) for a in aligned) or "beside the latents"
+            where = ", ".join(escape(a) for a in aligned) or "beside the latents"
             console.print(f"[yellow]note:[/] {missing} of {len(items)} latents have no alignment sidecar (<name>.json) {where}; "
                           "they get no paste-back (use --aligned with the `e4e align` output folder)")
+
+    from e4ecli.files.guard import overwritten_inputs
+    from e4ecli.pipelines.edit import edit, plan_outputs, sweep_values
+
+    sweep_at, values = sweep_values(steps)
+    plans = {it: plan_outputs(it, out, values, sweep_at is not None, save_latents=save_latents, latents_only=latents_only,
+                              sidecar=sidecars.get(it)).all_outputs() for it in items}
+    outputs_or_die(items, plans)  # frames, strips, latents and pasted images of every input, before any work
+    for side, _ in overwritten_inputs(sidecars.values(), [p for paths in plans.values() for p in paths])[:1]:
+        die(f"the output would overwrite the alignment sidecar {side}; choose another -o folder")
 
     items = shard(items, dist.rank, dist.world)  # under torchrun each process takes its share
     results = edit(items, ckpt, out, steps, device=dev, precision=precision, batch_size=batch_size, size=size,

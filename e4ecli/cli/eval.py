@@ -30,7 +30,7 @@ def _fmt(v: Any) -> str:
 
 
 def print_table(report: dict, title: str) -> None:
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -82,7 +82,7 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Seed of SWD's patch positions and projections."),
 ) -> None:
     """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC)."""
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, device_or_die, discover_or_die, load_model

@@ -37,17 +37,19 @@ def invert_cmd(
                                "and write the alignment sidecar <name>.json."),
     stage: Optional[int] = typer.Option(None, "--stage", min=0, help="e4e's distortion-editability dial: use the base code w plus only the first K offsets "
                                         "(0 = pure W, best for editing; n_styles-1 = the full e4e code, the default). e4e checkpoints only."),
-    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-d", help="With --align: " + DETECTOR_HELP),
+    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help="With --align: " + DETECTOR_HELP),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, run_with_progress
+    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
     from e4ecli.files.batch import shard
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
     dist, dev = distributed_or_die(device, precision)
+    out_dir_or_die(out, lock=dist.is_main)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
     if not items and not problems:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
+    outputs_or_die(items, planned(items, out, [".npy"] + [".png"] * save_reconstructions + [".json"] * align))
     items = shard(items, dist.rank, dist.world)
     ckpt, ident = load_model(checkpoint)
     if not ckpt.has_encoder:

@@ -30,14 +30,16 @@ def render_cmd(
     overwrite: bool = typer.Option(False, help="Redo latents whose images already exist (default: skip them)."),
 ) -> None:
     """Render W+ latents (n_styles x 512 .npy files) through the StyleGAN2 generator."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, run_with_progress
+    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
     from e4ecli.files.batch import shard
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
     dist, dev = distributed_or_die(device, precision)
+    out_dir_or_die(out, lock=dist.is_main)
     items, problems = discover_or_die(inputs, LATENT_EXTENSIONS, out)
     if not items and not problems:
         die("no .npy latents found in the given inputs")
+    outputs_or_die(items, planned(items, out, [".png"]))
     items = shard(items, dist.rank, dist.world)
     ckpt, ident = load_model(checkpoint)
     from e4ecli.pipelines.render import render

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, die
+from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, die, escape
 from e4ecli.training.options import OPTIONS, Option
 
 EPILOG = (

@@ -41,7 +41,7 @@ def video_cmd(
     """Render a video: linear interpolation in W+ through the latents, or one latent with an edit swept."""
     import numpy as np
     import torch
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from e4ecli.cli.common import device_or_die, load_model, precision_or_die

@@ -23,9 +23,9 @@ weights_app = typer.Typer(
 def _print_error(message: str) -> None:
     """Print `error: message` to stderr, unwrapped so that paths and URLs can be copied."""
     from rich.console import Console
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False).print(f"[bold red]error:[/] {escape(message)}")
 
 
 def _fail(message: str) -> NoReturn:
@@ -41,7 +41,7 @@ def _fail(message: str) -> NoReturn:
 def list_cmd() -> None:
     """Show every zoo entry: name, kind, domain, size, whether it is cached, and its cache path."""
     from rich.console import Console
-    from rich.markup import escape
+    from e4ecli.cli.common import escape
     from rich.table import Table
 
     try:
@@ -65,7 +65,7 @@ def list_cmd() -> None:
             "[green]yes[/]" if cached else "no",
             escape(str(entry.path)),
         )
-    Console(highlight=False).print(table)
+    Console(highlight=False, emoji=False).print(table)
 
 
 @weights_app.command(

@@ -210,6 +210,10 @@ def _record_key(output: str, source: str) -> str:
     return output if output else "\0" + source
 
 
+class ManifestError(OSError):
+    """A record could not be written (e.g. the disk is full); the manifest keeps whole lines only."""
+
+
 class Manifest:
     """OUT/manifest.jsonl: one JSON line per input (source, output, status, error, checkpoint).
 
@@ -223,9 +227,9 @@ class Manifest:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, str] = {}
         self._read(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "ab", buffering=0)
         if self.path.stat().st_size and not self._ends_with_newline():
-            self._fh.write("\n")  # a line torn by a kill must not swallow the first line appended now
+            self._append(b"\n")  # a line torn by a kill must not swallow the first line appended now
 
     def _read(self, path: Path) -> None:
         if not path.exists():
@@ -259,15 +263,33 @@ class Manifest:
         key = _record_key(record.output, record.source)
         if record.status == "skipped" and key in self._records:
             return  # keep the record of the run that made it
+        self._append((line + "\n").encode("utf-8"))
         self._records[key] = line
-        self._fh.write(line + "\n")
-        self._fh.flush()
+
+    def _append(self, data: bytes) -> None:
+        """Append whole lines or nothing: on a write error (disk full) the partial line is cut off again
+        and ManifestError says why."""
+        fd = self._fh.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise ManifestError(f"{os.strerror(e.errno).lower() if e.errno else e} writing {self.path}") from None
 
     def close(self) -> None:
         if self._fh.closed:
             return
         self._fh.close()
-        write_text(self.path, "".join(line + "\n" for line in self._records.values()))
+        try:
+            write_text(self.path, "".join(line + "\n" for line in self._records.values()))
+        except OSError:
+            pass  # compaction is tidying only: the appended file already holds every record, whole lines
 
     def __enter__(self) -> "Manifest":
         return self

@@ -1,0 +1,339 @@
+"""Reliability, round two (issue 17): no data loss on a full disk or a writer error, never writing over the
+inputs, output-name collisions found before work starts, one writer per output folder, unusable -o, and
+terminal safety for hostile file names. Real files, real subprocesses; a real full disk (a small tmpfs)
+where this machine allows mounting one, else writers that raise ENOSPC.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from e4ecli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250", "OMP_NUM_THREADS": "1"}
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+
+
+def cli(*args, cwd=None, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "e4ecli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory) -> Path:
+    """A tiny 64 px generator (16 channels): renders in milliseconds."""
+    import torch
+
+    from e4ecli.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    g = Generator(64, 512, n_mlp=2, channels={r: 16 for r in (4, 8, 16, 32, 64)})
+    path = tmp_path_factory.mktemp("tiny") / "tiny_g64.pt"
+    torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(512)}, path)
+    return path
+
+
+def latent(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.random.default_rng(seed).standard_normal((10, 512)).astype(np.float32))
+    return path
+
+
+def no_traceback(res) -> None:
+    text = res.output if hasattr(res, "output") else res.stdout + res.stderr
+    assert "Traceback" not in text, text
+    if hasattr(res, "exception") and res.exception is not None:
+        assert isinstance(res.exception, SystemExit), repr(res.exception)
+
+
+# -- a full disk ----------------------------------------------------------------------------------
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    where.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """(folder, fill): `fill()` makes every further write into `folder` fail with ENOSPC -- a real full tmpfs
+    where mounting is allowed (root with CAP_SYS_ADMIN: CI's container and this machine), otherwise writers
+    that raise ENOSPC for paths under the folder."""
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "2m") and not os.environ.get("E4E_TEST_FAKE_ENOSPC")
+    disk.mkdir(exist_ok=True)
+
+    def fill():
+        if mounted:
+            fd = os.open(disk / ".filler", os.O_WRONLY | os.O_CREAT)
+            try:
+                for chunk in (1 << 16, 1 << 10, 1):
+                    try:
+                        while True:
+                            os.write(fd, b"\0" * chunk)
+                    except OSError as e:
+                        assert e.errno == errno.ENOSPC
+            finally:
+                os.close(fd)
+            return
+        real_write, real_open = os.write, open
+        inside = str(disk.resolve())
+
+        def write(fd, data):
+            if os.path.realpath(f"/proc/self/fd/{fd}").startswith(inside) and len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_write(fd, data)
+
+        from PIL import Image
+
+        real_save = Image.Image.save
+
+        def save(self, fp, *a, **k):
+            if str(Path(fp).resolve()).startswith(inside):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_save(self, fp, *a, **k)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(Image.Image, "save", save)
+        del real_open
+
+    yield disk, fill, mounted
+    if mounted:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_full_disk_keeps_the_previous_outputs_and_whole_manifest_lines(gen, tmp_path, full_disk):
+    disk, fill, _ = full_disk
+    src = tmp_path / "lat"
+    for i in range(3):
+        latent(src / f"a{i}.npy", i)
+    out = disk / "out"
+    first = run("render", src, "-o", out, "-c", gen, "--device", "cpu")
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    manifest_before = (out / "manifest.jsonl").read_text()
+    fill()
+    res = run("render", src, "-o", out, "-c", gen, "--device", "cpu", "--overwrite")
+    no_traceback(res)
+    assert res.exit_code == 1, res.output
+    assert "no space left on device" in res.output.lower()
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before  # nothing replaced by a torn file
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp.png")]
+    text = (out / "manifest.jsonl").read_text()
+    assert text.startswith(manifest_before) or text == manifest_before
+    for line in text.splitlines():
+        json.loads(line)  # every line whole
+
+
+def test_manifest_append_on_a_full_disk_is_one_line_and_cut_back(tmp_path, monkeypatch):
+    from e4ecli.files.batch import Manifest, ManifestError, Record
+
+    m = Manifest(tmp_path)
+    m.add(Record("a.npy", "a.png", "ok"))
+    real = os.write
+    calls = []
+
+    def half_then_full(fd, data):  # a partial write, then ENOSPC: the torn half line must go again
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, bytes(data)[:5])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(ManifestError, match="no space left on device writing .*manifest.jsonl"):
+        m.add(Record("b.npy", "b.png", "ok"))
+    monkeypatch.setattr(os, "write", real)
+    m._fh.close()
+    assert [json.loads(x)["source"] for x in (tmp_path / "manifest.jsonl").read_text().splitlines()] == ["a.npy"]
+
+
+# -- never over the inputs ------------------------------------------------------------------------------
+def test_invert_into_its_input_folder_refuses_naming_the_file(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "selfout"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(folder / "input_0.png")
+    data = (folder / "input_0.png").read_bytes()
+    res = run("invert", folder, "-o", folder, "--save-reconstructions", "-c", tmp_path / "not_loaded.pt", "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 2 and "overwrite the input" in res.output and "input_0.png" in res.output, res.output
+    assert (folder / "input_0.png").read_bytes() == data
+    assert sorted(p.name for p in folder.iterdir()) == ["input_0.png"]  # nothing created
+
+
+def test_align_into_its_input_folder_refuses_before_the_detector_starts(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(folder / "photo.png")
+    for extra in ([], ["--all-faces"]):
+        if extra:
+            (folder / "photo.png").rename(folder / "photo_0.png")
+            Image.new("RGB", (32, 32), (9, 9, 9)).save(folder / "photo.png")
+        res = run("align", folder, "-o", folder, *extra)
+        no_traceback(res)
+        assert res.exit_code == 2 and "overwrite the input" in res.output, res.output
+        assert "landmark" not in res.output
+
+
+def test_sweep_frames_and_strips_that_collide_are_refused_before_any_work(gen, tmp_path):
+    x = tmp_path / "x"
+    latent(x / "a.npy", 0)
+    latent(x / "a" / "00_s-1.npy", 1)  # its strip x/a/00_s-1.png is a's first frame
+    np.save(tmp_path / "dir.npy", np.eye(512, dtype=np.float32)[0])
+    res = run("edit", x, "-o", tmp_path / "out", "-c", gen, "-d", tmp_path / "dir.npy", "-s", "-1:1:3", "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 2, res.output
+    assert "00_s-1.png" in res.output and "several inputs" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_edit_pasted_name_collision_with_another_input(gen, tmp_path):
+    """a.pasted.npy renders to a.pasted.png, which is a's paste-back name: caught with the plan, before work."""
+    from e4ecli.files.batch import Item
+    from e4ecli.files.guard import shared_outputs
+
+    out = tmp_path / "o"
+    planned = {Item(Path("a.npy"), "a"): [out / "a.png", out / "a.pasted.png"], Item(Path("a.pasted.npy"), "a.pasted"): [out / "a.pasted.png"]}
+    clashes = shared_outputs(planned)
+    assert [p.name for p, _ in clashes] == ["a.pasted.png"]
+
+
+# -- one writer per output folder --------------------------------------------------------------------
+def test_a_second_run_into_a_busy_output_folder_is_refused(gen, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    latent(tmp_path / "lat" / "a.npy")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+                               "from e4ecli.files.guard import lock_output; lock_output(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+                               str(out), str(ROOT)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = run("render", tmp_path / "lat", "-o", out, "-c", gen, "--device", "cpu")
+        no_traceback(res)
+        assert res.exit_code == 2 and "another e4e is writing" in res.output, res.output
+        assert not (out / "manifest.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    res = run("render", tmp_path / "lat", "-o", out, "-c", gen, "--device", "cpu")  # released with its process
+    assert res.exit_code == 0, res.output
+
+
+def test_concurrent_runs_into_one_folder_never_lose_records(gen, tmp_path):
+    """Two real processes started together: one runs, the other is refused; the manifest lists every output written."""
+    for i in range(4):
+        latent(tmp_path / "p" / f"a{i}.npy", i)
+        latent(tmp_path / "q" / f"b{i}.npy", 10 + i)
+    out = tmp_path / "out"
+    procs = [subprocess.Popen([sys.executable, "-m", "e4ecli", "render", str(tmp_path / d), "-o", str(out), "-c", str(gen), "--device", "cpu"],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in ("p", "q")]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for code, err in results:
+        assert code in (0, 2) and "Traceback" not in err, err
+        if code == 2:
+            assert "another e4e is writing" in err
+    written = {p.name for p in out.glob("*.png")}
+    recorded = {r["output"] for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert written == recorded
+
+
+# -- an unusable -o --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "under_file", "dev_null", "proc_self"])
+def test_unusable_out_folder_is_one_line_exit_2_before_the_model_loads(gen, tmp_path, kind):
+    latent(tmp_path / "a.npy")
+    (tmp_path / "f").write_text("x")
+    out = {"file": tmp_path / "f", "under_file": tmp_path / "f" / "sub", "dev_null": Path("/dev/null"), "proc_self": Path("/proc/self")}[kind]
+    for cmd in (["render", tmp_path / "a.npy"], ["invert", tmp_path / "a.npy"], ["edit", tmp_path / "a.npy", "-d", "age", "-s", "1"]):
+        res = run(*cmd, "-o", out, "-c", tmp_path / "missing_checkpoint.pt", "--device", "cpu")
+        no_traceback(res)
+        assert res.exit_code == 2, res.output
+        assert "-o" in res.output and "missing_checkpoint" not in res.output, res.output
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_read_only_out_folder_is_refused(gen, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only file system here")
+    try:
+        latent(tmp_path / "a.npy")
+        res = run("render", tmp_path / "a.npy", "-o", ro / "out", "-c", gen, "--device", "cpu")
+        no_traceback(res)
+        assert res.exit_code == 2 and "read-only" in res.output, res.output
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+# -- terminal safety ----------------------------------------------------------------------------------------
+def test_hostile_file_names_are_printed_escaped(gen, tmp_path):
+    src = tmp_path / "lat"
+    src.mkdir()
+    names = ["a:smile:b.npy", "ganspace:-1:0:1.npy", "esc\x1b[31mred.npy", "two\n✗ fake line.npy"]
+    for n in names:
+        (src / n).write_bytes(b"not a latent")
+    res = run("render", src, "-o", tmp_path / "out", "-c", gen, "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 1
+    out = res.output
+    assert "\x1b" not in out and "😄" not in out and "👎" not in out
+    assert "a:smile:b.npy" in out and "ganspace:-1:0:1.npy" in out
+    assert "esc\\x1b[31mred.npy" in out and "two\\n✗ fake line.npy" in out
+    assert not [ln for ln in out.splitlines() if ln.startswith("✗ fake line")]
+
+
+def test_help_and_errors_show_colon_syntax_as_written():
+    res = run("edit", "--help")
+    assert res.exit_code == 0 and "A:B:N" in res.output and "🅱" not in res.output
+    res = run("edit", "x.npy", "-o", "/dev/null/x", "-d", "ganspace:-1:0:1")
+    assert "👎" not in res.output
+
+
+def test_version_prints_the_version():
+    from e4ecli import __version__
+
+    res = run("--version")
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+def test_detector_has_its_own_short_flag():
+    for cmd in ("align", "invert"):
+        text = run(cmd, "--help").output
+        assert "-L" in text
+        res = run(cmd, "x.png", "-o", "o", "-d", "dlib")
+        assert res.exit_code == 2 and "No such option" in res.output
+
+
+def test_lock_is_released_when_the_process_is_killed(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+                               "from e4ecli.files.guard import lock_output; lock_output(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+                               str(out), str(ROOT)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    from e4ecli.files.guard import OutputLocked, lock_output, release_all
+
+    with pytest.raises(OutputLocked):
+        lock_output(out)
+    holder.kill()
+    holder.wait()
+    time.sleep(0.1)
+    assert lock_output(out)
+    release_all()
