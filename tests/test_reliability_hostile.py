@@ -74,7 +74,7 @@ def full_disk(tmp_path, monkeypatch):
     where mounting is allowed (root with CAP_SYS_ADMIN: CI's container and this machine), otherwise writers
     that raise ENOSPC for paths under the folder."""
     disk = tmp_path / "disk"
-    mounted = _mount_tmpfs(disk, "2m") and not os.environ.get("E4E_TEST_FAKE_ENOSPC")
+    mounted = not os.environ.get("E4E_TEST_FAKE_ENOSPC") and _mount_tmpfs(disk, "2m")
     disk.mkdir(exist_ok=True)
 
     def fill():
