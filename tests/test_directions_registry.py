@@ -109,7 +109,8 @@ def test_download_verifies_and_caches_atomically(server, empty_home):
     path = hub.fetch(entry)
     assert path == hub.cache_dir() / "age.pt"
     assert path.read_bytes() == (KIT_DIRECTIONS / "age.pt").read_bytes()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["age.pt"]  # no temp files left behind
+    # no temp files left behind: the file, its lock and the sha256 record of hub.fetch
+    assert sorted(p.name for p in path.parent.iterdir()) == ["age.pt", "age.pt.lock", "age.pt.sha256"]
     hub.fetch(entry)
     assert server.hits == ["/age.pt"]  # the second use reads the cache
 
@@ -118,7 +119,7 @@ def test_a_download_with_the_wrong_bytes_saves_nothing(server, empty_home):
     entry = replace(hub.lookup("age"), url=server.url("/wrong.pt"))
     with pytest.raises(hub.DirectionError, match="sha256"):
         hub.fetch(entry)
-    assert not any(hub.cache_dir().iterdir())
+    assert [p.name for p in hub.cache_dir().iterdir()] == ["wrong.pt.lock"]  # the name comes from the URL
 
 
 def test_offline_messages_say_which_file_goes_where(empty_home):

@@ -134,3 +134,42 @@ def test_a_saved_web_page_is_not_reported_as_needing_python_code(tmp_path):
         load_checkpoint(page)
     message = str(info.value)
     assert "a web page (HTML), not a checkpoint" in message and "arbitrary Python code" not in message
+
+
+def test_metric_and_landmark_weights_go_through_the_fetcher_and_its_mirror(server, cache, tmp_path, monkeypatch):
+    """FID's InceptionV3 and face-alignment's weights come through hub.fetch: $E4E_MIRROR first, verified, locked."""
+    import torch
+
+    from e4ecli import landmarks
+    from e4ecli.metrics import MetricUnavailable
+    from e4ecli.metrics.fid import inception_extractor, inception_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    path, _ = inception_weights_file()
+    server.files[f"/mirror/{path.name}"] = b"served by the mirror, not a state dict"
+    monkeypatch.setenv("E4E_MIRROR", server.url("/mirror"))
+    with pytest.raises(MetricUnavailable, match="not a readable InceptionV3"):
+        inception_extractor(torch.device("cpu"), allow_download=True)
+    assert path.read_bytes() == server.files[f"/mirror/{path.name}"]
+
+    (url, fan_path), = landmarks.fan_weight_files(("http://127.0.0.1:9/fan.pth",))
+    server.files["/mirror/fan.pth"] = PAYLOAD
+    assert landmarks.ensure_fan_weights(urls=(url,)) == [fan_path] and fan_path.read_bytes() == PAYLOAD
+    assert fan_path.with_name("fan.pth.sha256").is_file()
+
+
+def test_a_cached_file_that_does_not_fit_its_zoo_name_is_reported(e4e_64, cache):
+    """A 64 px encoder cached as the FFHQ 1024 encoder: loading it says so, by name or by path."""
+    import shutil
+
+    from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint
+
+    cache.mkdir()
+    shutil.copy(e4e_64, cache / "e4e_ffhq_encode.pt")
+    with pytest.raises(CheckpointError, match="cached as the zoo's 'e4e_ffhq_encode'.*1024 px generator.*64 px generator") as info:
+        load_checkpoint(zoo.resolve("e4e_ffhq_encode", download=False))
+    assert "e4e weights download e4e_ffhq_encode" in str(info.value)
+    shutil.copy(e4e_64, cache / "stylegan2-ffhq-config-f.pt")
+    with pytest.raises(CheckpointError, match="has a generator, .* but this file has an encoder"):
+        load_checkpoint(cache / "stylegan2-ffhq-config-f.pt")
+    assert load_checkpoint(e4e_64).generator.size == 64  # the same file under its own name is fine

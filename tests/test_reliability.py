@@ -37,7 +37,7 @@ def manifest(out: Path) -> list[dict]:
 
 
 def dlib_or_skip():
-    from e4ecli.hub.landmarks import dlib_problem
+    from e4ecli.landmarks import dlib_problem
 
     problem = dlib_problem()
     if problem:

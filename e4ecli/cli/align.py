@@ -30,7 +30,7 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
     from e4ecli.cli.common import escape
 
     from e4ecli.cli.common import console, device_or_die
-    from e4ecli.hub.landmarks import LandmarkError, open_landmarks
+    from e4ecli.landmarks import LandmarkError, open_landmarks
 
     dev = str(device_or_die(device)) if detector == Detector.face_alignment.value else "cpu"
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None

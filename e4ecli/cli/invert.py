@@ -63,7 +63,7 @@ def invert_cmd(
             die(f"--stage {stage}: {checkpoint}: {e}")
     aligner = None
     if align:
-        if ckpt.domain.name in ("cars_encode", "horse_encode", "church_encode"):
+        if not ckpt.domain.is_face:
             die(f"--align aligns human faces; {checkpoint} is a {ckpt.domain.name} model (drop --align)")
         from e4ecli.cli.align import open_detector_or_die
         from e4ecli.pipelines.align import FaceAligner

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from e4ecli.domains import domain_for
-from e4ecli.hub import ada
+from e4ecli.hub import ada, zoo
 from e4ecli.hub.fetch import looks_like_html
 from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.encoders import ENCODERS, ir_blocks, style_count
@@ -160,8 +160,20 @@ def _ir_depth(sd: dict, where: str) -> int:
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    """Load an e4e/pSp checkpoint, a bare rosinality generator or a StyleGAN2-ADA .pkl (CPU, eval mode)."""
-    path = Path(path)
+    """Load an e4e/pSp checkpoint, a bare rosinality generator or a StyleGAN2-ADA .pkl (CPU, eval mode).
+
+    A file in the weights cache under a zoo entry's name must hold what that name promises (kind,
+    resolution, domain); otherwise CheckpointError says so.
+    """
+    loaded = _load_any(Path(path))
+    problem = zoo.content_problem(loaded.path, "encoder" if loaded.has_encoder else "generator", loaded.generator.size,
+                                  loaded.domain.short if loaded.opts.get("dataset_type") else None)
+    if problem:
+        raise CheckpointError(problem)
+    return loaded
+
+
+def _load_any(path: Path) -> LoadedCheckpoint:
     if ada.is_plain_pickle(path):
         return ada.load_ada(path)
     ckpt = safe_load(path)

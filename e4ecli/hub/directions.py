@@ -1,9 +1,9 @@
 """Published editing directions: the registry (`directions/registry.toml`), the cache, loading.
 
 The registry is data shipped with the package (`directions/` at the repository root, packaged as
-`e4ecli/directions/`). Published files are fetched on first use from their URL, checked against
-the recorded sha256 and renamed into place atomically, in `$E4E_HOME/directions/` (the weights
-cache's folder). A folder named by `$E4E_DIRECTIONS` is looked in first (offline machines, tests);
+`e4ecli/directions/`). Published files are fetched on first use through `hub.fetch` (mirrors,
+the recorded sha256, atomic rename, a lock) into `$E4E_HOME/directions/` (the weights cache's
+folder). A folder named by `$E4E_DIRECTIONS` is looked in first (offline machines, tests);
 its files must match the recorded sha256 too.
 
 Direction files are read with `safe_load` (`torch.load(weights_only=True)`) or
@@ -11,7 +11,6 @@ Direction files are read with `safe_load` (`torch.load(weights_only=True)`) or
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from e4ecli.hub.fetch import FetchError, Remote, sha256_of
+from e4ecli.hub.fetch import fetch as fetch_file
+from e4ecli.hub.zoo import cache_dir as zoo_cache_dir
+
 KINDS = ("interfacegan", "pca", "ganspace")
 ENV_DIR = "E4E_DIRECTIONS"
-TIMEOUT_S = 30.0
 MAX_ARRAY_ELEMENTS = 1 << 26  # 64 M values: far beyond any direction or PCA (a 512-d PCA holds ~263 k)
 REGISTRY_FILE = "registry.toml"
 
@@ -155,29 +157,17 @@ def pca_for_domain(domain_name: str) -> DirectionEntry | None:
 # -- the cache ----------------------------------------------------------------------------------
 def cache_root() -> Path:
     """The weights cache (`$E4E_HOME`, else `$XDG_CACHE_HOME/e4ecli`, else `~/.cache/e4ecli`)."""
-    try:
-        from e4ecli.hub.zoo import cache_dir  # the weights zoo decides, when it is installed
-    except ImportError:
-        home = os.environ.get("E4E_HOME")
-        if home:
-            return Path(home).expanduser()
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        if xdg and os.path.isabs(xdg):
-            return Path(xdg) / "e4ecli"
-        return Path.home() / ".cache" / "e4ecli"
-    return cache_dir()
+    return zoo_cache_dir()
 
 
 def cache_dir() -> Path:
     return cache_root() / "directions"
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def remote(entry: DirectionEntry) -> Remote:
+    assert entry.url and entry.filename
+    return Remote(f"direction file {entry.filename} ('{entry.name}')", entry.filename, (entry.url,), entry.sha256,
+                  extra_hint=(f"Or put it in a folder named by ${ENV_DIR}.",))
 
 
 def local_copy(entry: DirectionEntry) -> Path | None:
@@ -191,59 +181,20 @@ def local_copy(entry: DirectionEntry) -> Path | None:
     return None
 
 
-def _verified(entry: DirectionEntry, path: Path) -> Path:
-    actual = sha256_of(path)
-    if actual != entry.sha256:
-        raise DirectionError(f"{path} is not the published {entry.filename} (sha256 {actual}, expected {entry.sha256}); "
-                             f"delete it to download it again from {entry.url}")
-    return path
-
-
 def fetch(entry: DirectionEntry, download: bool = True) -> Path:
     """The entry's verified local file: from $E4E_DIRECTIONS, the cache, or downloaded into the cache."""
     if not entry.has_file:
         raise DirectionError(f"'{entry.name}' is a {entry.kind} edit, not a file")
     found = local_copy(entry)
-    if found is not None:
-        return _verified(entry, found)
-    dest = cache_dir() / entry.filename  # type: ignore[operator]
-    if not download:
-        raise DirectionError(offline_message(entry, dest))
-    return _download(entry, dest)
-
-
-def offline_message(entry: DirectionEntry, dest: Path) -> str:
-    return (f"direction file {entry.filename} ('{entry.name}') is not downloaded. Download it from {entry.url} "
-            f"(sha256 {entry.sha256}) and put it at {dest}, or in a folder named by ${ENV_DIR}.")
-
-
-def _download(entry: DirectionEntry, dest: Path) -> Path:
-    """urllib GET into a hidden temp file beside `dest`, sha256 check, atomic rename."""
-    from urllib.error import URLError
-    from urllib.request import Request, urlopen
-
-    from e4ecli import __version__
-    from e4ecli.files.batch import atomic_output
-
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DirectionError(f"cannot create the cache folder {dest.parent} ({e}); set E4E_HOME elsewhere") from None
-    h = hashlib.sha256()
-    try:
-        with atomic_output(dest) as tmp:
-            req = Request(entry.url, headers={"User-Agent": f"e4ecli/{__version__}"})  # type: ignore[arg-type]
-            with urlopen(req, timeout=TIMEOUT_S) as response, open(tmp, "wb") as f:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    h.update(chunk)
-                    f.write(chunk)
-            if h.hexdigest() != entry.sha256:
-                raise DirectionError(f"downloaded {entry.filename} from {entry.url} but its sha256 is {h.hexdigest()}, "
-                                     f"not {entry.sha256}; nothing was saved")
-    except (URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", e)
-        raise DirectionError(f"could not download {entry.url} ({reason}). " + offline_message(entry, dest)) from None
-    return dest
+        if found is not None and found.parent != cache_dir():
+            if sha256_of(found) != entry.sha256:
+                raise DirectionError(f"{found} is not the published {entry.filename} (sha256 {sha256_of(found)}, expected "
+                                     f"{entry.sha256}); delete it to download it again from {entry.url}")
+            return found
+        return fetch_file(remote(entry), cache_dir() / entry.filename, download=download, progress=False)  # type: ignore[operator]
+    except FetchError as e:
+        raise DirectionError(str(e)) from None
 
 
 # -- reading direction files --------------------------------------------------------------------

@@ -32,15 +32,11 @@ def resolve_weights(spec: str, what: str, flag: str, alternative: str | None = N
         raise CheckpointError(f"{spec}: not a regular file ({what}).{hint}")
     if "/" in spec or "\\" in spec or path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
         raise CheckpointError(f"{spec}: no such file ({what}).{hint}")
-    try:
-        from e4ecli.hub import zoo
-    except ImportError:  # the zoo module is not installed in this build
-        raise CheckpointError(f"{spec}: no such file, and the weights zoo is not available to look the name up ({what}).{hint}") from None
+    from e4ecli.hub import zoo
+
     try:
         return Path(zoo.resolve(spec))
-    except Exception as e:  # zoo.ZooError (unknown name, offline, bad download): its text says what to do
-        if type(e).__name__ != "ZooError":
-            raise
+    except zoo.ZooError as e:  # unknown name, offline, bad download: its text says what to do
         raise CheckpointError(f"{what}: {e}{hint}") from None
 
 

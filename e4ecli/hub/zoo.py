@@ -242,3 +242,30 @@ def _drive_link_to_source(url: str) -> str:
         return url
     match = re.search(r"/d/([\w-]+)", url) or re.search(r"[?&]id=([\w-]+)", url)
     return _GDRIVE + match.group(1) if match else url
+
+
+def content_problem(path: Path, kind: str, resolution: int, domain_short: str | None) -> str | None:
+    """Why the file at `path`, if it is a zoo entry's cache file, does not hold what the entry's name promises.
+
+    kind: 'encoder' or 'generator' (what the file holds); resolution: its generator's output size;
+    domain_short: its domain ('ffhq', 'cars', ...; None when the file does not say). None: it fits, or
+    `path` is not a zoo file.
+    """
+    entry = cached_entry(path)
+    if entry is None or entry.kind == "identity":
+        return None
+    found, promised = [], []
+    if kind != entry.kind:
+        found.append(("an " if kind[0] in "aeiou" else "a ") + kind)
+        promised.append(("an " if entry.kind[0] in "aeiou" else "a ") + entry.kind)
+    if entry.resolution is not None and resolution != entry.resolution:
+        found.append(f"a {resolution} px generator")
+        promised.append(f"a {entry.resolution} px generator")
+    if domain_short is not None and entry.domain not in ("any", domain_short):
+        found.append(f"the {domain_short} domain")
+        promised.append(f"the {entry.domain} domain")
+    if not found:
+        return None
+    return (f"{path} is cached as the zoo's '{entry.name}' ({entry.description}), which has {', '.join(promised)}, but "
+            f"this file has {', '.join(found)}. Delete it and run `e4e weights download {entry.name}`, or keep your own "
+            "file under another name and pass its path.")

@@ -102,18 +102,15 @@ def inception_extractor(device: torch.device, allow_download: bool = True) -> Ex
     except ImportError as e:
         raise MetricUnavailable(f"torch-fidelity is not installed ({e}); `pip install torch-fidelity`") from None
     from e4ecli.hub.checkpoints import safe_load
+    from e4ecli.hub.fetch import FetchError, Remote, fetch
 
     path, url = inception_weights_file()
-    if not path.is_file() and allow_download:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), progress=False)
-        except Exception as e:  # noqa: BLE001 -- offline, proxy, disk
-            raise MetricUnavailable(
-                f"torch-fidelity's InceptionV3 weights are missing and could not be downloaded ({type(e).__name__}: {e}); "
-                f"download {url} and put it at {path} (the folder follows $TORCH_HOME)") from None
-    if not path.is_file():
-        raise MetricUnavailable(f"torch-fidelity's InceptionV3 weights are missing: download {url} and put it at {path}")
+    try:
+        fetch(Remote("torch-fidelity's InceptionV3 weights", path.name, (url,)), path, download=allow_download, progress=False)
+    except FetchError as e:
+        reason = e.failures[0].strip() if e.failures else "missing"
+        raise MetricUnavailable(f"torch-fidelity's InceptionV3 weights could not be obtained ({reason}); "
+                                f"download {url} and put it at {path} (the folder follows $TORCH_HOME)") from None
     try:
         safe_load(path)
     except Exception as e:  # noqa: BLE001

@@ -25,7 +25,7 @@ from PIL import Image
 from e4ecli.alignment import AlignError, AlignPlan, apply_alignment, plan_alignment
 from e4ecli.files.batch import Item, output_path, save_image, write_text
 from e4ecli.files.images import ImageError, load_rgb
-from e4ecli.hub.landmarks import Face, LandmarkBackend
+from e4ecli.landmarks import Face, LandmarkBackend
 from e4ecli.pipelines.common import Result
 
 SIDECAR_VERSION = 1

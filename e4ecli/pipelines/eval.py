@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from e4ecli.domains import domain_for
 from e4ecli.files.batch import Item
 from e4ecli.files.images import ImageError, load_rgb
 from e4ecli.hub.checkpoints import LoadedCheckpoint
@@ -29,7 +30,6 @@ SET_METRICS = ("fid", "swd", "fid_edit", "swd_edit")
 EDIT_METRICS = ("fid_edit", "swd_edit", "lec")
 ALL_METRICS = ("l2", "lpips", "id", "fid", "swd", "fid_edit", "swd_edit", "lec")
 DEFAULT_METRICS = ("l2", "lpips", "id", "fid", "swd")
-NON_FACE_DOMAINS = ("cars_encode", "horse_encode", "church_encode")
 
 
 def parse_metrics(text: str, have_edit: bool) -> list[str]:
@@ -75,7 +75,7 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
                   allow_download: bool = True, domain_name: str = "ffhq_encode") -> Metrics:
     """Build every requested metric that can run here; record a reason for each that cannot.
 
-    domain_name: the model's dataset type; `id` (face recognition) is unavailable for cars, horses, churches."""
+    domain_name: the model's dataset type; `id` (face recognition) is unavailable unless the domain is faces."""
     from e4ecli.metrics import pairwise
 
     m = Metrics(list(names))
@@ -93,7 +93,7 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
         fn = attempt("lpips", lambda: pairwise.lpips_metric(device))
         if fn:
             m.pair["lpips"], m.backends["lpips"] = fn, "lpips package, alex (v0.1)"
-    if "id" in names and domain_name in NON_FACE_DOMAINS:
+    if "id" in names and not domain_for(domain_name).is_face:
         m.unavailable["id"] = f"identity similarity compares faces; this model's domain is {domain_name}"
     elif "id" in names:
         got = attempt("id", lambda: pairwise.id_metric(arcface, device))

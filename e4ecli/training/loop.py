@@ -329,7 +329,7 @@ class Trainer:
                 raise TrainError(f"{e}, or train without LPIPS: --lpips-lambda 0.") from None
         self.id_loss = None
         if o["id_lambda"] > 0:
-            faces = "ffhq" in o["dataset_type"] or "celeb" in o["dataset_type"]
+            faces = domain_for(o["dataset_type"]).is_face
             spec = o["id_weights"] or ("ir_se50" if faces else "moco_v2_resnet50")
             what = "the ArcFace network of the identity loss" if faces else "the MoCo v2 network of the similarity loss"
             path = self._weights(spec, what, "--id-weights", "--id-lambda 0 trains without it")

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from e4ecli.domains import DOMAINS
+
 KINDS = ("str", "int", "float", "bool", "path", "ints", "strs")
 ENCODER_TYPES = ("Encoder4Editing", "GradualStyleEncoder", "SingleStyleCodeEncoder")
-KNOWN_DATASET_TYPES = ("ffhq_encode", "cars_encode", "horse_encode", "church_encode")
+KNOWN_DATASET_TYPES = tuple(DOMAINS)
 
 
 class OptionsError(ValueError):

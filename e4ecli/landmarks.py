@@ -1,8 +1,9 @@
 """Face landmark backends: an RGB photo -> faces, each with 68 iBUG landmarks.
 
 - `face-alignment` (default): FAN 2D-68 landmarks with its S3FD face detector (the
-  `face-alignment` package). Its two weight files download on first use into the torch hub cache
-  (`$TORCH_HOME/hub/checkpoints`, by default `~/.cache/torch/hub/checkpoints`).
+  `face-alignment` package). Its two weight files download on first use (through `hub.fetch`:
+  `$E4E_MIRROR` first, verified, resumable) into the torch hub cache (`$TORCH_HOME/hub/checkpoints`,
+  by default `~/.cache/torch/hub/checkpoints`).
 - `dlib`: dlib's HOG frontal face detector (upsample 1) plus `shape_predictor_68_face_landmarks.dat`
   from the `face_recognition_models` package -- the predictor FFHQ was aligned with; fully offline
   (`pip install 'e4ecli[dlib]'`).
@@ -29,7 +30,6 @@ import numpy as np
 DETECTORS = ("face-alignment", "dlib")
 DEFAULT_DETECTOR = "face-alignment"
 DETECT_MAX_SIDE = 2048  # larger photos are searched for faces at this size; landmarks use full resolution
-DOWNLOAD_TIMEOUT_S = 20.0
 
 FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
@@ -220,41 +220,23 @@ def fan_weight_files(urls: Sequence[str] | None = None) -> list[tuple[str, Path]
     return [(u, folder / u.rsplit("/", 1)[-1]) for u in (urls or (FAN_URL, S3FD_URL))]
 
 
-def fetch(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S, on_connect: Callable[[], None] | None = None) -> None:
-    """Download url to dest atomically; OSError on any network or disk failure (never waits
-    longer than `timeout` seconds for a connection or for data). on_connect: called once the
-    server has answered, before the body is read."""
-    from urllib.request import Request, urlopen
-
-    from e4ecli.files.batch import atomic_output
-
-    with urlopen(Request(url, headers={"User-Agent": "e4ecli"}), timeout=timeout) as response:
-        if on_connect:
-            on_connect()
-        expected = response.headers.get("Content-Length")
-        with atomic_output(dest) as tmp:
-            with open(tmp, "wb") as fh:
-                while chunk := response.read(1 << 20):
-                    fh.write(chunk)
-            got = tmp.stat().st_size
-            if expected is not None and expected.isdigit() and got != int(expected):
-                raise OSError(f"download interrupted after {got} of {expected} bytes")
-
-
 def ensure_fan_weights(download: bool = True, notify: Notify | None = None,
                        urls: Sequence[str] | None = None) -> list[Path]:
     """Cache paths of the FAN and S3FD weights, downloading what is missing; FanUnavailable if impossible."""
+    from e4ecli.hub.fetch import FetchError, Remote, fetch
+
     paths = []
     for url, path in fan_weight_files(urls):
         if not path.is_file():
             if not download:
                 raise FanUnavailable(f"{path.name} is not in {path.parent}")
-            message = f"downloading face-alignment weights {path.name} into {path.parent}"
             try:
-                fetch(url, path, on_connect=(lambda m=message: notify(m)) if notify else None)
-            except Exception as e:  # noqa: BLE001 -- URLError, timeouts, HTTP and disk errors alike
-                reason = getattr(e, "reason", None) or e
+                fetch(Remote(f"face-alignment weights {path.name}", path.name, (url,)), path, progress=notify is not None)
+            except FetchError as e:
+                reason = e.failures[0].strip() if e.failures else str(e).splitlines()[0]
                 raise FanUnavailable(f"cannot download {url} ({reason})") from None
+            if notify:
+                notify(f"downloaded face-alignment weights {path.name} into {path.parent}")
         paths.append(path)
     return paths
 
