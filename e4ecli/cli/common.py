@@ -224,7 +224,7 @@ def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoin
             for r in results:
                 counts[r.status] += 1
                 out = str(r.outputs[0].relative_to(out_dir)) if r.outputs else r.item.key + suffix
-                manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id))
+                manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id, extra=getattr(r, "extra", None) or {}))
                 if r.status == "failed":
                     failures.append((str(r.item.source), r.error or "failed"))
                     progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")

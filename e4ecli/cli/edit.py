@@ -8,6 +8,7 @@ import typer
 
 from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die, escape
+from e4ecli.cli.styleflow import Attribute, StyleflowWeights
 
 if TYPE_CHECKING:
     from e4ecli.edits.specs import Edit
@@ -16,11 +17,15 @@ if TYPE_CHECKING:
 DIRECTION_HELP = (
     "What to change; repeat to compose edits in order. A registered name (age, smile, pose, eye_openness, ...: "
     "`e4e directions list`), a .pt/.npy direction file ((512,), (1, 512) or (n_styles, 512)), "
-    "ganspace:COMP:START:END, or sefa:K[:LAYERS] (e.g. sefa:0:2,3,4,5)."
+    "ganspace:COMP:START:END, sefa:K[:LAYERS] (e.g. sefa:0:2,3,4,5), or styleflow:NAME (gender, glasses, yaw, pitch, "
+    "baldness, beard, age, expression; lighting presets light_left_right, light_right_left, light_down_up, light_up_down, "
+    "light_none, light_front)."
 )
 STRENGTH_HELP = (
     "How much, one per --direction in the same order (default: the registry's strength). A number, or a sweep "
-    "A:B:N (N values from A to B; at most one sweep). GANSpace strengths are the target coordinate in std units."
+    "A:B:N (N values from A to B; at most one sweep). GANSpace strengths are the target coordinate in std units; "
+    "StyleFlow strengths are the attribute's new value in its units (age in years, yaw/pitch in degrees, others 0-1) or, "
+    "for a lighting preset, how far to move towards it (0-1)."
 )
 
 
@@ -78,6 +83,7 @@ def pair_strengths(edits: List["Edit"], strengths: List[str]):
         "  e4e edit latents/ -o out/ -d age -s 2 -d eye_openness -s 20          # composed in order\n\n"
         "  e4e edit latents/ -o out/ -d ganspace:54:7:8 -s 20 --pca ffhq_pca.pt --save-latents\n\n"
         "  e4e edit latents/ -o out/ -d sefa:0:2,3,4,5 -s 10\n\n"
+        "  e4e edit latents/ -o out/ -d styleflow:age -s 60 -d styleflow:glasses -s 1   # one StyleFlow round trip\n\n"
         "  e4e edit latents/ -o out/ -d age -s 3 --paste-back --aligned aligned/  # edited face in the original photo"
     ),
 )
@@ -98,14 +104,18 @@ def edit_cmd(
     aligned: List[Path] = typer.Option([], "--aligned", help="Folder(s) of `e4e align` outputs holding the <name>.json sidecars (default: beside each latent)."),
     feather: float = typer.Option(0.1, min=0.0, max=0.5, help="Paste-back: width of the soft edge, as a fraction of the aligned square's side."),
     overwrite: bool = typer.Option(False, help="Redo latents whose outputs already exist (default: skip them)."),
+    styleflow_weights: Optional[Path] = StyleflowWeights,
+    attribute: List[str] = Attribute,
 ) -> None:
-    """Edit W+ latents (InterFaceGAN, GANSpace, SeFa) and render the results."""
+    """Edit W+ latents (InterFaceGAN, GANSpace, SeFa, StyleFlow) and render the results."""
     from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, run_with_progress
+    from e4ecli.cli.styleflow import overrides_or_die, setup_or_die
     from e4ecli.files.batch import shard
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
     if latents_only and paste_back:
         die("--paste-back needs renders; drop --latents-only")
+    overrides = overrides_or_die(attribute, styleflow_weights, direction)
     dist, dev = distributed_or_die(device, precision)
     out_dir_or_die(out, lock=dist.is_main)
     items, problems = discover_or_die(inputs, LATENT_EXTENSIONS, out)
@@ -140,8 +150,10 @@ def edit_cmd(
         die(f"the output would overwrite the alignment sidecar {side}; choose another -o folder")
 
     items = shard(items, dist.rank, dist.world)  # under torchrun each process takes its share
+    styleflow = setup_or_die(edits, items, styleflow_weights, overrides, quiet=not dist.is_main)
     results = edit(items, ckpt, out, steps, device=dev, precision=precision, batch_size=batch_size, size=size,
-                   save_latents=save_latents, latents_only=latents_only, sidecars=sidecars, feather=feather, overwrite=overwrite)
+                   save_latents=save_latents, latents_only=latents_only, sidecars=sidecars, feather=feather, overwrite=overwrite,
+                   styleflow=styleflow)
     code = run_with_progress(results, len(items), "edit", out, ident, problems, suffix=".png", dist=dist)
     dist.close()
     raise typer.Exit(code)

@@ -8,6 +8,7 @@ import typer
 
 from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, console, die
+from e4ecli.cli.styleflow import Attribute, StyleflowWeights
 
 
 @app.command(
@@ -17,7 +18,8 @@ from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, cons
         "  e4e video a.npy b.npy c.npy -o morph.mp4 --frames 90 --fps 30 --easing cosine\n\n"
         "  e4e video a.npy b.npy -o loop.gif --frames 48 --loop\n\n"
         "  e4e video face.npy --direction age --strength -3:3 -o age.mp4      # -3 -> +3 -> -3\n\n"
-        "  e4e video face.npy -d smile -s 3 --no-bounce -o smile.mp4          # 0 -> +3"
+        "  e4e video face.npy -d smile -s 3 --no-bounce -o smile.mp4          # 0 -> +3\n\n"
+        "  e4e video face.npy -d styleflow:age -s 20:70 -o age.mp4            # StyleFlow: age 20 -> 70 -> 20"
     ),
 )
 def video_cmd(
@@ -37,6 +39,8 @@ def video_cmd(
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
     size: Optional[int] = typer.Option(None, min=1, help="Frame width, by area averaging (default: the generator's native size)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output video (default: leave it and exit)."),
+    styleflow_weights: Optional[Path] = StyleflowWeights,
+    attribute: List[str] = Attribute,
 ) -> None:
     """Render a video: linear interpolation in W+ through the latents, or one latent with an edit swept."""
     import numpy as np
@@ -67,6 +71,9 @@ def video_cmd(
         die("--strength and --no-bounce sweep an edit; give --direction too")
     if direction is not None and len(inputs) != 1:
         die(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
+    from e4ecli.cli.styleflow import overrides_or_die
+
+    overrides = overrides_or_die(attribute, styleflow_weights, [direction] if direction else [])
     dev = device_or_die(device)
     ckpt, ident = load_model(checkpoint)
     gen = ckpt.generator
@@ -94,6 +101,10 @@ def video_cmd(
             die(str(e))
         if low is None:
             die(f"--direction {edit.label} has no default range; give --strength A:B")
+        if edit.kind == "styleflow":
+            from e4ecli.cli.styleflow import bind_or_die
+
+            edit = bind_or_die(edit, inputs[0], keys[0], styleflow_weights, overrides)
         latents = sweep_latents(keyframes[0], edit, low, high, frames, easing, bounce)
         what = f"{edit.label} {low:g} -> {high:g}" + (f" -> {low:g}" if bounce else "")
     else:

@@ -53,6 +53,7 @@ def list_cmd() -> None:
     table.add_column("kind")
     table.add_column("domain")
     table.add_column("size", justify="right")
+    table.add_column("licence", no_wrap=True)
     table.add_column("cached", justify="center")
     table.add_column("path", overflow="fold")
     for entry in registry.values():
@@ -62,6 +63,7 @@ def list_cmd() -> None:
             entry.kind,
             entry.domain,
             zoo.human_size(entry.path.stat().st_size) if cached else zoo.published_size(entry),
+            escape(entry.licence or "-"),
             "[green]yes[/]" if cached else "no",
             escape(str(entry.path)),
         )

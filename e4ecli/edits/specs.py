@@ -7,6 +7,8 @@ Direction specs:
                             model domain's registered PCA
   sefa:K[:LAYERS]           the K-th SeFa direction (0 = largest eigenvalue) of the loaded generator,
                             for LAYERS ('all' (default), '2,3,4,5' or '2-5'), applied to those styles
+  styleflow:NAME            StyleFlow attribute NAME set to the strength (its own units), or a lighting
+                            preset moved to by the strength (edits.styleflow; needs per-latent conditions)
 
 Strengths: a number, or a sweep `A:B:N` (N evenly spaced values from A to B inclusive).
 """
@@ -27,7 +29,7 @@ class Edit:
     """One resolved edit. `apply(latents (N, S, D), strength float or (N,)) -> (N, S, D)`."""
 
     label: str  # short, for labels and tables: 'age', 'ganspace:54:7:8', 'sefa:0:2-5', 'my_dir.npy'
-    kind: str  # interfacegan | ganspace | sefa
+    kind: str  # interfacegan | ganspace | sefa | styleflow
     default_strength: float | None = None
     default_range: tuple[float, float] | None = None
     domain: str | None = None  # the registry's domain ('ffhq', 'cars'), None for files and SeFa
@@ -35,8 +37,13 @@ class Edit:
     styles: tuple[int, ...] | None = None  # None: every style
     pca: ops.PCA | None = field(default=None, repr=False)
     component: int | None = None
+    context: Callable | None = field(default=None, repr=False, compare=False)  # styleflow: bound to latents' conditions
 
     def apply(self, latents: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        if self.kind == "styleflow":
+            if self.context is None:
+                raise ValueError(f"{self.label}: a StyleFlow edit needs each latent's attributes; bind it first (pipelines.styleflow.bind)")
+            return self.context(latents, strength)
         if self.kind == "ganspace":
             assert self.pca is not None and self.component is not None and self.styles
             return ops.ganspace(latents, self.pca, self.component, self.styles[0], self.styles[-1] + 1, strength)
@@ -53,6 +60,9 @@ class Edit:
 
     def check(self, n_styles: int, style_dim: int) -> None:
         """Raise DirectionError when this edit cannot apply to latents (N, n_styles, style_dim)."""
+        if self.kind == "styleflow" and (n_styles, style_dim) != (18, 512):
+            raise DirectionError(f"{self.label}: StyleFlow edits W+ latents of 18 styles of 512 (FFHQ 1024); "
+                                 f"this generator's latents are {n_styles} x {style_dim}")
         if self.styles is not None and max(self.styles) >= n_styles:
             raise DirectionError(f"{self.label}: moves style {max(self.styles)}, but the generator has styles 0..{n_styles - 1}")
         if self.kind == "interfacegan":
@@ -182,6 +192,14 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
         if not 0 <= start < end:
             raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
         edit = Edit(spec, "ganspace", styles=tuple(range(start, end)), pca=resolve_pca(pca, domain_name, fetch), component=comp)
+    elif head == "styleflow" and not path.is_file():
+        from e4ecli.edits.styleflow import StyleflowSpecError, parse_name
+
+        try:
+            target = parse_name(rest)
+        except StyleflowSpecError as e:
+            raise DirectionError(str(e)) from None
+        edit = Edit(f"styleflow:{target.name}", "styleflow", domain="ffhq")
     elif head == "sefa" and not path.is_file():
         usage = "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)"
         k_text, _, layers = rest.partition(":")

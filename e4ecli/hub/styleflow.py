@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from e4ecli.hub.checkpoints import CheckpointError, safe_load
+from e4ecli.hub.checkpoints import safe_load
+from e4ecli.hub.types import CheckpointError
 from e4ecli.models.styleflow import CONDITION_DIM, N_ATTRIBUTES, N_LIGHTING, StyleFlow
 
 FLOW = "styleflow_flow"  # zoo names

@@ -28,7 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
 from e4ecli.hub import fetch as fetcher
 from e4ecli.hub.fetch import FetchError, human_size, sha256_of, source_url  # noqa: F401 -- re-exported
 
-KINDS = ("encoder", "generator", "identity")
+KINDS = ("encoder", "generator", "identity", "flow", "data")
 _GDRIVE = fetcher.GDRIVE
 _DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
 
@@ -49,6 +49,7 @@ class Entry:
     size: int | None = None  # exact published size in bytes, checked
     approx_size: int | None = None  # approximate published size in bytes, shown as such, never checked
     resolution: int | None = None  # the generator's output size in pixels (encoders and generators)
+    licence: str | None = None  # shown by `e4e weights list` (recorded where it restricts use)
 
     @property
     def path(self) -> Path:
@@ -74,7 +75,7 @@ def parse_registry(text: str, origin: str = "zoo.toml") -> dict[str, Entry]:
 def _entry_from_table(name: str, table: dict[str, Any], origin: str) -> Entry:
     """Build one Entry, naming the entry and the field in every complaint."""
     where = f"{origin}: [{name}]"
-    known = {"filename", "kind", "domain", "description", "sources", "sha256", "size", "approx_size", "resolution"}
+    known = {"filename", "kind", "domain", "description", "sources", "sha256", "size", "approx_size", "resolution", "licence"}
     if extra := sorted(set(table) - known):
         raise ZooError(f"{where}: unknown field(s) {', '.join(extra)}")
     for field in ("filename", "kind", "domain", "description"):
@@ -96,6 +97,9 @@ def _entry_from_table(name: str, table: dict[str, Any], origin: str) -> Entry:
         value = table.get(field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ZooError(f"{where}: {field} must be a positive integer")
+    licence = table.get("licence")
+    if licence is not None and (not isinstance(licence, str) or not licence):
+        raise ZooError(f"{where}: licence must be a non-empty string")
     return Entry(
         name=name,
         filename=table["filename"],
@@ -107,6 +111,7 @@ def _entry_from_table(name: str, table: dict[str, Any], origin: str) -> Entry:
         size=table.get("size"),
         approx_size=table.get("approx_size"),
         resolution=table.get("resolution"),
+        licence=licence,
     )
 
 

@@ -14,6 +14,7 @@ class Result:
     status: str  # "ok" | "skipped" | "failed"
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
+    extra: dict = field(default_factory=dict)  # more manifest fields for this output
 
 
 def outputs_for(item: Item, out_dir: Path, suffixes: Sequence[str]) -> list[Path]:

@@ -48,17 +48,30 @@ def sweep_values(steps: Sequence[Step]) -> tuple[int | None, tuple[float, ...]]:
     return sweeping[0], steps[sweeping[0]].strength.values
 
 
-def edited_latents(latents: torch.Tensor, steps: Sequence[Step]) -> torch.Tensor:
-    """latents (N, S, D) -> (N, F, S, D): the steps applied in order, F = the sweep's length (or 1)."""
+def edited_latents(latents: torch.Tensor, steps: Sequence[Step], styleflow=None) -> torch.Tensor:
+    """latents (N, S, D) -> (N, F, S, D): the steps applied in order, F = the sweep's length (or 1).
+
+    StyleFlow steps compose into one round trip at the place of the first of them; they need
+    `styleflow` = (StyleflowSetup, source conditions (N, 17)) (see pipelines.styleflow).
+    """
     sweep_at, values = sweep_values(steps)
     n, f = latents.shape[0], len(values)
     w = latents[:, None].expand(n, f, *latents.shape[1:]).reshape(n * f, *latents.shape[1:])
-    for i, step in enumerate(steps):
+
+    def strength_of(i: int):
         if i == sweep_at:
-            strength = torch.tensor(values, dtype=latents.dtype, device=latents.device).repeat(n)
-        else:
-            strength = step.strength.values[0]
-        w = step.edit.apply(w, strength)
+            return torch.tensor(values, dtype=latents.dtype, device=latents.device).repeat(n)
+        return steps[i].strength.values[0]
+
+    flow_steps = [i for i, s in enumerate(steps) if s.edit.kind == "styleflow"]
+    for i, step in enumerate(steps):
+        if i in flow_steps:
+            if i == flow_steps[0]:
+                from e4ecli.pipelines.styleflow import apply_steps
+
+                w = apply_steps(w, [steps[j].edit for j in flow_steps], [strength_of(j) for j in flow_steps], styleflow, f)
+            continue
+        w = step.edit.apply(w, strength_of(i))
     return w.reshape(n, f, *latents.shape[1:])
 
 
@@ -145,8 +158,9 @@ def _paste(plan: Plan, frames: np.ndarray, feather: float) -> None:
 def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Sequence[Step], *, device: torch.device,
          precision: str = "fp32", batch_size: int = 4, size: int | None = None, save_latents: bool = False, latents_only: bool = False,
          sidecars: dict[Item, Path] | None = None, feather: float = 0.1, overwrite: bool = False,
-         workers: int = 0) -> Iterator[Result]:
-    """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back."""
+         workers: int = 0, styleflow=None) -> Iterator[Result]:
+    """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back;
+    `styleflow`: a pipelines.styleflow.StyleflowSetup when the steps include StyleFlow edits."""
     from e4ecli.pasteback import PasteBackError
 
     sweep_at, values = sweep_values(steps)
@@ -166,11 +180,19 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
     for batch in decoded_batches(todo, LatentReader(gen.n_latent, gen.style_dim), batch_size, workers, expected=(LatentError,)):
         good, failed = partition(batch)
         yield from failed
+        flow_info: dict = {}
+        context = None
+        if styleflow is not None and good:
+            from e4ecli.pipelines.styleflow import batch_sources
+
+            good, flow_info, sources, unusable = batch_sources(good, styleflow)
+            yield from unusable
+            context = (styleflow, sources)
         if not good:
             continue
         w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
         with torch.inference_mode():
-            edited = edited_latents(w, steps)  # (n, F, S, D)
+            edited = edited_latents(w, steps, context)  # (n, F, S, D)
         frames_per = edited.shape[1]
         renders = native = recon = None
         if not latents_only:
@@ -202,4 +224,4 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
             except OSError as e:
                 yield Result(it, "failed", error=f"cannot write output: {e}")
                 continue
-            yield Result(it, "ok", [plan.main_output()])
+            yield Result(it, "ok", [plan.main_output()], extra={"styleflow": flow_info[it]} if it in flow_info else {})

@@ -1,0 +1,87 @@
+"""StyleFlow options shared by `e4e edit` and `e4e video`: validation, the flow, presets and the estimator."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional, Sequence
+
+import typer
+
+from e4ecli.cli.common import console, die
+
+if TYPE_CHECKING:
+    from e4ecli.edits.specs import Edit
+    from e4ecli.files.batch import Item
+    from e4ecli.pipelines.styleflow import StyleflowSetup
+
+WEIGHTS_HELP = "StyleFlow flow weights for styleflow:... directions (default: the zoo's styleflow_flow, StyleFlow's modellarge10k.pt)."
+ATTRIBUTE_HELP = ("StyleFlow: a latent's current attribute, NAME=VALUE (e.g. age=35); repeat for several. Wins over "
+                  "<name>.attributes.json and the estimate.")
+
+StyleflowWeights = typer.Option(None, "--styleflow-weights", help=WEIGHTS_HELP)
+Attribute = typer.Option([], "--attribute", help=ATTRIBUTE_HELP, show_default=False)
+
+
+def overrides_or_die(texts: List[str], weights: Optional[Path], directions: Sequence[str]) -> dict[str, float]:
+    """Validate --attribute and --styleflow-weights before any model is loaded."""
+    from e4ecli.edits.styleflow import StyleflowSpecError, parse_overrides
+
+    uses = any(d.strip().startswith("styleflow:") for d in directions)
+    if (texts or weights is not None) and not uses:
+        die("--attribute and --styleflow-weights apply to styleflow:NAME directions; give -d styleflow:NAME too")
+    if weights is not None and not weights.is_file():
+        die(f"--styleflow-weights {weights}: no such file")
+    try:
+        return parse_overrides(texts)
+    except StyleflowSpecError as e:
+        die(str(e))
+
+
+def setup_or_die(edits: Sequence["Edit"], items: Sequence["Item"], weights: Optional[Path], overrides: dict[str, float],
+                 quiet: bool = False) -> Optional["StyleflowSetup"]:
+    """The StyleflowSetup for these edits (None without styleflow edits); exits 2 naming what is missing."""
+    from e4ecli.edits.styleflow import StyleflowSpecError
+    from e4ecli.hub import styleflow as hub
+    from e4ecli.hub.zoo import ZooError
+    from e4ecli.pipelines import styleflow as pipe
+
+    names = [e.label.split(":", 1)[1] for e in edits if e.kind == "styleflow"]
+    if not names:
+        return None
+    if len(set(names)) != len(names):
+        die("each styleflow:NAME may be given once (they compose into one round trip)")
+    try:
+        with console.status("loading the StyleFlow flow"):
+            flow = hub.load_flow(weights if weights is not None else hub.fetch(hub.FLOW))
+        presets = pipe.load_presets(names)
+        estimator = None
+        if pipe.needs_estimate(items, overrides):
+            with console.status("fitting the StyleFlow attribute estimator (once; cached)"):
+                fitted = pipe.default_estimator()
+            estimator = lambda: fitted  # noqa: E731
+            if not quiet:
+                console.print("[yellow]note:[/] latents without a complete <name>.attributes.json get estimated attributes "
+                              "(recorded in manifest.jsonl under 'styleflow')")
+    except (ZooError, hub.StyleflowFileError, StyleflowSpecError) as e:
+        die(str(e))
+    return pipe.StyleflowSetup(flow, presets, overrides, estimator)
+
+
+def bind_or_die(edit: "Edit", path: Path, latent, weights: Optional[Path], overrides: dict[str, float]) -> "Edit":
+    """`e4e video`: the styleflow edit bound to the one latent's attributes (file, overrides or estimate)."""
+    from rich.markup import escape
+
+    from e4ecli.edits.styleflow import StyleflowSpecError
+    from e4ecli.files.batch import Item
+    from e4ecli.pipelines.styleflow import bind
+
+    item = Item(Path(path), Path(path).stem)
+    setup = setup_or_die([edit], [item], weights, overrides, quiet=True)
+    assert setup is not None
+    try:
+        cond, info = setup.source_for(item, latent)
+    except StyleflowSpecError as e:
+        die(str(e))
+    if info["estimated"]:
+        console.print(f"[yellow]note:[/] estimated {', '.join(info['estimated'])} of {escape(str(path))}: "
+                      + ", ".join(f"{k} {v:.3g}" for k, v in info["attributes"].items() if k in info["estimated"]))
+    return bind(edit, cond, setup)
