@@ -117,3 +117,31 @@ def test_numpy_pickle_reader_admits_arrays_and_containers_only(tmp_path):
     objects.write_bytes(pickle.dumps(np.array([{"a": 1}], dtype=object)))
     with pytest.raises(StyleflowFileError, match="only numeric arrays"):
         read_numpy_pickle(objects)
+
+
+def test_target_conditions_set_attributes_and_move_lighting_towards_presets():
+    from e4ecli.edits.styleflow import parse_name, target_conditions
+
+    source = torch.arange(34, dtype=torch.float32).reshape(2, 17) / 10
+    preset_a, preset_b = torch.full((9,), 5.0), torch.linspace(-1, 1, 9)
+    values = [torch.tensor([60.0, 20.0]), 0.5, torch.tensor([0.0, 1.0])]
+    targets = [parse_name("age"), parse_name("light_front"), parse_name("LIGHT_NONE")]
+    got = target_conditions(source, targets, values, {"light_front": preset_a, "light_none": preset_b})
+    light = source[:, :9]
+    want_light = light + 0.5 * (preset_a - light) + torch.tensor([[0.0], [1.0]]) * (preset_b - light)
+    assert torch.allclose(got[:, :9], want_light)
+    assert got[:, 9 + 6].tolist() == [60.0, 20.0]
+    keep = [i for i in range(9, 17) if i != 15]
+    assert torch.equal(got[:, keep], source[:, keep])
+
+
+def test_attributes_file_may_give_part_of_the_condition():
+    from e4ecli.edits.styleflow import StyleflowSpecError, condition_from_json
+
+    cond, missing = condition_from_json({"attributes": {"Age": 34, "gender": 1}}, "f.attributes.json")
+    assert cond[9 + 6] == 34 and cond[9] == 1
+    assert missing == ["glasses", "yaw", "pitch", "baldness", "beard", "expression", "lighting"]
+    with pytest.raises(StyleflowSpecError, match="f.json: 'lighting' must be a list of 9"):
+        condition_from_json({"lighting": [1, 2]}, "f.json")
+    with pytest.raises(StyleflowSpecError, match="unknown attribute 'height'"):
+        condition_from_json({"attributes": {"height": 2}}, "f.json")
