@@ -62,7 +62,7 @@ def no_traceback(res) -> None:
 
 # -- a full disk ----------------------------------------------------------------------------------
 def _mount_tmpfs(where: Path, size: str) -> bool:
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or os.environ.get("E4E_TEST_FAKE_ENOSPC"):  # the variable tries the fallbacks here
         return False
     where.mkdir(parents=True, exist_ok=True)
     return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
@@ -74,7 +74,7 @@ def full_disk(tmp_path, monkeypatch):
     where mounting is allowed (root with CAP_SYS_ADMIN: CI's container and this machine), otherwise writers
     that raise ENOSPC for paths under the folder."""
     disk = tmp_path / "disk"
-    mounted = not os.environ.get("E4E_TEST_FAKE_ENOSPC") and _mount_tmpfs(disk, "2m")
+    mounted = _mount_tmpfs(disk, "2m")
     disk.mkdir(exist_ok=True)
 
     def fill():
@@ -337,3 +337,96 @@ def test_lock_is_released_when_the_process_is_killed(tmp_path):
     time.sleep(0.1)
     assert lock_output(out)
     release_all()
+
+
+# -- writers: ffmpeg's exit status and stderr count ------------------------------------------------------
+def _video_cmd(gen, tmp_path, out):
+    a, b = latent(tmp_path / "a.npy", 0), latent(tmp_path / "b.npy", 1)
+    return ["video", a, b, "-o", out, "-c", gen, "--device", "cpu", "--frames", 24, "--overwrite"]
+
+
+def test_video_on_a_full_disk_fails_and_keeps_the_previous_video(gen, tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    disk = tmp_path / "disk"
+    if _mount_tmpfs(disk, "1m"):
+        try:
+            out = disk / "v.mp4"
+            first = run(*_video_cmd(gen, tmp_path, out))
+            assert first.exit_code == 0, first.output
+            good = out.read_bytes()
+            st = os.statvfs(disk)
+            with open(disk / ".filler", "wb") as f:  # leave 2 blocks: room for ffmpeg to start, not for the video
+                f.write(b"\0" * ((st.f_bavail - 2) * st.f_frsize))
+            res = run(*_video_cmd(gen, tmp_path, out))
+            no_traceback(res)
+            text, code = res.output, res.exit_code
+            assert out.read_bytes() == good
+            leftovers = [p.name for p in disk.iterdir() if ".tmp" in p.name]
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+        assert not leftovers
+    else:  # no mount here: ffmpeg runs under a file-size limit instead (a writer that fails the same way)
+        import resource
+
+        out = tmp_path / "v.mp4"
+        first = cli(*_video_cmd(gen, tmp_path, out))
+        assert first.returncode == 0, first.stderr
+        good = out.read_bytes()
+        res = cli(*_video_cmd(gen, tmp_path, out), preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048)))
+        text, code = res.stdout + res.stderr, res.returncode
+        assert "Traceback" not in text
+        assert out.read_bytes() == good
+        assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
+    assert code == 1, text
+    assert "ffmpeg failed" in text and "wrote" not in text
+
+
+def test_video_output_that_is_an_input_or_unwritable_is_refused_first(gen, tmp_path):
+    latent(tmp_path / "a.npy")
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path / "f" / "v.mp4", Path("/proc/self/v.mp4"), tmp_path):
+        res = run("video", tmp_path / "a.npy", "-o", out, "-c", tmp_path / "missing.pt", "--device", "cpu")
+        no_traceback(res)
+        assert res.exit_code == 2 and "missing.pt" not in res.output, res.output
+
+
+# -- upper bounds, stated in --help ------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["render", "--size", "100000"], ["video", "--fps", "inf"], ["video", "--fps", "nan"],
+                                  ["video", "--frames", "100000000"], ["edit", "--size", "100000", "-d", "age"]])
+def test_huge_sizes_rates_and_frame_counts_are_refused(tmp_path, args):
+    latent(tmp_path / "a.npy")
+    out = tmp_path / ("v.mp4" if args[0] == "video" else "o")
+    res = run(args[0], tmp_path / "a.npy", "-o", out, *args[1:], "-c", tmp_path / "missing.pt", "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 2 and "missing.pt" not in res.output, res.output
+    assert not out.exists()
+
+
+def test_help_states_the_bounds():
+    assert "at most 4096" in run("render", "--help").output
+    text = run("video", "--help").output
+    assert "at most 10000" in text and "240" in text
+
+
+def test_workers_are_capped_to_the_machine(tmp_path):
+    from e4ecli.cli.common import machine_cpus
+
+    latent(tmp_path / "a.npy")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    for cmd in ("invert", "align"):
+        res = run(cmd, tmp_path / "a.png", "-o", tmp_path / "o", "--workers", 1000, "-c" if cmd == "invert" else "--size",
+                  tmp_path / "missing.pt" if cmd == "invert" else 8, "--device", "cpu", "-L", "dlib")
+        assert f"--workers 1000: this machine has {machine_cpus()} CPU(s); using {machine_cpus()}" in res.output, res.output
+
+
+def test_a_named_arcface_file_that_cannot_be_used_is_exit_2(e4e_64, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (90, 60, 30)).save(tmp_path / "a.png")
+    (tmp_path / "arc.pt").write_bytes(b"not a checkpoint")
+    res = run("eval", tmp_path / "a.png", "-o", tmp_path / "e.json", "-c", e4e_64, "--metrics", "id", "--arcface", tmp_path / "arc.pt", "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 2 and "--arcface" in res.output and "arc.pt" in res.output, res.output
+    assert not (tmp_path / "e.json").exists()

@@ -76,7 +76,7 @@ def align_cmd(
     supersample: int = typer.Option(4, min=1, max=16, help="Resample the face at SUPERSAMPLE x size, then Lanczos down (4: the FFHQ dataset; 1: e4e's align_face)."),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help=DETECTOR_HELP),
     all_faces: bool = typer.Option(False, "--all-faces", help="Write every face as <name>_<k>.png (k = 0, 1, ... left to right) instead of only the largest."),
-    workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck."),
+    workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck. At most one per CPU."),
     device: str = typer.Option("auto", help="For face-alignment: " + DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="Redo photos whose outputs already exist (default: skip them)."),
 ) -> None:
@@ -86,12 +86,13 @@ def align_cmd(
     """
     from e4ecli.cli.common import escape
 
-    from e4ecli.cli.common import console, discover_or_die, out_dir_or_die, outputs_or_die, planned, run_with_progress
+    from e4ecli.cli.common import capped_workers, console, discover_or_die, out_dir_or_die, outputs_or_die, planned, run_with_progress
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
     if size * supersample > MAX_TRANSFORM_SIZE:
         die(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
     out_dir_or_die(out)
+    workers = capped_workers(workers)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
     if not items and not problems:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")

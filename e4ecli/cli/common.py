@@ -24,6 +24,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CHECKPOINT = "e4e_ffhq_encode"
 
+MAX_SIZE = 4096  # --size: output width in pixels (a 100000 px render would need ~120 GB)
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N."
 
 
@@ -55,6 +56,24 @@ def die(message: str, code: int = EXIT_USAGE) -> None:
     release_all()
     console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def machine_cpus() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def capped_workers(workers: int, option: str = "--workers") -> int:
+    """At most one worker process per CPU this process may use (--workers 1000 once spawned 533 processes)."""
+    cpus = machine_cpus()
+    if workers > cpus:
+        console.print(f"[yellow]note:[/] {option} {workers}: this machine has {cpus} CPU(s); using {cpus}")
+        return cpus
+    return workers
 
 
 def out_dir_or_die(out: Path, lock: bool = True) -> None:

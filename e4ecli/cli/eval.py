@@ -22,6 +22,8 @@ LABELS = {
     "lec": ("LEC", "↓", "editability"),
 }
 
+ARCFACE_DEFAULT = "ir_se50"
+
 
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -75,17 +77,17 @@ def eval_cmd(
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength (default: the registry's; the paper's LEC uses 3 for age)."),
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (default: the model domain's)."),
     lec_filter: bool = typer.Option(False, "--lec-filter", help="Report LEC as the mean within the 1st-99th percentile, as the original script."),
-    arcface: str = typer.Option("ir_se50", "--arcface", help="ArcFace IR-SE50 weights for `id`: a file or the zoo name (without it: dlib's face-recognition ResNet)."),
+    arcface: str = typer.Option(ARCFACE_DEFAULT, "--arcface", help="ArcFace IR-SE50 weights for `id`: a file or the zoo name (the default falls "
+                                "back to dlib's face-recognition ResNet when unavailable; a file you name must work)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline)."),
+    workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     seed: int = typer.Option(0, help="Seed of SWD's patch positions and projections."),
 ) -> None:
     """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC)."""
-    from e4ecli.cli.common import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, device_or_die, discover_or_die, load_model
+    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, capped_workers, device_or_die, discover_or_die, escape, load_model, out_file_or_die
     from e4ecli.files.batch import write_text
     from e4ecli.files.images import IMAGE_EXTENSIONS
     from e4ecli.pipelines.eval import Evaluator, build_metrics, parse_metrics
@@ -96,8 +98,11 @@ def eval_cmd(
         die(str(e))
     if json_out.is_dir():
         die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'eval.json'}")
+    out_file_or_die(json_out, option="--json")
+    workers = capped_workers(workers)
     dev = device_or_die(device)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, json_out.parent, skip_out=False)
+    out_file_or_die(json_out, [it.source for it in items], option="--json")
     if not items:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
     ckpt, ident = load_model(checkpoint)
@@ -116,8 +121,14 @@ def eval_cmd(
         if strength is None and edit.default_strength is None:
             die(f"--direction {edit.label} has no default strength; give --strength (e.g. --strength 3)")
         s = float(strength if strength is not None else edit.default_strength)
-    with console.status("loading metric networks"):
-        built = build_metrics(names, dev, arcface=arcface, domain_name=ckpt.domain.name)
+    from e4ecli.metrics import MetricUnavailable
+
+    try:
+        with console.status("loading metric networks"):
+            built = build_metrics(names, dev, arcface=arcface, domain_name=ckpt.domain.name,
+                                  arcface_required=arcface != ARCFACE_DEFAULT)
+    except MetricUnavailable as e:
+        die(f"--arcface {arcface}: {e}")
     ev = Evaluator(ckpt, built, dev, edit=edit, strength=s, batch_size=batch_size, workers=workers, lec_filter=lec_filter, seed=seed)
     for src, why in problems:
         ev.failed[src] = why

@@ -8,7 +8,7 @@ import typer
 
 from e4ecli.cli.app import app
 from e4ecli.cli.align import DETECTOR_HELP, Detector
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, die
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, die
 
 
 @app.command(
@@ -29,9 +29,9 @@ def invert_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline)."),
+    workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
-    size: Optional[int] = typer.Option(None, min=1, help="Resize reconstructions to this width by area averaging (default: the generator's native size)."),
+    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Resize reconstructions to this width by area averaging (default: the generator's native size; at most {MAX_SIZE})."),
     overwrite: bool = typer.Option(False, help="Redo inputs whose outputs already exist (default: skip them)."),
     align: bool = typer.Option(False, "--align", help="Align the largest face of each photo first (FFHQ recipe at 256 px, as e4e's align_face) "
                                "and write the alignment sidecar <name>.json."),
@@ -40,12 +40,13 @@ def invert_cmd(
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help="With --align: " + DETECTOR_HELP),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
+    from e4ecli.cli.common import capped_workers, discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
     from e4ecli.files.batch import shard
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
     dist, dev = distributed_or_die(device, precision)
     out_dir_or_die(out, lock=dist.is_main)
+    workers = capped_workers(workers)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
     if not items and not problems:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")

@@ -7,8 +7,11 @@ from typing import List, Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, console, die
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, MAX_SIZE, console, die
 from e4ecli.cli.styleflow import Attribute, StyleflowWeights
+
+MAX_FRAMES = 10_000  # 5.5 min at 30 fps; the latents of every frame are held in memory (~370 MB at 1024 px)
+MAX_FPS = 240.0
 
 
 @app.command(
@@ -25,8 +28,8 @@ from e4ecli.cli.styleflow import Attribute, StyleflowWeights
 def video_cmd(
     inputs: List[Path] = typer.Argument(..., help="Latent .npy files: keyframes in order (one latent with --direction).", show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output video: .mp4 (also .mkv, .mov, .webm, .avi) or .gif."),
-    frames: int = typer.Option(60, "--frames", "-n", min=1, help="Number of frames in the video."),
-    fps: float = typer.Option(30.0, "--fps", min=0.1, help="Frames per second (duration = frames / fps)."),
+    frames: int = typer.Option(60, "--frames", "-n", min=1, max=MAX_FRAMES, help=f"Number of frames in the video (at most {MAX_FRAMES})."),
+    fps: float = typer.Option(30.0, "--fps", min=0.1, max=MAX_FPS, help=f"Frames per second, 0.1 to {MAX_FPS:g} (duration = frames / fps)."),
     easing: str = typer.Option("linear", help="Motion between keyframes (and along a sweep): linear, smooth or cosine."),
     loop: bool = typer.Option(False, "--loop", help="Interpolation: come back to the first latent at the end (seamless loop)."),
     direction: Optional[str] = typer.Option(None, "--direction", "-d", help="Sweep this edit instead of interpolating (same specs as `e4e edit`)."),
@@ -37,7 +40,7 @@ def video_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
-    size: Optional[int] = typer.Option(None, min=1, help="Frame width, by area averaging (default: the generator's native size)."),
+    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Frame width, by area averaging (default: the native size; at most {MAX_SIZE})."),
     overwrite: bool = typer.Option(False, help="Replace an existing output video (default: leave it and exit)."),
     styleflow_weights: Optional[Path] = StyleflowWeights,
     attribute: List[str] = Attribute,
@@ -48,13 +51,17 @@ def video_cmd(
     from e4ecli.cli.common import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from e4ecli.cli.common import device_or_die, load_model, precision_or_die
+    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, precision_or_die
     from e4ecli.edits.ops import EASINGS
     from e4ecli.files.latents import LatentError, load_latent
     from e4ecli.hub.directions import DirectionError
     from e4ecli.pipelines.video import VideoError, interpolation_latents, output_for, render_frames, sweep_latents, write_video
 
+    import math
+
     precision_or_die(precision)
+    if not math.isfinite(fps):
+        die(f"--fps {fps}: give a number from 0.1 to {MAX_FPS:g}")
     if easing not in EASINGS:
         die(f"--easing {easing}: use one of {', '.join(EASINGS)}")
     try:
@@ -64,6 +71,7 @@ def video_cmd(
     if fallback:
         console.print(f"[yellow]note:[/] ffmpeg (the imageio-ffmpeg package) is not installed; writing {escape(str(target))} instead "
                       "(pip install imageio-ffmpeg for MP4)")
+    out_file_or_die(target, inputs)
     if target.exists() and not overwrite:
         console.print(f"{escape(str(target))} already exists; nothing to do (--overwrite replaces it)")
         raise typer.Exit(0)
@@ -84,10 +92,10 @@ def video_cmd(
             keys.append(load_latent(path, gen.n_latent, gen.style_dim))
         except LatentError as e:
             console.print(f"[red]✗[/] {escape(str(path))}: {escape(str(e))}")
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(EXIT_FAILED) from None
         except OSError as e:
             console.print(f"[red]✗[/] {escape(str(path))}: {escape(str(e))}")
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(EXIT_FAILED) from None
     keyframes = torch.from_numpy(np.stack(keys)).to(dev)
 
     if direction is not None:

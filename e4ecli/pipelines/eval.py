@@ -72,10 +72,12 @@ class Metrics:
 
 def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = "ir_se50",
                   fid_extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, fid_backend: str | None = None,
-                  allow_download: bool = True, domain_name: str = "ffhq_encode") -> Metrics:
+                  allow_download: bool = True, domain_name: str = "ffhq_encode", arcface_required: bool = False) -> Metrics:
     """Build every requested metric that can run here; record a reason for each that cannot.
 
-    domain_name: the model's dataset type; `id` (face recognition) is unavailable unless the domain is faces."""
+    domain_name: the model's dataset type; `id` (face recognition) is unavailable unless the domain is faces.
+    arcface_required: the user named the ArcFace weights; when they cannot be used, MetricUnavailable is raised
+    (no silent fallback to dlib)."""
     from e4ecli.metrics import pairwise
 
     m = Metrics(list(names))
@@ -95,6 +97,8 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
             m.pair["lpips"], m.backends["lpips"] = fn, "lpips package, alex (v0.1)"
     if "id" in names and not domain_for(domain_name).is_face:
         m.unavailable["id"] = f"identity similarity compares faces; this model's domain is {domain_name}"
+    elif "id" in names and arcface_required:
+        m.pair["id"], m.backends["id"] = pairwise.arcface_metric(arcface, device), "arcface_ir_se50"
     elif "id" in names:
         got = attempt("id", lambda: pairwise.id_metric(arcface, device))
         if got:

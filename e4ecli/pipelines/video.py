@@ -74,6 +74,51 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+def _ffmpeg_write(path: Path, frames: Iterable[np.ndarray], fps: float, quality: int) -> None:
+    """H.264 through the ffmpeg binary of imageio-ffmpeg (the flags imageio uses for libx264), with its exit
+    status and error output checked: a disk that fills up, a codec that fails, a killed ffmpeg all raise
+    VideoError with ffmpeg's own last words (imageio's writer ignores them and leaves a broken file)."""
+    import subprocess
+    import tempfile
+    from fractions import Fraction
+
+    import imageio_ffmpeg
+
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise VideoError("no frames to write")
+    first = _even(np.ascontiguousarray(first))
+    h, w = first.shape[:2]
+    crf = int((1 - quality / 10.0) * 51)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{w}x{h}",
+           "-pix_fmt", "rgb24", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an",
+           "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), str(path)]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            try:
+                proc.stdin.write(first.tobytes())
+                for frame in it:
+                    proc.stdin.write(_even(np.ascontiguousarray(frame)).tobytes())
+                proc.stdin.close()
+            except BrokenPipeError:  # ffmpeg stopped early: its exit status and message say why
+                pass
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # an exception (or Ctrl-C) while rendering: do not leave ffmpeg behind
+                proc.kill()
+                proc.wait()
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        if code != 0:
+            err.seek(0)
+            lines = [ln.strip() for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            raise VideoError(f"ffmpeg failed (exit status {code})" + (f": {lines[-1]}" if lines else ""))
+
+
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, quality: int = 8) -> Path:
     """Write uint8 frames (h, w, 3) to `path` atomically; returns the path written (GIF fallback)."""
     target, _ = output_for(Path(path))
@@ -86,17 +131,5 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, quality: i
                 raise VideoError("no frames to write")
             iio.imwrite(tmp, np.stack(stack), extension=".gif", duration=1000.0 / fps, loop=0)
         else:
-            import imageio.v2 as imageio
-
-            writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=quality,
-                                        pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
-            n = 0
-            try:
-                for frame in frames:
-                    writer.append_data(_even(np.ascontiguousarray(frame)))
-                    n += 1
-            finally:
-                writer.close()
-            if n == 0:
-                raise VideoError("no frames to write")
+            _ffmpeg_write(tmp, frames, fps, quality)
     return target
