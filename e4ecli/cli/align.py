@@ -76,7 +76,8 @@ def align_cmd(
     supersample: int = typer.Option(4, min=1, max=16, help="Resample the face at SUPERSAMPLE x size, then Lanczos down (4: the FFHQ dataset; 1: e4e's align_face)."),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help=DETECTOR_HELP),
     all_faces: bool = typer.Option(False, "--all-faces", help="Write every face as <name>_<k>.png (k = 0, 1, ... left to right) instead of only the largest."),
-    workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck. At most one per CPU."),
+    workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck. "
+                                             "At most one per CPU."),
     device: str = typer.Option("auto", help="For face-alignment: " + DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="Redo photos whose outputs already exist (default: skip them)."),
 ) -> None:

@@ -97,7 +97,8 @@ def edit_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs (renders only; edits stay fp32)."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging (default: the generator's native size; at most {MAX_SIZE})."),
+    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging "
+                                      f"(default: the generator's native size; at most {MAX_SIZE})."),
     save_latents: bool = typer.Option(False, "--save-latents", help="Also write the edited latents as <name>.npy."),
     latents_only: bool = typer.Option(False, "--latents-only", help="Write only the edited latents (.npy), render nothing."),
     paste_back: bool = typer.Option(False, "--paste-back", help="Also write <name>.pasted.png: the edited face blended into the original photo (needs the alignment sidecar <name>.json)."),

@@ -31,7 +31,8 @@ def invert_cmd(
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Resize reconstructions to this width by area averaging (default: the generator's native size; at most {MAX_SIZE})."),
+    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Resize reconstructions to this width by area averaging "
+                                      f"(default: the generator's native size; at most {MAX_SIZE})."),
     overwrite: bool = typer.Option(False, help="Redo inputs whose outputs already exist (default: skip them)."),
     align: bool = typer.Option(False, "--align", help="Align the largest face of each photo first (FFHQ recipe at 256 px, as e4e's align_face) "
                                "and write the alignment sidecar <name>.json."),

@@ -26,7 +26,8 @@ def render_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging (default: the generator's native size; at most {MAX_SIZE})."),
+    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging "
+                                      f"(default: the generator's native size; at most {MAX_SIZE})."),
     overwrite: bool = typer.Option(False, help="Redo latents whose images already exist (default: skip them)."),
 ) -> None:
     """Render W+ latents (n_styles x 512 .npy files) through the StyleGAN2 generator."""
