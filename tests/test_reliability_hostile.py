@@ -430,3 +430,136 @@ def test_a_named_arcface_file_that_cannot_be_used_is_exit_2(e4e_64, tmp_path):
     no_traceback(res)
     assert res.exit_code == 2 and "--arcface" in res.output and "arc.pt" in res.output, res.output
     assert not (tmp_path / "e.json").exists()
+
+
+# -- bombs: memory and nesting, refused before anything is allocated ------------------------------------------
+import struct  # noqa: E402
+
+MEMO_BOMB = b"\x80\x02N" + b"r" + struct.pack("<I", 2**31 - 1) + b"."  # LONG_BINPUT 2**31-1: 9 bytes
+DEPTH_BOMB = b"\x80\x02}" + b")" + b"\x85" * 200_000 + b"K\x01s."  # {((((...)))): 1}, 200,000 deep
+
+
+def _torch_zip_with(pickle_bytes: bytes, path: Path) -> Path:
+    """A torch zip checkpoint whose data.pkl is `pickle_bytes` (the layout torch.save writes)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+    return path
+
+
+@pytest.mark.parametrize("case", ["memo.pkl", "depth.pkl", "depth.pt", "depth_zip.pt", "memo_zip.pt"])
+def test_pickle_bombs_are_one_line_refusals_through_every_checkpoint_reader(tmp_path, case):
+    latent(tmp_path / "a.npy")
+    path = tmp_path / case
+    data = MEMO_BOMB if case.startswith("memo") else DEPTH_BOMB
+    if "zip" in case:
+        _torch_zip_with(data, path)
+    else:
+        path.write_bytes(data)
+    proc = cli("render", tmp_path / "a.npy", "-o", tmp_path / "o", "-c", path, "--device", "cpu", timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and case in proc.stderr
+    assert ("memo index" if case.startswith("memo") else "nested more than") in proc.stderr
+
+
+def test_depth_bomb_as_a_direction_file_is_refused(gen, tmp_path):
+    latent(tmp_path / "a.npy")
+    (tmp_path / "d.pt").write_bytes(DEPTH_BOMB)
+    proc = cli("edit", tmp_path / "a.npy", "-o", tmp_path / "o", "-c", gen, "-d", tmp_path / "d.pt", "-s", 1, "--device", "cpu", timeout=120)
+    assert proc.returncode == 2 and "nested more than" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_stride0_direction_is_refused_before_it_expands(gen, tmp_path):
+    import resource
+
+    import torch
+
+    latent(tmp_path / "a.npy")
+    torch.save(torch.zeros(1).expand(2**30), tmp_path / "d.pt")  # 8 GB when copied, a few hundred bytes on disk
+    assert (tmp_path / "d.pt").stat().st_size < 4096
+    limit = 2 * 1024**3  # the process may not even try to allocate 4 GB
+    proc = cli("edit", tmp_path / "a.npy", "-o", tmp_path / "o", "-c", gen, "-d", tmp_path / "d.pt", "-s", 1, "--device", "cpu",
+               timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit * 4, limit * 4)))
+    assert proc.returncode == 2 and "stride-0" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_stride0_tensor_in_an_ada_pickle_is_refused():
+    import pickle
+
+    import torch
+
+    from e4ecli.hub.ada import _rebuild_tensor
+
+    storage = torch.zeros(1).storage()
+    with pytest.raises(pickle.UnpicklingError, match="stride-0"):
+        _rebuild_tensor(storage, 0, (2**30,), (0,))
+
+
+def test_npz_whose_headers_claim_gigabytes_is_refused_from_the_headers(tmp_path):
+    import zipfile
+
+    from e4ecli.hub.directions import DirectionError, read_array
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float64))
+    header["shape"] = (3 * 2**27,)  # 3.2 GB of float64
+    buf = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("directions.npy", buf.getvalue() + b"\0" * (1 << 20))
+    assert (tmp_path / "bomb.npz").stat().st_size < (1 << 20)
+    with pytest.raises(DirectionError, match="far too large"):
+        read_array(tmp_path / "bomb.npz")
+
+
+def test_pickle_scanner_passes_real_checkpoints(gen, e4e_64):
+    from e4ecli.hub.picklescan import check_file
+
+    check_file(gen)
+    check_file(e4e_64)
+
+
+# -- wrong structure: one line naming the file and the field ----------------------------------------------------
+@pytest.mark.parametrize("field,content", [
+    ("g_ema", {"g_ema": "hello"}),
+    ("state_dict", {"state_dict": 5}),
+    ("latent_avg", "latent_avg"),
+    ("stylegan_size", "stylegan_size"),
+    ("encoder_type", "encoder_type"),
+])
+def test_checkpoints_with_wrong_structure_are_one_line_exit_2(gen, e4e_64, tmp_path, field, content):
+    import torch
+
+    latent(tmp_path / "a.npy")
+    if content == "latent_avg":
+        content = {**torch.load(gen, weights_only=True), "latent_avg": "x"}
+    elif content in ("stylegan_size", "encoder_type"):
+        ck = torch.load(e4e_64, weights_only=True)
+        content = {**ck, "opts": {**ck["opts"], content: "abc" if content == "stylegan_size" else ["x"]}}
+    torch.save(content, tmp_path / "bad.pt")
+    res = run("render", tmp_path / "a.npy", "-o", tmp_path / "o", "-c", tmp_path / "bad.pt", "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 2 and "bad.pt" in res.output and field in res.output, res.output
+
+
+@pytest.mark.parametrize("field", ["num_layers", "z_dim", "weight_gain", "_modules"])
+def test_ada_records_with_wrong_types_name_the_field(field):
+    from e4ecli.hub.ada import AdaPickleError, PersistentRecord, convert_g_ema
+
+    mapping = PersistentRecord("MappingNetwork", {"num_layers": "eight" if field == "num_layers" else 2, "_modules": {}})
+    syn = PersistentRecord("SynthesisNetwork", {"img_resolution": 4, "_modules": "broken" if field == "_modules" else {"b4": PersistentRecord("SynthesisBlock", {})}})
+    g = PersistentRecord("Generator", {"z_dim": "512" if field == "z_dim" else 8, "w_dim": 8, "c_dim": 0,
+                                       "_modules": {"mapping": mapping, "synthesis": syn}})
+    if field == "weight_gain":
+        import torch
+
+        fc = PersistentRecord("FullyConnectedLayer", {"weight_gain": "big", "_parameters": {"weight": torch.zeros(8, 8), "bias": torch.zeros(8)}})
+        mapping.state["_modules"] = {"fc0": fc}
+        mapping.state["num_layers"] = 1
+    with pytest.raises(AdaPickleError) as e:
+        convert_g_ema({"G_ema": g}, "snap.pkl")
+    assert "snap.pkl" in str(e.value)
+    if field != "_modules":
+        assert field in str(e.value)

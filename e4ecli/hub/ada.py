@@ -72,19 +72,34 @@ class PersistentRecord:
     class_name: str
     state: dict = field(repr=False)
 
+    def _table(self, name: str) -> dict:
+        table = self.state.get(name) if isinstance(self.state, dict) else None
+        return table if isinstance(table, dict) else {}
+
     def module(self, name: str) -> "PersistentRecord | None":
-        mod = self.state.get("_modules", {}).get(name)
+        mod = self._table("_modules").get(name)
         return mod if isinstance(mod, PersistentRecord) else None
 
     def tensor(self, name: str) -> torch.Tensor | None:
         for table in ("_parameters", "_buffers"):
-            t = self.state.get(table, {}).get(name)
+            t = self._table(table).get(name)
             if isinstance(t, torch.Tensor):
                 return t
         return None
 
     def attr(self, name: str, default: Any = None) -> Any:
-        return self.state.get(name, default)
+        return self.state.get(name, default) if isinstance(self.state, dict) else default
+
+    def number(self, name: str, default: Any = None) -> float:
+        """A numeric attribute (int, float, numpy or 0-d tensor); ValueError naming it otherwise."""
+        value = self.attr(name, default)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        elif isinstance(value, np.ndarray) and value.size == 1:
+            value = value.item()
+        if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(float(value)):
+            raise ValueError(f"{self.class_name}.{name} is {str(value)[:40]!r}, not a number")
+        return value
 
 
 # -- the restricted unpickler -----------------------------------------------------------------
@@ -99,6 +114,9 @@ def _load_from_bytes(data: Any):
     """Replacement for torch.storage._load_from_bytes: the bytes are read with weights_only=True."""
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError("a tensor storage that is not stored as bytes")
+    from e4ecli.hub.picklescan import check_bytes
+
+    check_bytes(bytes(data), "embedded tensor bytes")
     storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError(f"embedded tensor bytes hold a {type(storage).__name__}, not a storage")
@@ -109,7 +127,13 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_ignored
     """Replacement for torch._utils._rebuild_tensor_v2 (requires_grad, hooks and metadata dropped)."""
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError("a tensor rebuilt from something that is not a storage")
-    return torch._utils._rebuild_tensor(storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    numel = 1
+    for s in size:
+        numel *= s
+    if numel > storage.size():  # a stride-0 view of 2**30 elements over a few bytes would expand when copied
+        raise pickle.UnpicklingError(f"a tensor of shape {size} over a storage of {storage.size()} elements (a stride-0 or overlapping view)")
+    return torch._utils._rebuild_tensor(storage, int(offset), size, stride)
 
 
 def _rebuild_parameter(data: Any, *_ignored: Any) -> torch.Tensor:
@@ -181,12 +205,18 @@ def read_pickle(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise AdaPickleError(f"{path}: no such file")
+    from e4ecli.hub.picklescan import PickleBomb, check_file
+
     try:
+        check_file(path)  # memo and nesting bombs, before the unpickler runs
         with open(path, "rb") as f:
             return AdaUnpickler(f, str(path)).load()
+    except PickleBomb as e:
+        raise AdaPickleError(f"refused to load {e}") from None
     except AdaPickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError, OSError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError, OSError,
+            MemoryError, RecursionError) as e:
         raise AdaPickleError(f"{path}: not a readable StyleGAN2-ADA pickle ({type(e).__name__}: {e})") from None
 
 
@@ -218,10 +248,6 @@ class ConvertedGenerator:
         return out
 
 
-def _f(x: Any) -> float:
-    return float(x.item() if hasattr(x, "item") else x)
-
-
 class _Converter:
     def __init__(self, where: str):
         self.where = where
@@ -244,12 +270,12 @@ class _Converter:
     def linear(self, rec: PersistentRecord, what: str, scale: float, lr_mul: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """ADA FullyConnectedLayer -> EqualLinear weight/bias for the given `scale` (= lr_mul/sqrt(in)) and lr_mul."""
         w, b = self.tensor(rec, "weight", what), self.tensor(rec, "bias", what)
-        wg, bg = _f(rec.attr("weight_gain", 1.0)), _f(rec.attr("bias_gain", 1.0))
+        wg, bg = float(rec.number("weight_gain", 1.0)), float(rec.number("bias_gain", 1.0))
         return _scaled(w, wg / scale), _scaled(b, bg / lr_mul)
 
     def clamp(self, rec: PersistentRecord, what: str) -> float | None:
         c = rec.attr("conv_clamp")
-        return None if c is None else _f(c)
+        return None if c is None else float(rec.number("conv_clamp"))
 
     def filter(self, rec: PersistentRecord, what: str) -> torch.Tensor:
         f = self.tensor(rec, "resample_filter", what)
@@ -263,17 +289,27 @@ def _scaled(t: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def convert_g_ema(data: Any, where: str) -> ConvertedGenerator:
-    """Top-level snapshot dict (from read_pickle) -> ConvertedGenerator for its G_ema."""
+    """Top-level snapshot dict (from read_pickle) -> ConvertedGenerator for its G_ema; AdaPickleError naming the
+    file and the field for records of the wrong type (a string num_layers, a state replaced by BUILD, ...)."""
     cv = _Converter(where)
+    try:
+        return _convert_g_ema(cv, data)
+    except AdaPickleError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError, OverflowError, ZeroDivisionError) as e:
+        raise cv.fail(f"unexpected content in the G_ema records: {e}") from None
+
+
+def _convert_g_ema(cv: "_Converter", data: Any) -> ConvertedGenerator:
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentRecord):
         keys = ", ".join(map(str, list(data)[:6])) if isinstance(data, dict) else type(data).__name__
         raise cv.fail(f"not a StyleGAN2-ADA snapshot: no G_ema network (found {keys})")
     g = data["G_ema"]
-    c_dim, z_dim, w_dim = int(g.attr("c_dim", 0) or 0), int(g.attr("z_dim", 0)), int(g.attr("w_dim", 0))
+    c_dim, z_dim, w_dim = int(g.number("c_dim", 0) or 0), int(g.number("z_dim", 0)), int(g.number("w_dim", 0))
     if c_dim > 0:
         raise cv.fail(f"conditional generator (c_dim={c_dim}): class-conditional StyleGAN2-ADA pickles are not supported yet; "
                       "use an unconditional one (trained without --cond)")
-    if int(g.attr("img_channels", 3)) != 3:
+    if int(g.number("img_channels", 3)) != 3:
         raise cv.fail(f"generator makes {g.attr('img_channels')}-channel images; only RGB (3) generators are supported")
     if z_dim != w_dim:
         raise cv.fail(f"z_dim {z_dim} differs from w_dim {w_dim}; only z_dim == w_dim generators are supported")
@@ -281,7 +317,7 @@ def convert_g_ema(data: Any, where: str) -> ConvertedGenerator:
     if synthesis.module("b4") is None:
         raise cv.fail(f"G_ema's synthesis network ({synthesis.class_name}) has no b4 block: not a StyleGAN2(-ADA) generator "
                       "(StyleGAN3 generators are not supported)")
-    size = int(synthesis.attr("img_resolution", g.attr("img_resolution", 0)))
+    size = int(synthesis.number("img_resolution", g.number("img_resolution", 0)))
     if size < 4 or size & (size - 1):
         raise cv.fail(f"unexpected img_resolution {size}")
 
@@ -303,7 +339,7 @@ def convert_g_ema(data: Any, where: str) -> ConvertedGenerator:
 
 
 def _convert_mapping(cv: _Converter, mapping: PersistentRecord, w_dim: int, sd: dict) -> int:
-    n = int(mapping.attr("num_layers", 0))
+    n = int(mapping.number("num_layers", 0))
     if mapping.module("embed") is not None:
         raise cv.fail("the mapping network has a label embedding (conditional generator); not supported yet")
     if n < 1:
@@ -350,7 +386,7 @@ def _convert_synthesis(cv: _Converter, syn: PersistentRecord, size: int, w_dim: 
             sd[f"{key}.conv.weight"] = _scaled(weight, math.sqrt(fan_in))[None]
             sd[f"{key}.conv.modulation.weight"], sd[f"{key}.conv.modulation.bias"] = cv.linear(cv.child(layer, "affine"), f"{what}.affine", affine_scale)
             sd[f"{key}.activate.bias"] = cv.tensor(layer, "bias", what)
-            if int(layer.attr("up", 1)) == 2:
+            if int(layer.number("up", 1)) == 2:
                 sd[f"{key}.conv.blur.kernel"] = cv.filter(layer, what)
             if layer.tensor("noise_strength") is not None:
                 sd[f"{key}.noise.weight"] = cv.tensor(layer, "noise_strength", what).reshape(1)
@@ -365,7 +401,7 @@ def _convert_synthesis(cv: _Converter, syn: PersistentRecord, size: int, w_dim: 
         what = f"{name}.torgb"
         w = cv.tensor(torgb, "weight", what)  # (3, in, 1, 1)
         in_ch = int(w.shape[1])
-        wg = _f(torgb.attr("weight_gain", 1 / math.sqrt(in_ch)))
+        wg = float(torgb.number("weight_gain", 1 / math.sqrt(in_ch)))
         # ADA: styles = affine(w) * weight_gain; rosinality: weight * (1/sqrt(in)) * modulation(w)
         sd[f"{rgb}.conv.weight"] = _scaled(w, wg * math.sqrt(in_ch))[None]
         sd[f"{rgb}.conv.modulation.weight"], sd[f"{rgb}.conv.modulation.bias"] = cv.linear(cv.child(torgb, "affine"), f"{what}.affine", affine_scale)

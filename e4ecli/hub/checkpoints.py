@@ -48,9 +48,16 @@ def safe_load(path: str | Path) -> Any:
     if looks_like_html(path):
         raise CheckpointError(f"{path}: a web page (HTML), not a checkpoint: a download that saved Google Drive's quota or "
                               "virus-scan page? Delete it and download the file again (`e4e weights download NAME` tries the mirrors).")
+    from e4ecli.hub.picklescan import PickleBomb, check_file, check_tensors
+
     try:
+        check_file(path)  # memo and nesting bombs, before any unpickler runs
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        check_tensors(data, str(path))  # stride-0 views, before anything copies them
+        return data
+    except PickleBomb as e:
+        raise CheckpointError(f"refused to load {e}") from None
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -165,7 +172,13 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     A file in the weights cache under a zoo entry's name must hold what that name promises (kind,
     resolution, domain); otherwise CheckpointError says so.
     """
-    loaded = _load_any(Path(path))
+    try:
+        loaded = _load_any(Path(path))
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RuntimeError, OverflowError) as e:
+        # a file that unpickles safely but holds the wrong kinds of values where the format has a field
+        raise CheckpointError(f"{path}: unexpected checkpoint content ({type(e).__name__}: {str(e)[:200]})") from None
     problem = zoo.content_problem(loaded.path, "encoder" if loaded.has_encoder else "generator", loaded.generator.size,
                                   loaded.domain.short if loaded.opts.get("dataset_type") else None)
     if problem:
@@ -179,6 +192,11 @@ def _load_any(path: Path) -> LoadedCheckpoint:
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
+    for name in ("state_dict", "g_ema"):
+        if name in ckpt and not isinstance(ckpt[name], dict):
+            raise CheckpointError(f"{path}: '{name}' is a {type(ckpt[name]).__name__}, not a dict of tensors")
+    if ckpt.get("latent_avg") is not None and not isinstance(ckpt["latent_avg"], torch.Tensor):
+        raise CheckpointError(f"{path}: 'latent_avg' is a {type(ckpt['latent_avg']).__name__}, not a tensor")
     if "state_dict" in ckpt and any(str(k).startswith("encoder.") for k in ckpt["state_dict"]):
         return _load_psp(path, ckpt)
     if "g_ema" in ckpt:
@@ -204,9 +222,12 @@ def _load_psp(path: Path, ckpt: dict) -> LoadedCheckpoint:
         raise CheckpointError(f"{path}: the state dict has no decoder.* (generator) weights")
     gen = build_generator(dec_sd, f"{path} [decoder]", ckpt.get(GENERATOR_CONFIG_KEY))
     encoder_type = opts.get("encoder_type") or ("SingleStyleCodeEncoder" if "linear.weight" in enc_sd else "Encoder4Editing")
-    if encoder_type not in ENCODERS:
+    if not isinstance(encoder_type, str) or encoder_type not in ENCODERS:
         raise CheckpointError(f"{path}: unsupported encoder_type {encoder_type!r} (supported: {', '.join(ENCODERS)})")
-    size = int(opts.get("stylegan_size") or gen.size)
+    try:
+        size = int(opts.get("stylegan_size") or gen.size)
+    except (TypeError, ValueError, OverflowError):
+        raise CheckpointError(f"{path}: opts.stylegan_size is {str(opts.get('stylegan_size'))[:40]!r}, not a number") from None
     if size != gen.size:
         raise CheckpointError(f"{path}: opts.stylegan_size is {size} but the decoder weights are for a {gen.size} px generator")
     encoder = ENCODERS[encoder_type](gen.size, _ir_depth(enc_sd, f"{path} [encoder]"))

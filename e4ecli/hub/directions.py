@@ -198,6 +198,19 @@ def fetch(entry: DirectionEntry, download: bool = True) -> Path:
 
 
 # -- reading direction files --------------------------------------------------------------------
+def _npy_shape(f) -> tuple[int, ...] | None:
+    """The shape in an .npy header (None when the member is not an .npy; np.load reports that)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(f)
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, _ = read(f)
+    except Exception:  # noqa: BLE001 -- numpy's header parser raises ValueError, SyntaxError, TokenError, ...
+        return None
+    return tuple(int(s) for s in shape)
+
+
 def read_array(path: str | Path) -> Any:
     """A .pt (tensor or dict of tensors, weights_only) or .npy/.npz (no pickles) file -> its content.
 
@@ -224,6 +237,13 @@ def read_array(path: str | Path) -> Any:
             with np.load(path, allow_pickle=False) as z:
                 if sum(info.file_size for info in z.zip.infolist()) > 4 * MAX_ARRAY_ELEMENTS * 8:
                     raise DirectionError(f"{path}: its arrays are far too large for a direction or PCA file")
+                total = 0
+                for info in z.zip.infolist():  # the .npy headers, before np.load sizes arrays by them
+                    with z.zip.open(info) as member:
+                        shape = _npy_shape(member)
+                    total += int(np.prod(shape, dtype=np.float64)) if shape is not None else 0
+                    if total > MAX_ARRAY_ELEMENTS:
+                        raise DirectionError(f"{path}: {info.filename} claims an array of shape {shape}, far too large for a direction or PCA file")
                 return {k: torch.from_numpy(np.asarray(z[k])) for k in z.files}
         return safe_load(path)
     except CheckpointError as e:
