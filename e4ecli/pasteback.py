@@ -29,6 +29,9 @@ import numpy as np
 
 SIDECAR_SUFFIX = ".json"
 DEFAULT_FEATHER = 0.1
+MAX_SIDECAR_BYTES = 1 << 20  # an `e4e align` sidecar is < 2 kB
+MAX_OUTPUT_SIZE = 16384  # the largest aligned square `e4e align` makes
+MAX_COORDINATE = 1e6  # photo coordinates in pixels (a 1e307 affine is not a placement)
 
 
 class PasteBackError(ValueError):
@@ -55,13 +58,19 @@ def read_sidecar(path: str | Path) -> Sidecar:
     """Parse and check an alignment sidecar (fields in the module docstring)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise PasteBackError(f"alignment sidecar {path}: {path.stat().st_size:,} bytes, far larger than a sidecar")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise PasteBackError(f"alignment sidecar {path}: cannot read it ({e})") from None
+    except RecursionError:
+        raise PasteBackError(f"alignment sidecar {path}: cannot read it (JSON nested too deeply)") from None
     if not isinstance(data, dict):
         raise PasteBackError(f"alignment sidecar {path}: expected a JSON object")
     try:
         source = Path(str(data["source"]))
+        if "\0" in str(source):
+            raise ValueError("the source path holds a NUL byte")
         size = int(data["output_size"])
         if "source_from_output" in data:
             affine = np.asarray(data["source_from_output"], dtype=np.float64)
@@ -70,19 +79,24 @@ def read_sidecar(path: str | Path) -> Sidecar:
             if quad.shape != (4, 2):
                 raise ValueError(f"quad must be 4 (x, y) points, got shape {quad.shape}")
             affine = affine_from_quad(quad, size)
+        src_size = data.get("source_size")
+        src_size = (int(src_size[0]), int(src_size[1])) if isinstance(src_size, (list, tuple)) and len(src_size) == 2 else None
     except KeyError as e:
         raise PasteBackError(f"alignment sidecar {path}: missing field {e}") from None
-    except (TypeError, ValueError) as e:
-        raise PasteBackError(f"alignment sidecar {path}: {e}") from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise PasteBackError(f"alignment sidecar {path}: {type(e).__name__}: {str(e)[:200]}") from None
+    if not 1 <= size <= MAX_OUTPUT_SIZE:
+        raise PasteBackError(f"alignment sidecar {path}: output_size {size} is outside 1..{MAX_OUTPUT_SIZE}")
+    if affine.shape == (2, 3) and np.isfinite(affine).all() and np.abs(affine).max() > MAX_COORDINATE:
+        raise PasteBackError(f"alignment sidecar {path}: the aligned square's placement lies beyond {MAX_COORDINATE:g} pixels")
     if affine.shape != (2, 3) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:, :2])) < 1e-12:
         raise PasteBackError(f"alignment sidecar {path}: the aligned square's placement is degenerate")
-    if size < 1:
-        raise PasteBackError(f"alignment sidecar {path}: output_size must be positive")
     if not source.is_absolute():
         beside = path.parent / source
-        source = beside if beside.exists() or not source.exists() else source
-    src_size = data.get("source_size")
-    src_size = (int(src_size[0]), int(src_size[1])) if isinstance(src_size, (list, tuple)) and len(src_size) == 2 else None
+        try:
+            source = beside if beside.exists() or not source.exists() else source
+        except (OSError, ValueError) as e:  # a NUL byte, a name too long for the file system
+            raise PasteBackError(f"alignment sidecar {path}: unusable source path ({e})") from None
     return Sidecar(path, source, size, affine, src_size)
 
 

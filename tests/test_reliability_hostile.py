@@ -563,3 +563,52 @@ def test_ada_records_with_wrong_types_name_the_field(field):
     assert "snap.pkl" in str(e.value)
     if field != "_modules":
         assert field in str(e.value)
+
+
+# -- paste-back sidecars: a bad one is that input's failure only ------------------------------------------------
+BAD_SIDECARS = {
+    "strsize": lambda good: {**good, "source_size": ["a", "b"]},
+    "infsize": lambda good: '{"source": "photo.png", "output_size": 1e999, "quad": [[0, 0], [0, 8], [8, 8], [8, 0]]}',
+    "huge": lambda good: {**good, "source_from_output": [[1e307, 0, 0], [0, 1e307, 0]]},
+    "nested": lambda good: "[" * 100_000 + "]" * 100_000,
+    "nul": lambda good: {**good, "source": "a\u0000b.png"},
+}
+
+
+def test_bad_paste_back_sidecars_fail_only_their_input(gen, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (48, 48), (120, 90, 60)).save(tmp_path / "photo.png")
+    good = {"source": str(tmp_path / "photo.png"), "output_size": 16, "quad": [[8, 8], [8, 40], [40, 40], [40, 8]], "source_size": [48, 48]}
+    lat = tmp_path / "lat"
+    names = ["good", *BAD_SIDECARS]
+    for i, name in enumerate(names):
+        latent(lat / f"{name}.npy", i)
+        content = good if name == "good" else BAD_SIDECARS[name](good)
+        (lat / f"{name}.json").write_text(content if isinstance(content, str) else json.dumps(content))
+    np.save(tmp_path / "dir.npy", np.eye(512, dtype=np.float32)[0])
+    out = tmp_path / "out"
+    res = run("edit", lat, "-o", out, "-c", gen, "-d", tmp_path / "dir.npy", "-s", 1, "--paste-back", "--device", "cpu")
+    no_traceback(res)
+    assert res.exit_code == 1, res.output
+    assert (out / "good.pasted.png").is_file()
+    records = {Path(r["source"]).stem: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert records["good"]["status"] == "ok"
+    for name in BAD_SIDECARS:
+        assert records[name]["status"] == "failed" and "sidecar" in records[name]["error"], (name, records[name])
+
+
+@pytest.mark.parametrize("suffix,text", [(".toml", "batch_size = " + "[" * 100_000 + "]" * 100_000 + "\n"),
+                                         (".yaml", "batch_size: " + "[" * 100_000 + "]" * 100_000 + "\n"),
+                                         (".yaml", "".join(" " * i + f"k{i}:\n" for i in range(1200)))])
+def test_config_nested_deep_is_refused_with_a_message(tmp_path, suffix, text):
+    from e4ecli.training.options import OptionsError, load_config
+
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(OptionsError, match="nested|not valid"):
+        load_config(path)
+    res = run("train", "--config", path, "--exp-dir", tmp_path / "exp", "--data", tmp_path)
+    no_traceback(res)
+    assert res.exit_code == 2, res.output
+    assert "at most 100 deep" in run("train", "--help").output.replace("\n", " ").replace("│", "").replace("  ", " ")

@@ -60,7 +60,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("input_size", "int", None, "Encoder input width in pixels (height follows the domain's aspect; default: the "
            "domain's, 256). Smaller values only for quick experiments with small generators.", EXP, original=False, minimum=8),
     Option("config", "path", None, "TOML or YAML file with any of these options (snake_case or kebab-case keys); "
-           "flags given on the command line win.", EXP, original=False, run_only=True),
+           "flags given on the command line win. At most 1 MB, values nested at most 100 deep.", EXP, original=False, run_only=True),
     Option("device", "str", "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N. Under torchrun each "
            "process takes cuda:LOCAL_RANK.", EXP, original=False, run_only=True),
     Option("seed", "int", 0, "Seed of every random draw (the original seeds 0).", EXP, original=False),
@@ -206,13 +206,36 @@ def _expects(opt: Option) -> str:
 
 
 # -- config files -----------------------------------------------------------------------------------
+MAX_CONFIG_BYTES = 1 << 20  # a config of every option is ~3 kB
+MAX_CONFIG_DEPTH = 100  # options are flat values and lists; deeper nesting can only be an attack
+
+
+def _nesting(text: str) -> int:
+    """An upper bound of the bracket nesting in a TOML/YAML text (quotes ignored: it never under-counts)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (.toml) or YAML (.yaml/.yml) file of options -> {snake_name: canonical value}."""
+    """Read a TOML (.toml) or YAML (.yaml/.yml) file of options -> {snake_name: canonical value}.
+    At most MAX_CONFIG_BYTES, brackets nested at most MAX_CONFIG_DEPTH deep (the parsers recurse)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise OptionsError(f"--config {path}: {path.stat().st_size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise OptionsError(f"--config {path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise OptionsError(f"--config {path}: not UTF-8 text ({e.reason})") from None
+    if _nesting(text) > MAX_CONFIG_DEPTH:
+        raise OptionsError(f"--config {path}: values nested more than {MAX_CONFIG_DEPTH} deep; options are plain values and lists")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         try:
@@ -221,6 +244,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise OptionsError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml), or write the file as TOML") from None
         try:
             data = yaml.safe_load(text)
+        except RecursionError:
+            raise OptionsError(f"--config {path}: nested too deeply") from None
         except yaml.YAMLError as e:
             raise OptionsError(f"--config {path}: not valid YAML ({e})") from None
     elif suffix == ".toml":
@@ -228,6 +253,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
         try:
             data = tomllib.loads(text)
+        except RecursionError:
+            raise OptionsError(f"--config {path}: nested too deeply") from None
         except tomllib.TOMLDecodeError as e:
             raise OptionsError(f"--config {path}: not valid TOML ({e})") from None
     else:
