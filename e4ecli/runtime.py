@@ -3,7 +3,12 @@ from __future__ import annotations
 
 
 class DeviceError(ValueError):
-    pass
+    """A device that cannot be used. Fields: `spec` (what was asked), `reason`, `fallback` (a device that
+    works here, or None); the CLI words the hint (`--device cpu`)."""
+
+    def __init__(self, spec: str, reason: str, fallback: str | None = None):
+        self.spec, self.reason, self.fallback = spec, reason, fallback
+        super().__init__(f"device {spec}: {reason}" + (f"; use {fallback}" if fallback else ""))
 
 
 def resolve_device(spec: str = "auto"):
@@ -18,14 +23,14 @@ def resolve_device(spec: str = "auto"):
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
-        raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+        raise DeviceError(spec, "unknown device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {spec}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+            raise DeviceError(spec, f"CUDA is not available here (torch {torch.__version__})", "cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise DeviceError(spec, f"only {torch.cuda.device_count()} CUDA device(s) visible")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps: Apple MPS is not available here; use --device cpu")
+        raise DeviceError(spec, "Apple MPS is not available here", "cpu")
     return device
 
 
@@ -40,7 +45,7 @@ def autocast(device, precision: str = "fp32"):
     import torch
 
     if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16

@@ -151,3 +151,32 @@ def test_paste_back_writes_the_edit_into_the_original_photo(tmp_path, latents, g
     outside[y0:y1 + 1, x0:x1 + 1] = False
     assert not outside.any() and changed[y0:y1, x0:x1].mean() > 0.5
     assert not (out / "sub" / "b.pasted.png").exists() and (out / "sub" / "b.png").is_file()
+
+
+def test_a_registered_direction_of_another_domain_is_refused_without_force(tmp_path, latents, g64_path, kit_directions):
+    root, _, _ = latents
+    out = tmp_path / "out"
+    args = ["edit", root / "a.npy", "-o", out, "-d", "cars_viewpoint", "-s", "1", "--latents-only", "-c", g64_path, "--device", "cpu"]
+    r = run_cli(args)
+    assert r.exit_code == 2, r.output
+    assert "'cars_viewpoint' is a direction for cars models" in r.output and "ffhq" in r.output and "--force" in r.output
+    assert not out.exists() or not list(out.rglob("*.npy"))
+    r = run_cli([*args, "--force"])
+    assert r.exit_code == 0, r.output
+    assert "was found for cars images" in r.output and (out / "a.npy").is_file()
+
+
+def test_a_row_of_a_sefa_npz_is_a_direction(tmp_path, latents, g64_path):
+    root, _, _ = latents
+    npz = tmp_path / "sefa_2-3.npz"
+    r = run_cli(["directions", "sefa", "-c", g64_path, "--layers", "2,3", "-o", npz])
+    assert r.exit_code == 0, r.output
+    outs = {}
+    for spec in (f"{npz}:1", "sefa:1:2,3"):
+        out = tmp_path / ("npz" if spec.endswith(":1") and spec.startswith(str(npz)) else "sefa")
+        r = run_cli(["edit", root / "a.npy", "-o", out, "-d", spec, "-s", "5", "--latents-only", "-c", g64_path, "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        outs[out.name] = np.load(out / "a.npy")
+    assert np.array_equal(outs["npz"], outs["sefa"]) and not np.array_equal(outs["npz"], np.load(root / "a.npy"))
+    r = run_cli(["edit", root / "a.npy", "-o", tmp_path / "bad", "-d", f"{npz}:9999", "-c", g64_path, "--device", "cpu"])
+    assert r.exit_code == 2 and "row 9999 out of range" in r.output, r.output

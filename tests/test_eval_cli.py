@@ -2,6 +2,7 @@
 an unobtainable metric reported with its reason while the others run, usage errors (exit 2)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -36,7 +37,8 @@ def test_eval_writes_json_and_reports_failures_and_unavailable_metrics(e4e_64, t
     assert "broken.png" in res.output
     report = json.loads(out.read_text())
     assert report["n_images"] == 2 and sorted(report["per_image"]) == ["a", "b"]
-    assert list(report)[:5] == ["l2", "id", "swd", "swd_edit", "lec"]
+    dlib = importlib.util.find_spec("dlib") is not None
+    assert list(report)[:6] == ["l2", "id", *(["id_dlib"] if dlib else []), "swd", "swd_edit", "lec"][:6]
     assert "lpips" not in report and "fid" not in report  # not requested
     assert report["checkpoint"].startswith("e4e_64.pt:")
     assert report["edit"] == {"direction": "dir.npy", "strength": 2.0}
@@ -46,14 +48,13 @@ def test_eval_writes_json_and_reports_failures_and_unavailable_metrics(e4e_64, t
     mean_l2 = np.mean([report["per_image"][k]["l2"] for k in ("a", "b")])
     assert report["l2"] == pytest.approx(mean_l2)
     assert len(report["swd_levels"]["swd"]) == 5  # 256 -> ... -> 16 px pyramid of the 256 px model inputs
-    # the default ArcFace weights are not cached (offline): dlib's network stands in (the backend says so) or id
-    # is unavailable, saying why (a file named with --arcface that cannot be used is exit 2: test_reliability_hostile)
-    backend = report["metric_backends"]["id"]
-    assert "ArcFace" in backend or "arcface" in backend
-    if report["id"] is None:
-        assert "id" in report["unavailable"]
-    else:
-        assert backend.startswith("dlib") and -1 <= report["id"] <= 1
+    # the default ArcFace weights are not cached (offline): id is unavailable, saying why; dlib's descriptor is
+    # reported under its own name (a file named with --arcface that cannot be used is exit 2: test_reliability_hostile)
+    assert report["id"] is None and "id" in report["unavailable"]
+    assert "--arcface FILE" in res.output  # the CLI's hint
+    if dlib:
+        assert -1 <= report["id_dlib"] <= 1 and report["metric_backends"]["id_dlib"].startswith("dlib_resnet_v1")
+        assert "dlib, not ArcFace" in res.output and "not comparable with id" in res.output
     assert "LEC" in res.output and "SWD" in res.output
 
 

@@ -10,7 +10,7 @@ from scipy import linalg
 from e4ecli.metrics.fid import FID, FeatureStats, frechet_distance
 from e4ecli.metrics.lec import lec_per_image, percentile_filtered_mean
 from e4ecli.metrics.swd import PatchSet, Reservoir, _pyr_up, laplacian_pyramid, swd
-from e4ecli.pipelines.eval import parse_metrics
+from e4ecli.pipelines.eval import NeedsEdit, parse_metrics
 
 
 # -- Fréchet distance -------------------------------------------------------------------------------
@@ -155,8 +155,9 @@ def test_parse_metrics_defaults_and_errors():
     assert parse_metrics("lec, l2", have_edit=True) == ["l2", "lec"]
     with pytest.raises(ValueError, match="unknown metric.*psnr"):
         parse_metrics("l2,psnr", have_edit=False)
-    with pytest.raises(ValueError, match="--direction"):
+    with pytest.raises(NeedsEdit, match="lec measure") as info:
         parse_metrics("lec", have_edit=False)
+    assert info.value.metrics == ["lec"] and "--" not in str(info.value)  # the CLI adds the flag
 
 
 def test_fid_unavailable_offline_names_the_weights_file_and_where_it_goes(tmp_path, monkeypatch):

@@ -126,13 +126,18 @@ def outputs_or_die(items: Sequence["Item"], planned: dict) -> None:
         die(f"the output would overwrite the input {src}{more}; choose an -o folder that does not hold the inputs")
 
 
+def device_error(e) -> str:
+    """A runtime.DeviceError in the CLI's words."""
+    return f"--device {e.spec}: {e.reason}" + (f"; use --device {e.fallback}" if e.fallback else "")
+
+
 def device_or_die(spec: str):
     from e4ecli.runtime import DeviceError, resolve_device
 
     try:
         return resolve_device(spec)
     except DeviceError as e:
-        die(str(e))
+        die(device_error(e))
 
 
 def precision_or_die(precision: str) -> None:
@@ -150,7 +155,7 @@ def distributed_or_die(device_spec: str, precision: str = "fp32"):
     try:
         dist, device = setup_distributed(device_spec)
     except DeviceError as e:
-        die(str(e))
+        die(device_error(e))
     tune_for(device)
     return dist, device
 
@@ -158,6 +163,7 @@ def distributed_or_die(device_spec: str, precision: str = "fp32"):
 def load_model(spec: str) -> tuple["LoadedCheckpoint", str]:
     """Zoo name or path -> (loaded checkpoint, short id for manifests); friendly exit on failure."""
     from e4ecli.hub.checkpoints import CheckpointError, file_id, load_checkpoint
+    from e4ecli.hub.fetch import FetchError
 
     try:
         path = Path(spec)
@@ -168,12 +174,8 @@ def load_model(spec: str) -> tuple["LoadedCheckpoint", str]:
         with console.status(f"loading {escape(str(path))}"):
             ckpt = load_checkpoint(path)
             ident = f"{path.name}:{file_id(path)}"
-    except CheckpointError as e:
+    except (CheckpointError, FetchError) as e:  # fetch errors (offline, unknown zoo name) carry their own instructions
         die(str(e))
-    except Exception as e:  # zoo errors (offline, unknown name) carry their own instructions
-        if type(e).__name__ == "ZooError":
-            die(str(e))
-        raise
     if ckpt.latent_avg_source != "file":
         console.print(f"[yellow]note:[/] {escape(str(path))} has no latent_avg; using the {ckpt.latent_avg_source}")
     return ckpt, ident

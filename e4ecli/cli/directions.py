@@ -65,7 +65,7 @@ def list_cmd() -> None:
         "Examples:\n\n"
         "  e4e directions sefa --checkpoint e4e_ffhq_encode --layers 2,3,4,5 -o sefa_2-5.npz\n\n"
         "  e4e directions sefa -c stylegan2-ffhq-config-f.pt --layers all -o sefa_all.npz --num 20\n\n"
-        "Then: e4e edit latents/ -o out/ -d sefa:0:2,3,4,5 -s 10 (computed on the fly), or use a row of the .npz as a direction file."
+        "Then: e4e edit latents/ -o out/ -d sefa:0:2,3,4,5 -s 10 (computed on the fly), or -d sefa_2-5.npz:0 (row 0 of the .npz)."
     ),
 )
 def sefa_cmd(

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 DIRECTION_HELP = (
     "What to change; repeat to compose edits in order. A registered name (age, smile, pose, eye_openness, ...: "
-    "`e4e directions list`), a .pt/.npy direction file ((512,), (1, 512) or (n_styles, 512)), "
+    "`e4e directions list`; one found for another domain than the model's is refused without --force), a .pt/.npy "
+    "direction file ((512,), (1, 512) or (n_styles, 512)), FILE.npz:K (row K of an .npz from `e4e directions sefa`), "
     "ganspace:COMP:START:END, sefa:K[:LAYERS] (e.g. sefa:0:2,3,4,5), or styleflow:NAME (gender, glasses, yaw, pitch, "
     "baldness, beard, age, expression; lighting presets light_left_right, light_right_left, light_down_up, light_up_down, "
     "light_none, light_front)."
@@ -29,21 +30,24 @@ STRENGTH_HELP = (
 )
 
 
-def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: Optional[str]) -> List["Edit"]:
-    """--direction specs -> Edits for this checkpoint; exits 2 with the reason on a bad spec."""
-    from e4ecli.edits.specs import domain_short, resolve
+def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: Optional[str], force: bool = False) -> List["Edit"]:
+    """--direction specs -> Edits for this checkpoint; exits 2 with the reason on a bad spec (a registered
+    direction of another domain too, unless `force`)."""
+    from e4ecli.edits.specs import OtherDomain, resolve
     from e4ecli.hub.directions import DirectionError
 
     edits = []
     for spec in specs:
         try:
-            with console.status(f"loading direction {escape(spec)}"):
-                edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident.split(":")[-1])
+            with console.status(f"loading direction {spec}"):
+                edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident.split(":")[-1],
+                               force=force)
+        except OtherDomain as e:
+            die(f"{e}; --force applies it anyway")
         except DirectionError as e:
             die(str(e))
-        model_domain = domain_short(ckpt.domain.name)
-        if edit.domain and edit.domain not in ("any", model_domain):
-            console.print(f"[yellow]note:[/] '{escape(spec)}' was found for {escape(edit.domain)} images; this model's domain is {model_domain}")
+        if force and edit.domain and edit.domain not in ("any", ckpt.domain.short):
+            console.print(f"[yellow]note:[/] '{spec}' was found for {edit.domain} images; this model's domain is {ckpt.domain.short}")
         edits.append(edit)
     return edits
 
@@ -93,6 +97,7 @@ def edit_cmd(
     direction: List[str] = typer.Option(..., "--direction", "-d", help=DIRECTION_HELP, show_default=False),
     strength: List[str] = typer.Option([], "--strength", "-s", help=STRENGTH_HELP, show_default=False),
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions: a file or a registered name (default: the model domain's, e.g. ffhq_pca)."),
+    force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs (renders only; edits stay fp32)."),
@@ -123,7 +128,7 @@ def edit_cmd(
     if not items and not problems:
         die("no .npy latents found in the given inputs")
     ckpt, ident = load_model(checkpoint)
-    edits = resolve_edits(direction, ckpt, ident, pca)
+    edits = resolve_edits(direction, ckpt, ident, pca, force=force)
     steps = pair_strengths(edits, strength)
 
     sidecars = {}

@@ -12,11 +12,17 @@ from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
 
 METRICS_HELP = (
-    "Comma-separated: l2, lpips, id (distortion); fid, swd (inputs vs reconstructions); fid_edit, swd_edit, lec "
-    "(editability, need --direction). 'default': l2,lpips,id,fid,swd plus the editability ones when --direction is given; 'all'."
+    "Comma-separated: l2, lpips, id (ArcFace), id_dlib (dlib's face descriptor, another scale) (distortion); fid, swd "
+    "(inputs vs reconstructions); fid_edit, swd_edit, lec (editability, need --direction). 'default': l2,lpips,id,fid,swd plus "
+    "the editability ones when --direction is given (id_dlib stands in, under its own name, when ArcFace is missing); 'all'."
 )
+HINTS = {  # the way out, in this command's words, when a metric is unavailable
+    "id": "--arcface FILE names the ArcFace weights, or drop id from --metrics",
+    "lpips": "or drop lpips from --metrics", "fid": "or drop fid from --metrics", "fid_edit": "or drop fid_edit from --metrics",
+}
 LABELS = {
-    "l2": ("l2", "↓", "distortion"), "lpips": ("LPIPS", "↓", "distortion"), "id": ("ID similarity", "↑", "distortion"),
+    "l2": ("l2", "↓", "distortion"), "lpips": ("LPIPS", "↓", "distortion"), "id": ("ID similarity (ArcFace)", "↑", "distortion"),
+    "id_dlib": ("ID similarity (dlib, not ArcFace)", "↑", "distortion"),
     "fid": ("FID", "↓", "perceptual quality"), "swd": ("SWD ×10³", "↓", "perceptual quality"),
     "fid_edit": ("FID (edited)", "↓", "editability"), "swd_edit": ("SWD ×10³ (edited)", "↓", "editability"),
     "lec": ("LEC", "↓", "editability"),
@@ -54,7 +60,10 @@ def print_table(report: dict, title: str) -> None:
     for name, why in report["unavailable"].items():
         reasons.setdefault(why, []).append(name)
     for why, names in reasons.items():
-        console.print(f"[yellow]{', '.join(names)} unavailable:[/] {escape(why)}")
+        hint = "; ".join(HINTS[n] for n in names if n in HINTS)
+        console.print(f"[yellow]{', '.join(names)} unavailable:[/] {escape(why)}" + (f" ({escape(hint)})" if hint else ""))
+    if "id_dlib" in report and "id" in report.get("unavailable", {}):
+        console.print("[yellow]note:[/] id_dlib is dlib's face descriptor, not ArcFace: its values are not comparable with id")
 
 
 @app.command(
@@ -73,12 +82,14 @@ def eval_cmd(
     json_out: Path = typer.Option(..., "--json", "-o", help="Write the numbers here (metric: value, n_images, checkpoint, metric_backends, per_image)."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
     metrics: str = typer.Option("default", "--metrics", "-m", help=METRICS_HELP),
-    direction: Optional[str] = typer.Option(None, "--direction", "-d", help="The edit of fid_edit / swd_edit / lec: a registered name (age, smile, ...), a direction file, ganspace:COMP:START:END or sefa:K[:LAYERS]."),
+    direction: Optional[str] = typer.Option(None, "--direction", "-d", help="The edit of fid_edit / swd_edit / lec: a registered name (age, smile, ...), a direction file, "
+                                              "FILE.npz:K (row K), ganspace:COMP:START:END or sefa:K[:LAYERS]."),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength (default: the registry's; the paper's LEC uses 3 for age)."),
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (default: the model domain's)."),
+    force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
     lec_filter: bool = typer.Option(False, "--lec-filter", help="Report LEC as the mean within the 1st-99th percentile, as the original script."),
-    arcface: str = typer.Option(ARCFACE_DEFAULT, "--arcface", help="ArcFace IR-SE50 weights for `id`: a file or the zoo name (the default falls "
-                                "back to dlib's face-recognition ResNet when unavailable; a file you name must work)."),
+    arcface: str = typer.Option(ARCFACE_DEFAULT, "--arcface", help="ArcFace IR-SE50 weights for `id`: a file or the zoo name (when the "
+                                "default is unavailable, dlib's descriptor is reported as id_dlib; a file you name must work)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
@@ -90,10 +101,12 @@ def eval_cmd(
     from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, capped_workers, device_or_die, discover_or_die, escape, load_model, out_file_or_die
     from e4ecli.files.batch import write_text
     from e4ecli.files.images import IMAGE_EXTENSIONS
-    from e4ecli.pipelines.eval import Evaluator, build_metrics, parse_metrics
+    from e4ecli.pipelines.eval import Evaluator, NeedsEdit, build_metrics, parse_metrics
 
     try:
         names = parse_metrics(metrics, direction is not None)
+    except NeedsEdit as e:
+        die(f"{e}: give --direction (e.g. --direction age --strength 3)")
     except ValueError as e:
         die(str(e))
     if json_out.is_dir():
@@ -113,7 +126,7 @@ def eval_cmd(
         from e4ecli.cli.edit import resolve_edits
         from e4ecli.hub.directions import DirectionError
 
-        (edit,) = resolve_edits([direction], ckpt, ident, pca)
+        (edit,) = resolve_edits([direction], ckpt, ident, pca, force=force)
         try:
             edit.check(ckpt.generator.n_latent, ckpt.generator.style_dim)
         except DirectionError as e:
@@ -141,6 +154,7 @@ def eval_cmd(
             progress.advance(task)
     with console.status("computing set metrics (FID, SWD)"):
         report = ev.report()
+    names = built.requested  # id_dlib joins when it stands in for a missing ArcFace
     report = {**{k: report[k] for k in names}, "n_images": report["n_images"], "checkpoint": ident,
               "edit": {"direction": edit.label, "strength": s} if edit is not None else None,
               **{k: v for k, v in report.items() if k not in names and k != "n_images"}}

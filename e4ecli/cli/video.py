@@ -36,6 +36,7 @@ def video_cmd(
     strength: Optional[str] = typer.Option(None, "--strength", "-s", help="Sweep range A:B (or S for 0:S); default: the registry's range."),
     bounce: bool = typer.Option(True, "--bounce/--no-bounce", help="Sweep: A -> B -> A (default) or just A -> B."),
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (file or registered name)."),
+    force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
@@ -102,7 +103,7 @@ def video_cmd(
         from e4ecli.cli.edit import resolve_edits
         from e4ecli.edits.specs import parse_range
 
-        (edit,) = resolve_edits([direction], ckpt, ident, pca)
+        (edit,) = resolve_edits([direction], ckpt, ident, pca, force=force)
         try:
             low, high = parse_range(strength) if strength is not None else (edit.default_range or (None, None))
         except DirectionError as e:

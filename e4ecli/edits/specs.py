@@ -172,9 +172,42 @@ def resolve_pca(pca: str | Path | None, domain_name: str, fetch: Callable) -> op
     return hub.load_pca(fetch(entry))
 
 
+class OtherDomain(DirectionError):
+    """A registered direction found for another domain than the model's. Fields: `name`, `direction_domain`, `model_domain`."""
+
+    def __init__(self, name: str, direction_domain: str, model_domain: str):
+        self.name, self.direction_domain, self.model_domain = name, direction_domain, model_domain
+        super().__init__(f"'{name}' is a direction for {direction_domain} models, and this model's domain is {model_domain}: "
+                         "the edit would change something else, or nothing")
+
+
+def _npz_row(path: Path, k: int, spec: str) -> Edit:
+    """Row K of an .npz of directions (as `e4e directions sefa` writes: directions (k, 512), layers)."""
+    from e4ecli.hub import directions as hub
+
+    data = hub.read_array(path)
+    arrays = {n: v for n, v in data.items() if v.ndim == 2}
+    rows = data.get("directions", next(iter(arrays.values())) if len(arrays) == 1 else None)
+    if rows is None or rows.ndim != 2:
+        raise DirectionError(f"{spec}: {path.name} holds no 'directions' array of rows (found {', '.join(data) or 'nothing'})")
+    if not 0 <= k < rows.shape[0]:
+        raise DirectionError(f"{spec}: row {k} out of range ({path.name} has rows 0..{rows.shape[0] - 1})")
+    row = rows[k].float()
+    if not torch.isfinite(row).all():
+        raise DirectionError(f"{spec}: row {k} contains NaN or infinite values")
+    layers = tuple(int(v) for v in data["layers"].reshape(-1)) if "layers" in data else None
+    return Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=row, styles=layers)
+
+
 def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name: str = "ffhq_encode",
-            sefa_cache_key: str | None = None, download: bool = True) -> Edit:
-    """A `--direction` spec -> Edit for `generator` (used for SeFa and for shape checks)."""
+            sefa_cache_key: str | None = None, download: bool = True, force: bool = False) -> Edit:
+    """A direction spec -> Edit for `generator` (used for SeFa and for shape checks).
+
+    A registered direction of another domain than `domain_name`'s raises OtherDomain unless `force`.
+    """
+    import re
+
+    from e4ecli.domains import domain_for
     from e4ecli.hub import directions as hub
 
     def fetch(entry):
@@ -211,6 +244,8 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
         if not 0 <= k < result.directions.shape[0]:
             raise DirectionError(f"direction {spec!r}: K must be in 0..{result.directions.shape[0] - 1}")
         edit = Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=result.directions[k], styles=result.layers)
+    elif (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and Path(row.group(1)).is_file():
+        edit = _npz_row(Path(row.group(1)), int(row.group(2)), spec)
     elif path.is_file():
         if path.suffix.lower() not in DIRECTION_SUFFIXES:
             raise DirectionError(f"{spec}: a direction file must be {', '.join(DIRECTION_SUFFIXES)}")
@@ -219,6 +254,9 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
         raise DirectionError(f"{spec}: no such direction file")
     else:
         edit = _registry_edit(spec, fetch)
+        model_domain = domain_for(domain_name).short
+        if edit.domain not in (None, "", "any", model_domain) and not force:
+            raise OtherDomain(spec, edit.domain, model_domain)
     edit.check(generator.n_latent, generator.style_dim)
     return edit
 
@@ -262,5 +300,7 @@ def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
 
 
 def domain_short(domain_name: str) -> str:
-    """'ffhq_encode' -> 'ffhq'."""
-    return domain_name.split("_")[0]
+    """'ffhq_encode' -> 'ffhq' (the Domain's short name)."""
+    from e4ecli.domains import domain_for
+
+    return domain_for(domain_name).short

@@ -147,7 +147,9 @@ def lookup(name: str) -> DirectionEntry:
 
 def pca_for_domain(domain_name: str) -> DirectionEntry | None:
     """The registry PCA for a model domain ('ffhq_encode' -> ffhq_pca), if there is one."""
-    short = domain_name.split("_")[0]
+    from e4ecli.domains import domain_for
+
+    short = domain_for(domain_name).short
     for e in load_registry().values():
         if e.kind == "pca" and e.domain == short:
             return e

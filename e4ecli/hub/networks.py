@@ -18,13 +18,13 @@ from e4ecli.models.stylegan2 import Generator, channel_plan
 MOCO_PREFIX = "module.encoder_q."
 
 
-def resolve_weights(spec: str, what: str, flag: str, alternative: str | None = None) -> Path:
+def resolve_weights(spec: str, what: str, flag: str | None = None, alternative: str | None = None) -> Path:
     """A file path as is; otherwise a zoo name, fetched into the zoo cache when missing.
 
-    what: e.g. "the ArcFace network of the identity loss"; flag: the option naming it;
-    alternative: e.g. "--id-lambda 0 trains without it", added to every error.
+    what: e.g. "the ArcFace network of the identity loss"; flag: the option naming it (callers below the
+    CLI pass none and leave the hint to the CLI); alternative: e.g. "--id-lambda 0 trains without it".
     """
-    hint = f" Set another file with {flag}" + (f", or {alternative}." if alternative else ".")
+    hint = (f" Set another file with {flag}" + (f", or {alternative}." if alternative else ".")) if flag else ""
     path = Path(spec).expanduser()
     if path.is_file():
         return path

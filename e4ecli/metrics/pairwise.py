@@ -1,4 +1,5 @@
-"""Per-image distortion between inputs and reconstructions: l2, lpips, id.
+"""Per-image distortion between inputs and reconstructions: l2, lpips, id (ArcFace), id_dlib (dlib's
+face descriptor: a different network with a different scale, never reported as `id`).
 
 All take x, y: (N, 3, H, W) in [-1, 1] (the preprocessed input and the reconstruction area-averaged
 to the input's size) and return (N,) float tensors.
@@ -46,7 +47,7 @@ def arcface_metric(path: str | Path, device: torch.device) -> PairMetric:
     from e4ecli.models.identity import IdentityLoss
 
     try:
-        net = load_arcface(resolve_weights(str(path), "the ArcFace network of the id metric", "--arcface"))
+        net = load_arcface(resolve_weights(str(path), "the ArcFace network of the id metric"))
     except CheckpointError as e:
         raise MetricUnavailable(str(e)) from None
     ident = IdentityLoss(net.to(device), "arcface")
@@ -87,15 +88,3 @@ def dlib_metric() -> PairMetric:
         return (describe(x) * describe(y)).sum(1).float()
 
     return similarity
-
-
-def id_metric(arcface: str | Path, device: torch.device) -> tuple[PairMetric, str]:
-    """(metric, backend): ArcFace when its weights are available, else dlib's ResNet; MetricUnavailable
-    with both reasons when neither is."""
-    try:
-        return arcface_metric(arcface, device), "arcface_ir_se50"
-    except MetricUnavailable as first:
-        try:
-            return dlib_metric(), f"dlib_resnet_v1 (ArcFace unavailable: {first})"
-        except MetricUnavailable as second:
-            raise MetricUnavailable(f"ArcFace: {first}; dlib fallback: {second}") from None

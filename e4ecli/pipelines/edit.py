@@ -42,7 +42,7 @@ def sweep_values(steps: Sequence[Step]) -> tuple[int | None, tuple[float, ...]]:
     """(index of the sweeping step or None, its values (or a 1-tuple placeholder))."""
     sweeping = [i for i, s in enumerate(steps) if s.strength.is_sweep]
     if len(sweeping) > 1:
-        raise ValueError("only one --strength may be a sweep A:B:N")
+        raise ValueError("only one strength may be a sweep A:B:N")
     if not sweeping:
         return None, (0.0,)
     return sweeping[0], steps[sweeping[0]].strength.values

@@ -25,26 +25,33 @@ from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.metrics import MetricUnavailable
 from e4ecli.pipelines.common import Result, decoded_batches
 
-PAIR_METRICS = ("l2", "lpips", "id")
+PAIR_METRICS = ("l2", "lpips", "id", "id_dlib")
 SET_METRICS = ("fid", "swd", "fid_edit", "swd_edit")
 EDIT_METRICS = ("fid_edit", "swd_edit", "lec")
-ALL_METRICS = ("l2", "lpips", "id", "fid", "swd", "fid_edit", "swd_edit", "lec")
+ALL_METRICS = ("l2", "lpips", "id", "id_dlib", "fid", "swd", "fid_edit", "swd_edit", "lec")
 DEFAULT_METRICS = ("l2", "lpips", "id", "fid", "swd")
+
+
+class NeedsEdit(ValueError):
+    """Metrics that measure an edit were asked for without one. Field: `metrics`."""
+
+    def __init__(self, metrics: list[str]):
+        self.metrics = metrics
+        super().__init__(f"{', '.join(metrics)} measure(s) an edit, and none was given")
 
 
 def parse_metrics(text: str, have_edit: bool) -> list[str]:
     """'l2,lpips' / 'all' / 'default' -> metric names in canonical order; ValueError naming the bad one."""
     text = text.strip().lower()
     if text in ("all", "default", "auto", ""):
-        names = list(ALL_METRICS if (text == "all" or have_edit) else DEFAULT_METRICS)
+        names = list(ALL_METRICS if text == "all" else DEFAULT_METRICS + (EDIT_METRICS if have_edit else ()))
         return names if have_edit else [n for n in names if n not in EDIT_METRICS]
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in ALL_METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(ALL_METRICS)} (or 'all')")
     if not have_edit and any(n in EDIT_METRICS for n in names):
-        need = ", ".join(n for n in names if n in EDIT_METRICS)
-        raise ValueError(f"{need} measure(s) an edit: give --direction (e.g. --direction age --strength 3)")
+        raise NeedsEdit([n for n in names if n in EDIT_METRICS])
     return [n for n in ALL_METRICS if n in names]
 
 
@@ -95,14 +102,24 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
         fn = attempt("lpips", lambda: pairwise.lpips_metric(device))
         if fn:
             m.pair["lpips"], m.backends["lpips"] = fn, "lpips package, alex (v0.1)"
-    if "id" in names and not domain_for(domain_name).is_face:
-        m.unavailable["id"] = f"identity similarity compares faces; this model's domain is {domain_name}"
-    elif "id" in names and arcface_required:
+    faces = domain_for(domain_name).is_face
+    for name in ("id", "id_dlib"):
+        if name in names and not faces:
+            m.unavailable[name] = f"identity similarity compares faces; this model's domain is {domain_name}"
+    if "id" in names and faces and arcface_required:
         m.pair["id"], m.backends["id"] = pairwise.arcface_metric(arcface, device), "arcface_ir_se50"
-    elif "id" in names:
-        got = attempt("id", lambda: pairwise.id_metric(arcface, device))
-        if got:
-            m.pair["id"], m.backends["id"] = got
+    elif "id" in names and faces:
+        fn = attempt("id", lambda: pairwise.arcface_metric(arcface, device))
+        if fn:
+            m.pair["id"], m.backends["id"] = fn, "arcface_ir_se50"
+    if faces and ("id_dlib" in names or "id" in m.unavailable):  # dlib stands in for a missing ArcFace, under its own name
+        fn = attempt("id_dlib", pairwise.dlib_metric)
+        if fn:
+            fallback = "" if "id_dlib" in names else "; reported because ArcFace (id) is unavailable"
+            m.pair["id_dlib"], m.backends["id_dlib"] = fn, f"dlib_resnet_v1 (dlib's face descriptor, not comparable with ArcFace's id{fallback})"
+            m.requested = [n for n in ALL_METRICS if n in m.requested or n == "id_dlib"]
+        elif "id_dlib" not in names:
+            m.unavailable.pop("id_dlib")
     if any(n in names for n in ("fid", "fid_edit")):
         if fid_extractor is not None:
             m.fid_extractor, backend = fid_extractor, fid_backend or "custom feature extractor"
@@ -170,7 +187,7 @@ class Evaluator:
                 self.patches["edit"] = PatchSet(seed + 2)
         self.per_image: dict[str, dict[str, float]] = {}
         self.failed: dict[str, str] = {}
-        self.need_recon = any(n in req for n in ("l2", "lpips", "id", "fid", "swd"))
+        self.need_recon = any(n in req for n in ("l2", "lpips", "id", "id_dlib", "fid", "swd"))
 
     def run(self, items: Sequence[Item]) -> Iterator[EvalResult]:
         """Yield one EvalResult per item (status ok with per-image values, or failed with the reason)."""
@@ -239,7 +256,7 @@ class Evaluator:
         result: dict[str, Any] = {n: None for n in req}
         n = len(self.per_image)
         for name in req:
-            if name in ("l2", "lpips", "id", "lec") and name not in unavailable and n:
+            if name in ("l2", "lpips", "id", "id_dlib", "lec") and name not in unavailable and n:
                 vals = np.array([row[name] for row in self.per_image.values()], dtype=np.float64)
                 result[name] = percentile_filtered_mean(vals) if (name == "lec" and self.lec_filter) else float(vals.mean())
         levels: dict[str, list[float]] = {}
