@@ -82,8 +82,8 @@ def eval_cmd(
     json_out: Path = typer.Option(..., "--json", "-o", help="Write the numbers here (metric: value, n_images, checkpoint, metric_backends, per_image)."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
     metrics: str = typer.Option("default", "--metrics", "-m", help=METRICS_HELP),
-    direction: Optional[str] = typer.Option(None, "--direction", "-d", help="The edit of fid_edit / swd_edit / lec: a registered name (age, smile, ...), a direction file, "
-                                              "FILE.npz:K (row K), ganspace:COMP:START:END or sefa:K[:LAYERS]."),
+    direction: Optional[str] = typer.Option(None, "--direction", "-d", help="The edit of fid_edit / swd_edit / lec: a registered name "
+                                              "(age, smile, ...), a direction file, FILE.npz:K (row K), ganspace:COMP:START:END or sefa:K[:LAYERS]."),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength (default: the registry's; the paper's LEC uses 3 for age)."),
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (default: the model domain's)."),
     force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
