@@ -145,3 +145,12 @@ def test_attributes_file_may_give_part_of_the_condition():
         condition_from_json({"lighting": [1, 2]}, "f.json")
     with pytest.raises(StyleflowSpecError, match="unknown attribute 'height'"):
         condition_from_json({"attributes": {"height": 2}}, "f.json")
+
+
+def test_numpy_pickle_reader_refuses_nesting_bombs_before_unpickling(tmp_path):
+    from e4ecli.hub.styleflow import StyleflowFileError, read_numpy_pickle
+
+    bomb = tmp_path / "deep.pickle"
+    bomb.write_bytes(b"\x80\x02" + b"(" * 5000 + b"t" * 5000 + b".")  # a 5000-deep tuple
+    with pytest.raises(StyleflowFileError, match="deep.pickle: refused to load"):
+        read_numpy_pickle(bomb)

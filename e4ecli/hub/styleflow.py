@@ -126,6 +126,12 @@ def read_numpy_pickle(path: str | Path) -> Any:
         raise StyleflowFileError(f"{path}: cannot read ({e.strerror or e})") from None
     if len(data) > MAX_PICKLE_BYTES:
         raise StyleflowFileError(f"{path}: {len(data)} bytes is far larger than StyleFlow's sample latents")
+    from e4ecli.hub.picklescan import PickleBomb, check_bytes
+
+    try:
+        check_bytes(data, str(path))  # memory and nesting bombs, before anything is built
+    except PickleBomb as e:
+        raise StyleflowFileError(f"{path}: refused to load: {e}") from None
     try:
         return NumpyUnpickler(io.BytesIO(data), str(path)).load()
     except StyleflowFileError:
