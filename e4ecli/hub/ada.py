@@ -52,6 +52,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from e4ecli.hub.assign import on_meta
 from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.stylegan2 import Generator, channel_plan
 
@@ -230,9 +231,7 @@ class ConvertedGenerator:
     latent_avg: torch.Tensor
 
     def build(self) -> Generator:
-        gen = Generator(**self.config)
-        gen.load_state_dict(self.state_dict, strict=True)
-        return gen.eval()
+        return on_meta(lambda: Generator(**self.config), self.state_dict, "StyleGAN2-ADA G_ema").eval()
 
     @property
     def fits_rosinality(self) -> bool:
@@ -331,7 +330,8 @@ def _convert_g_ema(cv: "_Converter", data: Any) -> ConvertedGenerator:
         raise cv.fail("mapping.w_avg (the latent average) is missing")
     config = {"size": size, "style_dim": w_dim, "n_mlp": n_mlp, "channels": channels, "conv_clamp": clamps[0] if clamps else None}
     conv = ConvertedGenerator(sd, config, w_avg.detach().float().reshape(-1).clone())
-    own = Generator(**config).state_dict()
+    with torch.device("meta"):
+        own = Generator(**config).state_dict()
     bad = sorted(set(own) ^ set(sd)) + [k for k in own if k in sd and own[k].shape != sd[k].shape]
     if bad:
         raise cv.fail(f"G_ema does not map onto the StyleGAN2 generator (e.g. {', '.join(bad[:3])})")

@@ -13,6 +13,10 @@ Formats recognised (from the contents, never from the file name):
 Every file is read with `torch.load(weights_only=True)`: a file that would need arbitrary code
 to unpickle is refused with a CheckpointError naming it. Architecture (generator size, channel
 plan, mapping depth, encoder type and depth) comes from `opts` and the tensor shapes.
+
+Speed: zip-format files are memory-mapped (`mmap=True`) and the modules are built on the meta
+device, then take the file's tensors as their parameters (`load_state_dict(assign=True)`): no
+random initialisation that the file would overwrite, no copy of the weights.
 """
 from __future__ import annotations
 
@@ -20,14 +24,15 @@ import argparse
 import hashlib
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from e4ecli.domains import domain_for
 from e4ecli.hub import ada, zoo
+from e4ecli.hub.assign import load_strict, on_meta
 from e4ecli.hub.fetch import looks_like_html
 from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.encoders import ENCODERS, ir_blocks, style_count
@@ -52,8 +57,9 @@ def safe_load(path: str | Path) -> Any:
 
     try:
         check_file(path)  # memo and nesting bombs, before any unpickler runs
+        mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
         with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         check_tensors(data, str(path))  # stride-0 views, before anything copies them
         return data
     except PickleBomb as e:
@@ -104,9 +110,7 @@ def build_generator(sd: dict, where: str = "generator", file_config: Any = None)
     config = generator_config(sd, where)
     if file_config is not None:
         config["conv_clamp"] = _check_file_config(file_config, config, where)
-    gen = Generator(**config)
-    load_strict(gen, sd, where)
-    return gen.eval()
+    return on_meta(lambda: Generator(**config), sd, where).eval()
 
 
 def _check_file_config(file_config: Any, inferred: dict, where: str) -> float | None:
@@ -124,23 +128,6 @@ def _check_file_config(file_config: Any, inferred: dict, where: str) -> float | 
     if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or clamp <= 0):
         raise CheckpointError(f"{where}: {GENERATOR_CONFIG_KEY}['conv_clamp'] must be a positive number or None, got {clamp!r}")
     return None if clamp is None else float(clamp)
-
-
-def load_strict(module: nn.Module, sd: dict, where: str) -> None:
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if bad:
-            parts.append(f"shape mismatch ({'; '.join(bad[:3])})")
-        raise CheckpointError(f"{where}: weights do not fit the {type(module).__name__} architecture: " + ", ".join(parts))
-    module.load_state_dict(sd, strict=True)
 
 
 def mean_latent(gen: Generator) -> torch.Tensor:
@@ -230,8 +217,8 @@ def _load_psp(path: Path, ckpt: dict) -> LoadedCheckpoint:
         raise CheckpointError(f"{path}: opts.stylegan_size is {str(opts.get('stylegan_size'))[:40]!r}, not a number") from None
     if size != gen.size:
         raise CheckpointError(f"{path}: opts.stylegan_size is {size} but the decoder weights are for a {gen.size} px generator")
-    encoder = ENCODERS[encoder_type](gen.size, _ir_depth(enc_sd, f"{path} [encoder]"))
-    load_strict(encoder, enc_sd, f"{path} [encoder {encoder_type}]")
+    depth = _ir_depth(enc_sd, f"{path} [encoder]")
+    encoder = on_meta(lambda: ENCODERS[encoder_type](gen.size, depth), enc_sd, f"{path} [encoder {encoder_type}]")
     if encoder.style_count != gen.n_latent:
         raise CheckpointError(f"{path}: encoder predicts {encoder.style_count} styles, generator needs {gen.n_latent}")
 

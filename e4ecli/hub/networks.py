@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, load_strict, safe_load, strip_prefix
+from e4ecli.hub.assign import on_meta
+from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, safe_load, strip_prefix
 from e4ecli.models.identity import ArcFaceIRSE50, moco_resnet50
 from e4ecli.models.stylegan2 import Generator, channel_plan
 
@@ -103,8 +104,7 @@ def load_arcface(path: str | Path) -> ArcFaceIRSE50:
     """The published IR-SE50 ArcFace file (a bare state dict) -> network in eval mode, frozen."""
     path = Path(path)
     sd = _state_dict(safe_load(path), path)
-    net = ArcFaceIRSE50()
-    load_strict(net, sd, f"{path} [ArcFace IR-SE50]")
+    net = on_meta(ArcFaceIRSE50, sd, f"{path} [ArcFace IR-SE50]")
     return _frozen(net)
 
 
@@ -118,8 +118,7 @@ def load_moco(path: str | Path) -> nn.Module:
     trunk = {k: v for k, v in strip_prefix(sd, MOCO_PREFIX).items() if not k.startswith("fc.")}
     if not trunk:
         raise CheckpointError(f"{path}: no '{MOCO_PREFIX}*' weights: not a MoCo v2 checkpoint")
-    net = moco_resnet50()
-    load_strict(net, trunk, f"{path} [MoCo v2 ResNet-50]")
+    net = on_meta(moco_resnet50, trunk, f"{path} [MoCo v2 ResNet-50]")
     return _frozen(net)
 
 
