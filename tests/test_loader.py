@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, mean_latent
 
@@ -126,3 +127,43 @@ def test_trained_input_size_in_opts_sets_the_inversion_input(tmp_path, case_chec
     torch.save(ck, p)
     assert load_checkpoint(p).domain.input_size == (128, 128)
     assert load_checkpoint(case_checkpoint("single_256")).domain.input_size == (256, 256)
+
+
+class _RandomOps(TorchDispatchMode):
+    """Counts random-number ops on real (non-meta) tensors: the work of initialising a module."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name.startswith(("normal", "uniform", "randn", "rand", "bernoulli", "random")) and isinstance(out, torch.Tensor) and not out.is_meta:
+            self.count += 1
+        return out
+
+
+def test_loading_initialises_nothing_the_file_overwrites(case_checkpoint):
+    with _RandomOps() as ops:
+        loaded = load_checkpoint(case_checkpoint("e4e_256"))
+    assert ops.count == 0
+    tensors = [*loaded.encoder.parameters(), *loaded.generator.parameters(), *loaded.generator.buffers()]
+    assert tensors and not any(t.is_meta for t in tensors)
+
+
+def test_legacy_format_and_half_precision_files_load_as_fp32(tmp_path, case_checkpoint, case_arrays):
+    ck = torch.load(case_checkpoint("stylegan2_64_cm1"), weights_only=True)
+    legacy = tmp_path / "legacy.pt"
+    torch.save(ck, legacy, _use_new_zipfile_serialization=False)  # pre-1.6 files: not memory-mappable
+    a = load_checkpoint(legacy)
+    half = tmp_path / "half.pt"
+    torch.save({"g_ema": {k: v.half() if v.is_floating_point() else v for k, v in ck["g_ema"].items()}, "latent_avg": ck["latent_avg"]}, half)
+    b = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in b.generator.parameters())
+    w = torch.from_numpy(case_arrays("stylegan2_64_cm1")["wplus"][:1])
+    with torch.inference_mode():
+        img_a, img_b = a.generator.synthesis(w), b.generator.synthesis(w)
+    expected = case_arrays("stylegan2_64_cm1")["images_wplus"][:1]
+    assert np.abs(img_a.numpy() - expected).max() < 1e-3
+    assert torch.isfinite(img_b).all() and (img_a - img_b).abs().max() < 0.1  # fp16-rounded weights, fp32 compute
