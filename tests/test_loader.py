@@ -167,3 +167,22 @@ def test_legacy_format_and_half_precision_files_load_as_fp32(tmp_path, case_chec
     expected = case_arrays("stylegan2_64_cm1")["images_wplus"][:1]
     assert np.abs(img_a.numpy() - expected).max() < 1e-3
     assert torch.isfinite(img_b).all() and (img_a - img_b).abs().max() < 0.1  # fp16-rounded weights, fp32 compute
+
+
+def test_file_id_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    from e4ecli.hub import checkpoints
+
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"a" * 1000)
+    first = checkpoints.file_id(p)
+
+    def no_hashing(*_a):
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints.hashlib, "sha256", no_hashing)
+        assert checkpoints.file_id(p) == first  # remembered: no second read of a 1.2 GB file
+    p.write_bytes(b"b" * 1000)
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    second = checkpoints.file_id(p)
+    assert second != first and second == checkpoints.hashlib.sha256(b"b" * 1000).hexdigest()[:16]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import pickle
 import re
 import zipfile
@@ -74,13 +76,42 @@ def safe_load(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
+FILE_IDS = "file_ids.json"  # in the weights cache: content hashes of checkpoints already hashed
+FILE_IDS_KEPT = 256
+
+
 def file_id(path: str | Path) -> str:
-    """Short content hash used to identify a checkpoint in manifests and caches."""
+    """Short content hash used to identify a checkpoint in manifests and caches.
+
+    Hashing the published 1.2 GB file takes about a second, so the result is remembered in the weights
+    cache under the file's absolute path, size, modification time (ns) and inode: a rewritten or
+    replaced file is hashed again. An unwritable cache only means hashing every time."""
+    path = Path(path)
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    store = zoo.cache_dir() / FILE_IDS
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    digest = h.hexdigest()[:16]
+    known = dict(list(known.items())[-(FILE_IDS_KEPT - 1):] + [(key, digest)])
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f".{FILE_IDS}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known), encoding="utf-8")
+        os.replace(tmp, store)
+    except OSError:
+        pass
+    return digest
 
 
 def strip_prefix(state: dict, prefix: str) -> dict:
