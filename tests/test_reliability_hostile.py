@@ -549,7 +549,8 @@ def test_ada_records_with_wrong_types_name_the_field(field):
     from e4ecli.hub.ada import AdaPickleError, PersistentRecord, convert_g_ema
 
     mapping = PersistentRecord("MappingNetwork", {"num_layers": "eight" if field == "num_layers" else 2, "_modules": {}})
-    syn = PersistentRecord("SynthesisNetwork", {"img_resolution": 4, "_modules": "broken" if field == "_modules" else {"b4": PersistentRecord("SynthesisBlock", {})}})
+    blocks = "broken" if field == "_modules" else {"b4": PersistentRecord("SynthesisBlock", {})}
+    syn = PersistentRecord("SynthesisNetwork", {"img_resolution": 4, "_modules": blocks})
     g = PersistentRecord("Generator", {"z_dim": "512" if field == "z_dim" else 8, "w_dim": 8, "c_dim": 0,
                                        "_modules": {"mapping": mapping, "synthesis": syn}})
     if field == "weight_gain":
@@ -612,3 +613,95 @@ def test_config_nested_deep_is_refused_with_a_message(tmp_path, suffix, text):
     no_traceback(res)
     assert res.exit_code == 2, res.output
     assert "at most 100 deep" in run("train", "--help").output.replace("\n", " ").replace("│", "").replace("  ", " ")
+
+
+# -- training: a killed first run, a full disk -----------------------------------------------------------------------
+def _train_opts(tmp_path, **extra):
+    from train_support import tiny_generator, write_photos
+
+    from e4ecli.training import options as optmod
+
+    write_photos(tmp_path / "train", ["face", "car"], size=40)
+    gen = tiny_generator(tmp_path / "g8.pt")
+    given = {"exp_dir": str(tmp_path / "exp"), "data": str(tmp_path / "train"), "stylegan_weights": str(gen),
+             "encoder_init": "none", "id_lambda": 0, "lpips_lambda": 0, "input_size": 32, "batch_size": 2,
+             "workers": 0, "device": "cpu", **extra}
+    return optmod.merge(given), set(given)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_killed_before_its_first_checkpoint_can_start_again_in_its_folder(tmp_path, resume):
+    from e4ecli.training import loop
+
+    exp = tmp_path / "exp"
+    (exp / "checkpoints").mkdir(parents=True)
+    (exp / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    (exp / "checkpoints" / ".iteration_10.pt.4242-abcdef.tmp.pt").write_bytes(b"PK\x03\x04 torn")  # the save kill -9 cut short
+    opts, given = _train_opts(tmp_path, **({"resume": True} if resume else {}))
+    plan = loop.prepare(opts, given)
+    assert plan.resume_ckpt is None and plan.purge_logs and plan.notes
+
+
+def test_training_checkpoint_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    import torch
+
+    from e4ecli.hub.checkpoints import CheckpointError
+    from e4ecli.training.checkpoint import save
+
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "256k")
+    try:
+        if not mounted:  # a writer that raises ENOSPC like a full disk
+            import builtins
+
+            disk.mkdir()
+            real_open = builtins.open
+
+            class FullFile:
+                def __init__(self, f):
+                    self._f = f
+
+                def write(self, data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                def __getattr__(self, name):
+                    return getattr(self._f, name)
+
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    self._f.close()
+
+            def fake_open(file, mode="r", *a, **k):
+                f = real_open(file, mode, *a, **k)
+                return FullFile(f) if "w" in mode and str(disk) in str(file) else f
+
+            monkeypatch.setattr(builtins, "open", fake_open)
+        (disk / "checkpoints").mkdir()
+        previous = disk / "checkpoints" / "iteration_1.pt"
+        previous.write_bytes(b"old")
+        with pytest.raises(CheckpointError, match="no space left on device writing .*iteration_1.pt"):
+            save(previous, {"w": torch.zeros(1_000_000)})
+        assert previous.read_bytes() == b"old"
+        assert [p.name for p in previous.parent.iterdir()] == ["iteration_1.pt"]
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_directions_outputs_unusable_or_full_are_one_line(gen, tmp_path):
+    (tmp_path / "f").write_text("x")
+    res = run("directions", "sefa", "-c", tmp_path / "missing.pt", "-o", tmp_path / "f" / "s.npz")
+    no_traceback(res)
+    assert res.exit_code == 2 and "missing.pt" not in res.output and "-o" in res.output, res.output
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "64k"):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        res = run("directions", "sefa", "-c", gen, "-o", disk / "s.npz")
+        no_traceback(res)
+        assert res.exit_code == 1 and "no space left on device writing" in res.output, res.output
+        assert not list(disk.iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

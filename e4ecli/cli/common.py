@@ -109,6 +109,29 @@ def planned(items: Sequence["Item"], out_dir: Path, suffixes: Sequence[str]) -> 
     return {it: [output_path(out_dir, it.key, s) for s in suffixes] for it in items}
 
 
+def save_or_die(out: Path, obj, kind: str) -> None:
+    """Write one output file atomically (kind: 'torch', 'npy' or 'npz'); a write error (a full disk) is one
+    line and exit 1, with the previous file left in place."""
+    import os
+
+    from e4ecli.files.batch import atomic_output, save_torch
+
+    try:
+        if kind == "torch":
+            save_torch(out, obj)
+        else:
+            import numpy as np
+
+            with atomic_output(out) as tmp:
+                if kind == "npy":
+                    np.save(tmp, obj, allow_pickle=False)
+                else:
+                    np.savez(tmp, **obj)
+    except OSError as e:
+        why = os.strerror(e.errno).lower() if e.errno else str(e)
+        die(f"{why} writing {out} (nothing replaced)", EXIT_FAILED)
+
+
 def outputs_or_die(items: Sequence["Item"], planned: dict) -> None:
     """`planned`: item -> every file that item will write. Refuse (exit 2, before any work) when two inputs
     would write the same file or when an output would replace one of the inputs."""

@@ -41,13 +41,13 @@ def convert_cmd(
     out = out or source.with_suffix(".pt")
     if out.resolve() == source.resolve():
         die(f"{out}: the output would replace the input; choose another -o")
+    from e4ecli.cli.common import out_file_or_die, save_or_die
+
+    out_file_or_die(out, [source])
     if out.exists() and not overwrite:
         console.print(f"[yellow]note:[/] {escape(str(out))} already exists; left as it is (use --overwrite to replace it)")
         raise typer.Exit(EXIT_OK)
 
-    import torch
-
-    from e4ecli.files.batch import atomic_output
     from e4ecli.hub.ada import convert_pickle, is_plain_pickle
     from e4ecli.hub.checkpoints import CheckpointError, GENERATOR_CONFIG_KEY
 
@@ -61,11 +61,7 @@ def convert_cmd(
     except CheckpointError as e:
         die(str(e))
     ckpt = conv.checkpoint()
-    try:
-        with atomic_output(out) as tmp:
-            torch.save(ckpt, tmp)
-    except OSError as e:
-        die(f"{out}: cannot write ({e})")
+    save_or_die(out, ckpt, "torch")
 
     c = conv.config
     table = Table(title="convert: summary", title_justify="left")

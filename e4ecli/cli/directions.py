@@ -78,21 +78,20 @@ def sefa_cmd(
     import numpy as np
     from rich.table import Table
 
-    from e4ecli.cli.common import load_model
+    from e4ecli.cli.common import load_model, out_file_or_die, save_or_die
     from e4ecli.edits import ops
-    from e4ecli.files.batch import atomic_output
 
     if out.suffix.lower() != ".npz":
         die(f"-o {out}: the SeFa output is an .npz file")
+    out_file_or_die(out)
     ckpt, _ = load_model(checkpoint)
     try:
         result = ops.sefa(ckpt.generator, layers)
     except ValueError as e:
         die(f"--layers {layers}: {e}")
     k = num or result.directions.shape[0]
-    with atomic_output(out) as tmp:
-        np.savez(tmp, directions=result.directions[:k].numpy(), eigenvalues=result.eigenvalues[:k].numpy(),
-                 layers=np.asarray(result.layers, dtype=np.int64))
+    save_or_die(out, {"directions": result.directions[:k].numpy(), "eigenvalues": result.eigenvalues[:k].numpy(),
+                      "layers": np.asarray(result.layers, dtype=np.int64)}, "npz")
     table = Table(title=f"SeFa, layers {','.join(map(str, result.layers))}", title_justify="left")
     table.add_column("K", justify="right")
     table.add_column("eigenvalue", justify="right")
@@ -119,15 +118,12 @@ def ganspace_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """GANSpace: PCA of W = mapping(z) over random z, in the layout of the published PCA files."""
-    import numpy as np
-    import torch
-
-    from e4ecli.cli.common import device_or_die, load_model
+    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, save_or_die
     from e4ecli.edits import ops
-    from e4ecli.files.batch import atomic_output
 
     if out.suffix.lower() not in (".pt", ".npz"):
         die(f"-o {out}: write the PCA as .pt or .npz")
+    out_file_or_die(out)
     dev = device_or_die(device)
     ckpt, _ = load_model(checkpoint)
     if n_components > ckpt.generator.style_dim:
@@ -135,11 +131,10 @@ def ganspace_cmd(
     with console.status(f"PCA of {samples} W samples"):
         pca = ops.fit_pca(ckpt.generator.to(dev), n_components, samples, seed)
     data = pca.to_published()
-    with atomic_output(out) as tmp:
-        if out.suffix.lower() == ".pt":
-            torch.save(data, tmp)
-        else:
-            np.savez(tmp, **{k: v.numpy() for k, v in data.items()})
+    if out.suffix.lower() == ".pt":
+        save_or_die(out, data, "torch")
+    else:
+        save_or_die(out, {k: v.numpy() for k, v in data.items()}, "npz")
     top = ", ".join(f"{v:.3f}" for v in pca.std[:5].tolist())
     console.print(f"wrote {n_components} components to {escape(out)} (std of the first: {top})")
 
@@ -164,14 +159,14 @@ def fit_cmd(
     seed: int = typer.Option(0, help="Seed of the train/held-out split."),
 ) -> None:
     """InterFaceGAN: a linear SVM boundary between latents labelled 1 and 0, with held-out accuracy."""
-    import numpy as np
     from rich.table import Table
 
+    from e4ecli.cli.common import out_file_or_die, save_or_die
     from e4ecli.edits.fit import FitError, fit_boundary, gather, read_labels
-    from e4ecli.files.batch import atomic_output
 
     if out.suffix.lower() not in (".npy", ".pt"):
         die(f"-o {out}: write the direction as .npy or .pt")
+    out_file_or_die(out, [labels])
     if not latents.is_dir():
         die(f"--latents {latents}: not a folder")
     try:
@@ -183,13 +178,12 @@ def fit_cmd(
         boundary = fit_boundary(codes, y, wplus=wplus, val_fraction=val_fraction, seed=seed, c=c)
     except FitError as e:
         die(str(e))
-    with atomic_output(out) as tmp:
-        if out.suffix.lower() == ".pt":
-            import torch
+    if out.suffix.lower() == ".pt":
+        import torch
 
-            torch.save(torch.from_numpy(boundary.direction), tmp)
-        else:
-            np.save(tmp, boundary.direction, allow_pickle=False)
+        save_or_die(out, torch.from_numpy(boundary.direction), "torch")
+    else:
+        save_or_die(out, boundary.direction, "npy")
     table = Table(title="InterFaceGAN boundary", title_justify="left")
     for col in ("latents (1 / 0)", "train", "held out", "train accuracy", "held-out accuracy", "skipped"):
         table.add_column(col, justify="right")

@@ -173,6 +173,23 @@ def save_image(path: Path, array) -> None:
         Image.fromarray(array).save(tmp)
 
 
+def save_torch(path: Path, obj) -> None:
+    """torch.save, atomically, through a Python file object: a full disk raises OSError(ENOSPC) naming `path`
+    (torch's own writer reports it as a C++ 'enforce fail' or 'basic_ios::clear' RuntimeError)."""
+    import torch
+
+    try:
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as e:
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, OSError):  # torch wraps the write error in a RuntimeError
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from e4ecli.files.batch import atomic_output
+from e4ecli.files.batch import save_torch
 from e4ecli.hub.checkpoints import CheckpointError, safe_load
 
 TRAINING_KEY = "e4ecli_training"
@@ -27,9 +27,15 @@ ITERATION_RE = re.compile(r"iteration_(\d+)\.pt")
 
 
 def save(path: Path, payload: dict) -> None:
-    """torch.save to a hidden temp file, fsync, rename: a reader never sees a partial checkpoint."""
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    """torch.save to a hidden temp file, fsync, rename: a reader never sees a partial checkpoint. A write
+    that fails (a full disk) leaves the previous file and raises CheckpointError saying so."""
+    import os
+
+    try:
+        save_torch(path, payload)
+    except OSError as e:
+        why = os.strerror(e.errno).lower() if e.errno else str(e)
+        raise CheckpointError(f"{why} writing {path} (the previous checkpoints are unchanged)") from None
 
 
 def iteration_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:

@@ -141,7 +141,7 @@ def prepare(opts: dict[str, Any], overrides: set[str]) -> Plan:
     if opts.get("resume"):
         path, ckpt, notes = ckpts.newest_resumable(ckpt_dir)
         if path is None:
-            if ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pt")):
+            if _checkpoint_files(ckpt_dir):
                 raise TrainError(f"--resume: {ckpt_dir} has no complete iteration_N.pt checkpoint with training state"
                                  + (f" ({'; '.join(notes)})" if notes else "") + "; start a new run in another --exp-dir")
             return _checked(Plan(dict(opts), notes=[f"--resume: no checkpoint in {exp_dir} yet; starting the run from step 0"],
@@ -161,6 +161,9 @@ def prepare(opts: dict[str, Any], overrides: set[str]) -> Plan:
         _refuse_existing_run(Path(plan.opts["exp_dir"]))
         return plan
     _refuse_existing_run(exp_dir)
+    if (exp_dir / "metrics.jsonl").exists():  # logs of a run stopped before its first checkpoint: nothing to keep
+        return Plan(dict(opts), notes=[f"{exp_dir} holds only the logs of a run stopped before its first checkpoint; starting afresh"],
+                    purge_logs=True)
     return Plan(dict(opts))
 
 
@@ -178,14 +181,14 @@ def _checked(plan: Plan) -> Plan:
     return plan
 
 
-def _holds_run(exp_dir: Path) -> bool:
-    ckpt_dir = exp_dir / "checkpoints"
-    return (exp_dir / "metrics.jsonl").exists() or (ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pt")))
+def _checkpoint_files(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint files of a run; the hidden temp file of a save cut short by a kill does not count."""
+    return [p for p in ckpt_dir.glob("*.pt") if not p.name.startswith(".")] if ckpt_dir.is_dir() else []
 
 
 def _refuse_existing_run(exp_dir: Path) -> None:
-    if _holds_run(exp_dir):
-        raise TrainError(f"{exp_dir} already holds a training run (checkpoints or metrics.jsonl): continue it with "
+    if _checkpoint_files(exp_dir / "checkpoints"):
+        raise TrainError(f"{exp_dir} already holds a training run (checkpoints): continue it with "
                          "--resume, or choose a new --exp-dir")
 
 
