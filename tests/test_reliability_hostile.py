@@ -705,3 +705,21 @@ def test_directions_outputs_unusable_or_full_are_one_line(gen, tmp_path):
         assert not list(disk.iterdir())
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# -- python -m e4ecli / torchrun -m e4ecli from the clone's parent folder -------------------------------------------
+@pytest.mark.parametrize("where", ["parent", "inside"])
+def test_python_and_torchrun_m_e4ecli_work_beside_a_folder_named_e4ecli(tmp_path, where):
+    """The clone is a folder named e4ecli; from its parent Python finds it first, as a namespace package."""
+    from e4ecli import __version__
+
+    (tmp_path / "e4ecli").symlink_to(ROOT, target_is_directory=True)
+    cwd = tmp_path if where == "parent" else tmp_path / "e4ecli"
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}  # as after `pip install -e .`: nothing on PYTHONPATH
+    proc = subprocess.run([sys.executable, "-m", "e4ecli", "--version"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and __version__ in proc.stdout, proc.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if torchrun.exists():
+        proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "1", "-m", "e4ecli", "--version"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and __version__ in proc.stdout + proc.stderr, proc.stderr[-2000:]
