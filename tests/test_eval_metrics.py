@@ -182,3 +182,14 @@ def test_id_is_unavailable_for_non_face_domains():
 
     m = build_metrics(["l2", "id"], torch.device("cpu"), domain_name="cars_encode")
     assert "faces" in m.unavailable["id"] and "l2" in m.pair and "id" not in m.pair
+
+
+def test_fid_inputs_have_the_saved_images_pixel_values():
+    """FID sees exactly the uint8 values `tensor2im` (files.images.to_uint8) writes: truncated, not rounded."""
+    from e4ecli.files.images import to_uint8
+    from e4ecli.pipelines.eval import _uint8
+
+    x = torch.cat([torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1,
+                   torch.full((1, 3, 16, 16), 2 * 200.6 / 255 - 1)])  # 200.6 grey: rounding would give 201
+    assert np.array_equal(_uint8(x).permute(0, 2, 3, 1).numpy(), to_uint8(x))
+    assert int(_uint8(x)[2, 0, 0, 0]) == 200

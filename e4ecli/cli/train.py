@@ -127,7 +127,7 @@ def _consume(events, dist) -> int:
         with progress:
             for ev in events:
                 if isinstance(ev, loop.Note):
-                    if ev.level == "warning" and ": skipped, " in ev.message:
+                    if isinstance(ev, loop.FileSkipped):
                         skipped.append(ev.message)
                     if dist.is_main or ev.per_rank:
                         color = "yellow" if ev.level == "warning" else "cyan"

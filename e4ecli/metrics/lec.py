@@ -6,22 +6,15 @@ G's output is cropped to the domain and area-averaged to the encoder's input siz
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def lec_per_image(latents: torch.Tensor, edited: torch.Tensor, reencoded: torch.Tensor) -> torch.Tensor:
     """latents w, edited f(w), reencoded E(G(f(w))): (N, n_styles, 512) -> (N,) distances."""
     undone = reencoded - (edited - latents)
     return (latents - undone).flatten(1).norm(dim=1)
-
-
-def reencode(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """E(images area-averaged to `size` (H, W)): images (N, 3, h, w) -> (N, n_styles, 512)."""
-    return encode(F.adaptive_avg_pool2d(images, size))
 
 
 def percentile_filtered_mean(values: np.ndarray, low: float = 1.0, high: float = 99.0) -> float:

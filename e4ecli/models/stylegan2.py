@@ -62,12 +62,12 @@ class EqualLinear(nn.Module):
 
 
 class FusedLeakyReLU(nn.Module):
+    """Holds the activation bias under rosinality's state-dict key (`activate.bias`); StyledConv applies it
+    inside its convolution, so this module has no forward."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_leaky_relu(x, self.bias)
 
 
 class Blur(nn.Module):
@@ -158,15 +158,12 @@ class ModulatedConv2d(nn.Module):
 
 
 class NoiseInjection(nn.Module):
+    """Holds the noise strength under rosinality's state-dict key (`noise.weight`); StyledConv adds the
+    noise itself, so this module has no forward."""
+
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        if noise is None:
-            n, _, h, w = image.shape
-            noise = image.new_empty(n, 1, h, w).normal_()
-        return image + self.weight * noise
 
 
 class ConstantInput(nn.Module):

@@ -19,7 +19,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_time(fn, device: torch.device, iters: int, warmup: int = 1) -> float:
+def _median_time(fn, device: torch.device, iters: int, warmup: int = 1) -> float:
     """Median seconds of `iters` calls after `warmup` calls."""
     for _ in range(warmup):
         fn()
@@ -90,8 +90,8 @@ def bench(inverter, device: torch.device, *, input_size: tuple[int, int] = (256,
     with torch.inference_mode():
         with autocast(device, precision):
             latents = inverter.encode(x)
-            t_enc = _best_time(lambda: inverter.encode(x), device, iters)
-            t_gen = _best_time(lambda: inverter.decode(latents), device, iters)
+            t_enc = _median_time(lambda: inverter.encode(x), device, iters)
+            t_gen = _median_time(lambda: inverter.decode(latents), device, iters)
     peak = peak or matmul_peak(device)
     per_enc, per_gen = t_enc / batch_size, t_gen / batch_size
     total = per_enc + per_gen

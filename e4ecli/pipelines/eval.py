@@ -147,8 +147,9 @@ def build_metrics(names: Sequence[str], device: torch.device, *, arcface: str = 
 
 
 def _uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) in [-1, 1] -> uint8 (N, 3, H, W), as tensor2im rounds."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """(N, 3, H, W) in [-1, 1] -> uint8 (N, 3, H, W) with the saved images' pixel values: like tensor2im
+    (and files.images.to_uint8), (x + 1) / 2 clipped to [0, 1], x255, truncated -- not rounded."""
+    return (((images.float() + 1) / 2).clamp(0, 1) * 255).to(torch.uint8)
 
 
 class _Preprocess:

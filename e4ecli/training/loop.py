@@ -67,6 +67,13 @@ class Note:
 
 
 @dataclass
+class FileSkipped(Note):
+    """A training or validation image that could not be read (a Note, so it is shown like one)."""
+
+    path: str = ""
+
+
+@dataclass
 class Started:
     step: int
     max_steps: int
@@ -671,7 +678,7 @@ class Trainer:
         for path, why in bad:
             if path not in self.reported_bad:
                 self.reported_bad.add(path)
-                self.notes.append(Note(f"{path}: skipped, {why}", "warning", per_rank=True))
+                self.notes.append(FileSkipped(f"{path}: skipped, {why}", "warning", per_rank=True, path=str(path)))
 
     def _drain_notes(self) -> Iterator[Note]:
         while self.notes:
