@@ -257,7 +257,7 @@ def content_problem(path: Path, kind: str, resolution: int, domain_short: str | 
     `path` is not a zoo file.
     """
     entry = cached_entry(path)
-    if entry is None or entry.kind == "identity":
+    if entry is None or entry.kind not in ("encoder", "generator"):
         return None
     found, promised = [], []
     if kind != entry.kind:
