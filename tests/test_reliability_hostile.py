@@ -131,6 +131,8 @@ def test_full_disk_keeps_the_previous_outputs_and_whole_manifest_lines(gen, tmp_
     no_traceback(res)
     assert res.exit_code == 1, res.output
     assert "no space left on device" in res.output.lower()
+    failed = [ln for ln in res.output.splitlines() if ln.startswith("✗")]
+    assert failed and all(".tmp" not in ln for ln in failed)  # the output is named, not the hidden temp file
     assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before  # nothing replaced by a torn file
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp.png")]
     text = (out / "manifest.jsonl").read_text()

@@ -135,6 +135,13 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp{path.suffix}")
 
 
+class WriteError(OSError):
+    """An output that could not be written; str() is 'no space left on device writing OUT/a.png'."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temp path to write; on success it is fsynced and renamed onto `path`, else removed.
@@ -153,6 +160,11 @@ def atomic_output(path: Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None or e.filename not in (None, str(tmp)):
+            raise
+        # "No space left on device writing OUT/a.png", not the hidden temp file's name
+        raise WriteError(e.errno, f"{os.strerror(e.errno).lower()} writing {path}", str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -181,13 +193,15 @@ def save_torch(path: Path, obj) -> None:
     try:
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
             torch.save(obj, f)
+    except WriteError:
+        raise
     except (OSError, RuntimeError) as e:
         cause: BaseException | None = e
         while cause is not None and not isinstance(cause, OSError):  # torch wraps the write error in a RuntimeError
             cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        if cause is None or cause.errno is None:
             raise
-        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+        raise WriteError(cause.errno, f"{os.strerror(cause.errno).lower()} writing {path}", str(path)) from None
 
 
 def write_text(path: Path, text: str) -> None:
