@@ -173,3 +173,12 @@ def test_a_cached_file_that_does_not_fit_its_zoo_name_is_reported(e4e_64, cache)
     with pytest.raises(CheckpointError, match="has a generator, .* but this file has an encoder"):
         load_checkpoint(cache / "stylegan2-ffhq-config-f.pt")
     assert load_checkpoint(e4e_64).generator.size == 64  # the same file under its own name is fine
+
+
+def test_file_id_of_a_fetched_file_reuses_the_kept_sha256(server, cache, monkeypatch):
+    from e4ecli.hub import checkpoints
+
+    use_registry(monkeypatch, entry(server.url("/w.pt"), sha256=None))
+    path = zoo.download("toy", progress=False)
+    monkeypatch.setattr(checkpoints, "sha256_of", lambda p: pytest.fail("the fetched file is not hashed again"))
+    assert checkpoints.file_id(path) == PAYLOAD_SHA[:16]

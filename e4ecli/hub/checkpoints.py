@@ -21,7 +21,6 @@ random initialisation that the file would overwrite, no copy of the weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -35,7 +34,7 @@ import torch
 from e4ecli.domains import domain_for
 from e4ecli.hub import ada, zoo
 from e4ecli.hub.assign import load_strict, on_meta
-from e4ecli.hub.fetch import looks_like_html
+from e4ecli.hub.fetch import looks_like_html, recorded_sha256, sha256_of
 from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.encoders import ENCODERS, ir_blocks, style_count
 from e4ecli.models.stylegan2 import Generator
@@ -98,11 +97,7 @@ def file_id(path: str | Path) -> str:
         known = {}
     if isinstance(known.get(key), str):
         return known[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()[:16]
+    digest = (recorded_sha256(path) or sha256_of(path))[:16]  # a fetched file's sha256 is kept beside it
     known = dict(list(known.items())[-(FILE_IDS_KEPT - 1):] + [(key, digest)])
     try:
         store.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ weights, the InceptionV3 of FID and LPIPS's ImageNet backbone -- goes through `f
   * one lock file per destination serialises processes fetching the same file;
   * offline, `FetchError` says which file to put where.
 
-Public API: `Remote`, `FetchError`, `fetch`, `verify_cached`, `offline_message`, `sha256_of`,
+Public API: `Remote`, `FetchError`, `fetch`, `verify_cached`, `offline_message`, `sha256_of`, `recorded_sha256`,
 `human_size`, `source_url`, `check_source`, `looks_like_html`, `MIRROR_ENV`.
 """
 from __future__ import annotations
@@ -162,6 +162,13 @@ def _read_record(dest: Path) -> tuple[str, int, int] | None:
     except (OSError, IndexError, KeyError, ValueError):
         pass
     return None
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 kept beside `path` when the file is unchanged since (same size and mtime), else None."""
+    record = _read_record(path)
+    st = path.stat()
+    return record[0] if record is not None and record[1:] == (st.st_size, st.st_mtime_ns) else None
 
 
 def _write_record(dest: Path, sha: str) -> None:
