@@ -38,7 +38,14 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         hh, ww = x.shape[2], x.shape[3]
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
     kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    flipped = torch.flip(kernel, [0, 1]).to(dtype=x.dtype)
+    if torch.onnx.is_in_onnx_export():
+        # traced channel counts are not constants: one single-channel filter over N*C planes (same sums)
+        hh, ww = x.shape[2], x.shape[3]
+        out = F.conv2d(x.reshape(-1, 1, hh, ww), flipped.view(1, 1, kh, kw), stride=down)
+        out = out.reshape(n, c, out.shape[2], out.shape[3])
+        return out if bias is None else out + bias.to(x.dtype).view(1, -1, 1, 1)
+    weight = flipped.view(1, 1, kh, kw).expand(c, 1, kh, kw)
     return F.conv2d(x, weight, bias=None if bias is None else bias.to(x.dtype), stride=down, groups=c)
 
 

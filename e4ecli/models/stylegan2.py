@@ -101,8 +101,9 @@ class ModulatedConv2d(nn.Module):
     Two exact ways to compute it:
       * one image (and CPU inference, image by image): modulate and demodulate the (small) weight,
         then one plain convolution;
-      * a batch: scale the activations by the styles, one convolution with the shared weight for
-        the whole batch, then demodulate the outputs (no grouped convolution, no per-sample weights).
+      * a batch (and ONNX export, whose convolutions need constant weights): scale the activations
+        by the styles, one convolution with the shared weight for the whole batch, then demodulate
+        the outputs (no grouped convolution, no per-sample weights).
     `input_gain` is a constant the true input was divided by (the previous layer's sqrt(2) gain,
     folded here instead of being multiplied over a whole feature map); `bias` (out,) is added to the
     output inside the convolution (or the blur) when possible.
@@ -138,7 +139,7 @@ class ModulatedConv2d(nn.Module):
         demod = torch.rsqrt((s * s) @ weight.pow(2).sum([2, 3]).t() + self.eps) if self.demodulate else None
         if input_gain != 1.0:
             s = s * input_gain
-        if x.shape[0] == 1 or (x.device.type == "cpu" and not torch.is_grad_enabled()):
+        if not torch.onnx.is_in_onnx_export() and (x.shape[0] == 1 or (x.device.type == "cpu" and not torch.is_grad_enabled())):
             outs = []
             for n in range(x.shape[0]):
                 w = weight * s[n].view(1, -1, 1, 1)
