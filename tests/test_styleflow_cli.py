@@ -258,3 +258,27 @@ def test_styleflow_video_sweep_and_paste_back(files, tmp_path):
     r = edit(files, out, "-d", "styleflow:age", "-s", "0.8", "--paste-back", "--aligned", aligned)
     assert r.exit_code == 0, r.output
     assert (out / "f0.pasted.png").is_file() and not (out / "f1.pasted.png").exists()
+
+
+def test_rerun_redoes_outputs_whose_attribute_source_changed(files, tmp_path):
+    import shutil
+
+    shutil.copytree(files / "in", tmp_path / "in")
+    out = tmp_path / "out"
+
+    def run(*extra):
+        r = run_cli(["edit", tmp_path / "in", "-o", out, "-c", files / "g1024.pt", "--styleflow-weights", files / "flow.pt",
+                     "-d", "styleflow:age", "-s", "0.5", "--latents-only", *extra])
+        assert r.exit_code == 0, r.output
+        return {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+
+    first = run()
+    assert run() == first  # nothing changed: both skipped
+    data = json.loads((tmp_path / "in" / "f1.attributes.json").read_text())
+    data["attributes"]["beard"] = 0.0
+    (tmp_path / "in" / "f1.attributes.json").write_text(json.dumps(data))
+    second = run()
+    assert second["f0.npy"] == first["f0.npy"] and second["f1.npy"] != first["f1.npy"]
+    third = run("--attribute", "age=0.3")  # an override changes every latent's source
+    assert third["f0.npy"] != second["f0.npy"] and third["f1.npy"] != second["f1.npy"]
+    assert manifest(out)[1]["styleflow"]["attributes"]["beard"] == 0.0

@@ -50,20 +50,23 @@ def setup_or_die(edits: Sequence["Edit"], items: Sequence["Item"], weights: Opti
     if len(set(names)) != len(names):
         die("each styleflow:NAME may be given once (they compose into one round trip)")
     try:
+        from e4ecli.hub.checkpoints import file_id
+
         with console.status("loading the StyleFlow flow"):
-            flow = hub.load_flow(weights if weights is not None else hub.fetch(hub.FLOW))
+            flow_path = weights if weights is not None else hub.fetch(hub.FLOW)
+            flow = hub.load_flow(flow_path)
         presets = pipe.load_presets(names)
-        estimator = None
+        estimator = estimator_id = None
         if pipe.needs_estimate(items, overrides):
             with console.status("fitting the StyleFlow attribute estimator (once; cached)"):
-                fitted = pipe.default_estimator()
+                fitted, estimator_id = pipe.default_estimator()
             estimator = lambda: fitted  # noqa: E731
             if not quiet:
                 console.print("[yellow]note:[/] latents without a complete <name>.attributes.json get estimated attributes "
                               "(recorded in manifest.jsonl under 'styleflow')")
     except (ZooError, hub.StyleflowFileError, StyleflowSpecError) as e:
         die(str(e))
-    return pipe.StyleflowSetup(flow, presets, overrides, estimator)
+    return pipe.StyleflowSetup(flow, presets, overrides, estimator, flow_id=file_id(flow_path), estimator_id=estimator_id)
 
 
 def bind_or_die(edit: "Edit", path: Path, latent, weights: Optional[Path], overrides: dict[str, float]) -> "Edit":

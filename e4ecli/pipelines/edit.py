@@ -169,8 +169,13 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
     plans = {it: plan_outputs(it, out_dir, values, sweep, save_latents=save_latents, latents_only=latents_only,
                               sidecar=sidecars.get(it)) for it in items}
     todo = []
+    same_source = None
+    if styleflow is not None and not overwrite:  # a changed attributes file, override, flow or estimator redoes the output
+        from e4ecli.pipelines.styleflow import sources_unchanged
+
+        same_source = sources_unchanged(styleflow, out_dir)
     for it in items:
-        if not overwrite and all(p.exists() for p in plans[it].all_outputs()):
+        if not overwrite and all(p.exists() for p in plans[it].all_outputs()) and (same_source is None or same_source(it, plans[it].all_outputs())):
             yield Result(it, "skipped", [plans[it].main_output()])
         else:
             todo.append(it)

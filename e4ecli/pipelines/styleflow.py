@@ -94,13 +94,47 @@ def load_estimator(attributes: Path, light: Path, latents: Path, cache_dir: Path
     return est
 
 
-def default_estimator(download: bool = True) -> Estimator:
-    """Fetch StyleFlow's samples through the zoo and fit (or read the cached) estimator."""
+def default_estimator(download: bool = True) -> tuple[Estimator, str]:
+    """Fetch StyleFlow's samples through the zoo and fit (or read the cached) estimator -> (estimator, samples' id)."""
     from e4ecli.hub import styleflow as hub
     from e4ecli.hub.directions import cache_root
 
     paths = [hub.fetch(name, download=download) for name in hub.SAMPLE_FILES]
-    return load_estimator(*paths, cache_dir=cache_root() / "styleflow")
+    return load_estimator(*paths, cache_dir=cache_root() / "styleflow"), _digest(paths)
+
+
+def recorded_source_ids(out_dir: Path) -> dict[str, str]:
+    """output (relative to out_dir, POSIX) -> the styleflow source_id its manifest line records."""
+    ids: dict[str, str] = {}
+    try:
+        text = (Path(out_dir) / "manifest.jsonl").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ids
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+            sid = rec["styleflow"]["source_id"]
+            out = str(rec["output"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(sid, str) and rec.get("status") == "ok":
+            ids[out] = sid
+    return ids
+
+
+def sources_unchanged(setup: StyleflowSetup, out_dir: Path) -> Callable[[Item, Sequence[Path]], bool]:
+    """A predicate for reruns: the output's recorded source condition is made of what this run would use."""
+    import os
+
+    recorded = recorded_source_ids(out_dir)
+
+    def same(item: Item, outputs: Sequence[Path]) -> bool:
+        if not outputs:
+            return False
+        key = Path(os.path.relpath(outputs[0], out_dir)).as_posix()
+        return recorded.get(key) == setup.source_id(item)
+
+    return same
 
 
 def load_presets(names: Sequence[str], download: bool = True) -> dict[str, torch.Tensor]:
@@ -131,7 +165,28 @@ class StyleflowSetup:
     presets: dict[str, torch.Tensor] = field(default_factory=dict)
     overrides: dict[str, float] = field(default_factory=dict)
     estimator: Callable[[], Estimator] | None = None  # called once, when a latent needs an estimate
+    flow_id: str | None = None  # content id of the flow weights
+    estimator_id: str | None = None  # content id of the samples the estimator was fitted on
     _fitted: Estimator | None = None
+
+    def source_id(self, item: Item) -> str:
+        """What a latent's source condition is made of, as a short hash: the flow weights, the overrides, the
+        attributes file's bytes and (when it needs one) the estimator. A rerun redoes an output whose id changed."""
+        path = sidecar_path(item.source)
+        try:
+            raw = path.read_bytes() if path.is_file() else None
+        except OSError:
+            raw = None
+        needs = raw is None
+        if raw is not None:
+            try:
+                _, missing = read_sidecar(path)
+                needs = any(m not in self.overrides for m in missing)
+            except StyleflowSpecError:
+                needs = False  # that latent fails on its own
+        h = hashlib.sha256(json.dumps([self.flow_id, sorted(self.overrides.items()), self.estimator_id if needs else None]).encode())
+        h.update(b"\0" + (raw if raw is not None else b"<none>"))
+        return h.hexdigest()[:16]
 
     def source_for(self, item: Item, latent: np.ndarray) -> tuple[np.ndarray, dict]:
         """-> (condition (17,), manifest record {attributes, lighting, estimated: [...], overridden: [...]})."""
@@ -156,7 +211,7 @@ class StyleflowSetup:
                     i = N_LIGHTING + ATTRIBUTES.index(name)
                     cond[i] = guess[i]
         info = {**describe(cond), "estimated": estimated, "overridden": sorted(self.overrides),
-                "from": str(path) if path.is_file() else None}
+                "from": str(path) if path.is_file() else None, "source_id": self.source_id(item)}
         return cond, info
 
 
