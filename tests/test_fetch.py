@@ -182,3 +182,22 @@ def test_file_id_of_a_fetched_file_reuses_the_kept_sha256(server, cache, monkeyp
     path = zoo.download("toy", progress=False)
     monkeypatch.setattr(checkpoints, "sha256_of", lambda p: pytest.fail("the fetched file is not hashed again"))
     assert checkpoints.file_id(path) == PAYLOAD_SHA[:16]
+
+
+def test_gdown_quota_error_is_reported_as_the_web_page_it_was(cache, monkeypatch):
+    """Newer gdown raises FileURLRetrievalError on Drive's quota page instead of saving it."""
+    import gdown
+    from gdown.exceptions import FileURLRetrievalError
+
+    def refuse(**_):
+        raise FileURLRetrievalError("Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file "
+                                    "recently. Please try accessing the file again later.\n\nYou may still be able to ...")
+
+    monkeypatch.setattr(gdown, "download", refuse)
+    use_registry(monkeypatch, entry("gdrive:QUOTA", "hf:org/repo/toy.pt", sha256=None))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(zoo.ZooError) as info:
+        zoo.download("toy", progress=False)
+    line = next(x for x in str(info.value).splitlines() if "drive.google.com" in x)
+    assert "Google Drive returned a web page, not the file: quota exceeded? try the mirror http://127.0.0.1:9/org/repo/resolve/main/toy.pt" in line
+    assert "Too many users" in line

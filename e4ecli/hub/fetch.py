@@ -278,7 +278,8 @@ def _try_sources(remote: Remote, dest: Path, sources: tuple[str, ...], progress:
                 transfer.http(url, staged, remote.size, progress, dest.name)
             sha = _check(remote, staged, source, [source_url(s) for s in sources[i + 1:]], progress)
         except SourceFailed as e:
-            failures.append(f"  {source_url(source)}: {e}")
+            why = f"{_web_page_failure(source, [source_url(s) for s in sources[i + 1:]])} ({e})" if e.web_page else str(e)
+            failures.append(f"  {source_url(source)}: {why}")
             continue
         os.replace(staged, dest)
         _write_record(dest, sha)

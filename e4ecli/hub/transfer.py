@@ -19,7 +19,14 @@ USER_AGENT = f"e4ecli/{__version__} (+https://github.com/omertov/encoder4editing
 
 
 class SourceFailed(Exception):
-    """One source could not deliver the file; the next one is tried."""
+    """One source could not deliver the file; the next one is tried.
+
+    `web_page`: the source answered with a page instead of the file (Google Drive's quota or
+    virus-scan page, which gdown reports as a retrieval error)."""
+
+    def __init__(self, message: str, web_page: bool = False):
+        super().__init__(message)
+        self.web_page = web_page
 
 
 # -- plain HTTP(S) ----------------------------------------------------------------------------
@@ -148,8 +155,9 @@ def gdrive(file_id: str, staging: Path, progress: bool) -> Path:
     try:
         out = gdown.download(id=file_id, output=str(staging), **options)
     except errors as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SourceFailed(f"Google Drive: {first}") from None
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        detail = next((line for line in lines if "too many users" in line.lower()), lines[0] if lines else type(e).__name__)
+        raise SourceFailed(f"Google Drive: {detail}", web_page=retrieval is not None and isinstance(e, retrieval)) from None
     if out is None or not staging.is_file():
-        raise SourceFailed("Google Drive refused the file (quota exceeded or not shared publicly)")
+        raise SourceFailed("Google Drive refused the file (or it is not shared publicly)", web_page=True)
     return staging
