@@ -201,3 +201,12 @@ def test_gdown_quota_error_is_reported_as_the_web_page_it_was(cache, monkeypatch
     line = next(x for x in str(info.value).splitlines() if "drive.google.com" in x)
     assert "Google Drive returned a web page, not the file: quota exceeded? try the mirror http://127.0.0.1:9/org/repo/resolve/main/toy.pt" in line
     assert "Too many users" in line
+
+
+def test_a_cache_that_cannot_keep_the_sha256_still_serves_the_file(cache, monkeypatch):
+    use_registry(monkeypatch, entry(UNREACHABLE, sha256=None))
+    cache.mkdir()
+    (cache / "toy.pt").write_bytes(PAYLOAD)
+    (cache / "toy.pt.sha256").mkdir()  # the record cannot be written (as on a read-only shared cache)
+    assert zoo.resolve("toy") == cache / "toy.pt"
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]

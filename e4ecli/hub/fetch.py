@@ -172,11 +172,15 @@ def recorded_sha256(path: Path) -> str | None:
 
 
 def _write_record(dest: Path, sha: str) -> None:
-    """`<sha>  <file name>` (sha256sum -c reads it) and a line with the size and mtime it was checked at."""
+    """`<sha>  <file name>` (sha256sum -c reads it) and a line with the size and mtime it was checked at.
+    Best effort: a cache that cannot be written is not an error."""
     st = dest.stat()
     tmp = record_path(dest).with_name(record_path(dest).name + f".{os.getpid()}.tmp")
-    tmp.write_text(f"{sha}  {dest.name}\n# size={st.st_size} mtime_ns={st.st_mtime_ns}\n", encoding="utf-8")
-    os.replace(tmp, record_path(dest))
+    try:
+        tmp.write_text(f"{sha}  {dest.name}\n# size={st.st_size} mtime_ns={st.st_mtime_ns}\n", encoding="utf-8")
+        os.replace(tmp, record_path(dest))
+    except OSError:  # a read-only or odd cache only means hashing the file again next time
+        tmp.unlink(missing_ok=True)
 
 
 def verify_cached(remote: Remote, dest: Path) -> None:
