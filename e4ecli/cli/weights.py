@@ -77,7 +77,9 @@ def list_cmd() -> None:
         "  e4e weights download e4e_ffhq_encode\n\n"
         "  e4e weights download all\n\n"
         "  e4e weights download stylegan2_ffhq_1024 --url https://example.org/stylegan2-ffhq-config-f.pt\n\n"
-        "A URL can also be given per entry in E4E_URL_<NAME>, e.g. E4E_URL_E4E_FFHQ_ENCODE."
+        "A URL can also be given per entry in E4E_URL_<NAME>, e.g. E4E_URL_E4E_FFHQ_ENCODE; E4E_MIRROR=https://host/weights "
+        "makes every download try https://host/weights/<file name> first. Sources may be http(s) URLs, Google Drive "
+        "links, gdrive:<id> or hf:<owner>/<repo>/<path> (Hugging Face Hub, at $HF_ENDPOINT)."
     ),
 )
 def download_cmd(
