@@ -172,7 +172,7 @@ def precision_or_die(precision: str) -> None:
 
 def distributed_or_die(device_spec: str, precision: str = "fp32"):
     """(Dist, torch.device): joins torchrun's process group when launched by it; tunes the backend."""
-    from e4ecli.runtime import DeviceError, setup_distributed, tune_for
+    from e4ecli.runtime import DeviceError, precision_note, setup_distributed, tune_for
 
     precision_or_die(precision)
     try:
@@ -180,6 +180,9 @@ def distributed_or_die(device_spec: str, precision: str = "fp32"):
     except DeviceError as e:
         die(device_error(e))
     tune_for(device)
+    note = precision_note(device, precision)
+    if note and dist.is_main:
+        console.print(f"[yellow]note:[/] {note}")
     return dist, device
 
 

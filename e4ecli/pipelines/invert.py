@@ -12,7 +12,7 @@ from e4ecli.alignment import AlignError
 from e4ecli.files.batch import Item, save_image, save_npy, write_text
 from e4ecli.files.images import ImageError, area_resize, load_rgb, to_uint8
 from e4ecli.hub.checkpoints import LoadedCheckpoint
-from e4ecli.runtime import autocast
+from e4ecli.runtime import autocast, store_for
 from e4ecli.pipelines.align import sidecar_text
 from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
 
@@ -51,7 +51,7 @@ def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
     suffixes = [".npy"] + ([".png"] if save_reconstructions else []) + ([".json"] if aligner else [])
     todo, skipped = split_finished(items, out_dir, suffixes, overwrite)
     yield from skipped
-    model = ckpt.inverter().to(device)
+    model = store_for(ckpt.inverter().to(device), device, precision)
     if stage is not None:
         set_stage(model.encoder, stage)
     for batch in decoded_batches(todo, _Preprocess(ckpt.domain, aligner), batch_size, workers, expected=(ImageError, AlignError)):
