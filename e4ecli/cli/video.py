@@ -52,7 +52,7 @@ def video_cmd(
     from e4ecli.cli.common import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, precision_or_die
+    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, precision_or_die, visible
     from e4ecli.edits.ops import EASINGS
     from e4ecli.files.latents import LatentError, load_latent
     from e4ecli.hub.directions import DirectionError
@@ -121,9 +121,9 @@ def video_cmd(
         what = f"{len(inputs)} keyframe(s)" + (" (loop)" if loop else "")
 
     gen.to(dev).eval()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task(f"video: {what}", total=frames)
+        task = progress.add_task(visible(f"video: {what}"), total=frames)
 
         def counted():
             for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision):
