@@ -421,13 +421,14 @@ def test_invert_align_end_to_end(e4e_64, astronaut_head, tmp_path):
     photos.mkdir()
     Image.fromarray(astronaut_head).save(photos / "astro.png")
     Image.fromarray(data.coffee()).save(photos / "coffee.png")
-    res = run("invert", photos, "-o", tmp_path / "lat", "--align", "--detector", "dlib", "--checkpoint", e4e_64, "--device", "cpu")
+    res = run("invert", photos, "-o", tmp_path / "lat", "--align", "--save-aligned", "--detector", "dlib", "--checkpoint", e4e_64, "--device", "cpu")
     assert res.exit_code == 1, res.output
     assert "no face found" in res.output and not (tmp_path / "lat" / "coffee.npy").exists()
     assert np.load(tmp_path / "lat" / "astro.npy").shape == (10, 512)
     info = json.loads((tmp_path / "lat" / "astro.json").read_text())
     assert info["output"] == "astro.npy" and info["output_size"] == 256 and info["transform_size"] == 256
     assert info["source"] == str((photos / "astro.png").resolve()) and info["detector"] == "dlib"
+    assert info["aligned_image"] == "astro.aligned.png" and Image.open(tmp_path / "lat" / "astro.aligned.png").size == (256, 256)
 
 
 def test_invert_align_feeds_the_encoder_what_align_writes(astronaut_head, dlib_backend, tmp_path):
@@ -440,9 +441,10 @@ def test_invert_align_feeds_the_encoder_what_align_writes(astronaut_head, dlib_b
     res = run("align", tmp_path / "astro.png", "-o", tmp_path / "aligned", "--size", 256, "--supersample", 1, "--detector", "dlib")
     assert res.exit_code == 0, res.output
     domain = domain_for("ffhq_encode")
-    x, info = _Preprocess(domain, FaceAligner(dlib_backend, 256, 1))(tmp_path / "astro.png")
+    x, info, face = _Preprocess(domain, FaceAligner(dlib_backend, 256, 1), keep_face=True)(tmp_path / "astro.png")
     expected = domain.preprocess(Image.open(tmp_path / "aligned" / "astro.png"))
     assert x.shape == (3, 256, 256) and bool((x == expected).all())
+    assert np.array_equal(np.asarray(face), np.asarray(Image.open(tmp_path / "aligned" / "astro.png")))  # what --save-aligned keeps
     assert info["quad"] == json.loads((tmp_path / "aligned" / "astro.json").read_text())["quad"]
 
 

@@ -9,6 +9,7 @@ import typer
 from e4ecli.cli.app import app
 from e4ecli.cli.align import DETECTOR_HELP, Detector
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, die
+from e4ecli.cli.refining import REFINE_HELP, PivotMode, RefineMode
 
 
 @app.command(
@@ -19,6 +20,8 @@ from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, die
         "  e4e invert face.jpg -o out/ --save-reconstructions --device cpu\n\n"
         "  e4e invert ./cars -o cars_latents/ --checkpoint e4e_cars_encode --batch-size 8 --workers 4\n\n"
         "  e4e invert ./photos -o latents_w/ --stage 0   # pure W codes: less faithful, edit best\n\n"
+        "  e4e invert ./photos -o refined/ --refine w+ --refine-steps 50   # optimise each code: more faithful\n\n"
+        "  e4e invert face.jpg -o pti/ --refine pti --save-reconstructions   # + pti/face.pti.safetensors: e4e edit ... -c pti/face.pti.safetensors\n\n"
         "  e4e invert ./selfies -o latents/ --align --detector dlib   # FFHQ-align each photo first (+ <name>.json)"
     ),
 )
@@ -27,7 +30,7 @@ def invert_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.npy per image, mirroring the input tree, plus manifest.jsonl."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
+    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
@@ -38,7 +41,21 @@ def invert_cmd(
                                "and write the alignment sidecar <name>.json."),
     stage: Optional[int] = typer.Option(None, "--stage", min=0, help="e4e's distortion-editability dial: use the base code w plus only the first K offsets "
                                         "(0 = pure W, best for editing; n_styles-1 = the full e4e code, the default). e4e checkpoints only."),
+    save_aligned: bool = typer.Option(False, "--save-aligned", help="With --align: also keep the aligned crop <name>.aligned.png (paste-back, inspection)."),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help="With --align: " + DETECTOR_HELP),
+    refine: Optional[RefineMode] = typer.Option(None, "--refine", help=REFINE_HELP, show_default=False),
+    refine_steps: int = typer.Option(30, "--refine-steps", min=0, help="With --refine: optimisation steps per image (PTI: generator steps)."),
+    refine_lr: Optional[float] = typer.Option(None, "--refine-lr", help="Peak learning rate (default 0.03 for latents, 3e-3 for PTI); warm-up, cosine decay."),
+    pivot: Optional[PivotMode] = typer.Option(None, "--pivot", help="With --refine pti: refine the pivot first in w+ or w (default: the encoder's code)."),
+    pivot_steps: int = typer.Option(30, "--pivot-steps", min=0, help="With --pivot: latent steps before tuning."),
+    pti_shared: bool = typer.Option(False, "--pti-shared", help="With --refine pti: tune ONE generator for all inputs (a small batch) "
+                                    "-> OUT/pti_shared.safetensors."),
+    lpips_weight: Optional[float] = typer.Option(None, "--lpips-weight", help="LPIPS weight (default 0.8 for latents as e4e, 1 for PTI); "
+                                                "needs torchvision's AlexNet file."),
+    id_weight: float = typer.Option(0.0, "--id-weight", help="Identity (ArcFace) loss weight for faces, e.g. 0.1 as e4e trains (default: off)."),
+    reg_weight: Optional[float] = typer.Option(None, "--reg-weight", help="Latents: pull toward the encoder's code (default 0.001); "
+                                              "PTI: locality regulariser (default 1)."),
+    arcface: str = typer.Option("ir_se50", "--arcface", help="With --id-weight: ArcFace IR-SE50 weights, a file or the zoo name."),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
     from e4ecli.cli.common import capped_workers, discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
@@ -51,7 +68,14 @@ def invert_cmd(
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
     if not items and not problems:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
-    outputs_or_die(items, planned(items, out, [".npy"] + [".png"] * save_reconstructions + [".json"] * align))
+    if save_aligned and not align:
+        die("--save-aligned keeps the crops of --align: add --align")
+    from e4ecli.cli.refining import base_record, loss_nets_with_notes, refine_options_or_die
+
+    opts = refine_options_or_die(refine, refine_steps, refine_lr, pivot, pivot_steps, pti_shared, lpips_weight, id_weight, reg_weight, len(items), dist.world)
+    from e4ecli.pipelines.invert import output_suffixes
+
+    outputs_or_die(items, planned(items, out, output_suffixes(save_reconstructions, align, save_aligned, opts)))
     items = shard(items, dist.rank, dist.world)
     ckpt, ident = load_model(checkpoint)
     if not ckpt.has_encoder:
@@ -71,10 +95,12 @@ def invert_cmd(
         from e4ecli.pipelines.align import FaceAligner
 
         aligner = FaceAligner(open_detector_or_die(detector.value, str(dev)), size=256, supersample=1)
+    nets = loss_nets_with_notes(opts, dev, ckpt, arcface) if opts is not None else None
     from e4ecli.pipelines.invert import invert
 
     results = invert(items, ckpt, out, device=dev, precision=precision, batch_size=batch_size, workers=workers,
-                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite, aligner=aligner, stage=stage)
+                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite, aligner=aligner, stage=stage,
+                     save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident))
     code = run_with_progress(results, len(items), "invert", out, ident, problems, suffix=".npy", dist=dist)
     dist.close()
     raise typer.Exit(code)

@@ -7,6 +7,7 @@ Formats recognised (from the contents, never from the file name):
                  'e4ecli_generator_config': {'size', 'style_dim', 'n_mlp', 'channels', 'conv_clamp', ...}
                  (written by `e4e convert` when rosinality's code cannot express the generator;
                  size/style_dim/n_mlp/channels must agree with the weights, conv_clamp is applied)
+  * a PTI-tuned generator (.safetensors: fp16 deltas from a base checkpoint, via e4ecli.hub.tuned)
   * NVIDIA StyleGAN2-ADA snapshot (.pkl, a plain pickle): its G_ema, via e4ecli.hub.ada, which
     never executes the source code such pickles embed
 
@@ -200,6 +201,10 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
 
 
 def _load_any(path: Path) -> LoadedCheckpoint:
+    from e4ecli.hub import tuned
+
+    if path.is_file() and tuned.is_tuned_file(path):
+        return tuned.load_tuned(path)
     if ada.is_plain_pickle(path):
         return ada.load_ada(path)
     ckpt = safe_load(path)

@@ -27,11 +27,10 @@ class Inverter(nn.Module):
         return self.decoder.n_latent
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = next(self.encoder.parameters()).dtype  # bf16 when the encoder is stored in bf16 (CPU bf16 runs)
-        codes = self.encoder(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+        codes = self.encoder(x.contiguous(memory_format=torch.channels_last))
         if self.start_from_latent_avg:
             avg = self.latent_avg
-            codes = codes + (avg if avg.ndim == 2 else avg.unsqueeze(0)).float()
+            codes = codes + (avg if avg.ndim == 2 else avg.unsqueeze(0)).to(codes.dtype)
         return codes
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""CLI helpers of `e4e invert --refine ...`: option checks before any model loads, loss-network notes."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from rich.markup import escape
+
+from e4ecli.cli.common import console, die
+
+
+class RefineMode(str, Enum):
+    w_plus = "w+"
+    w = "w"
+    pti = "pti"
+
+
+class PivotMode(str, Enum):
+    w_plus = "w+"
+    w = "w"
+
+
+REFINE_HELP = ("Optimise each code after the encoder: w+ (every style free, most faithful), w (one code: stays editable), "
+               "pti (tune a copy of the generator at the code: near-exact reconstructions; writes <name>.pti.safetensors).")
+
+
+def refine_options_or_die(refine: Optional[RefineMode], steps: int, lr: Optional[float], pivot: Optional[PivotMode], pivot_steps: int,
+                          shared: bool, lpips: Optional[float], id_weight: float, reg: Optional[float], n_items: int, world: int):
+    """RefineOptions (None without --refine); exit 2 on options that need --refine or do not combine."""
+    from e4ecli.pipelines.refine import MAX_SHARED, RefineOptions
+
+    if refine is None:
+        given = [flag for flag, on in (("--pivot", pivot is not None), ("--pti-shared", shared), ("--refine-lr", lr is not None),
+                                      ("--lpips-weight", lpips is not None), ("--id-weight", id_weight > 0), ("--reg-weight", reg is not None)) if on]
+        if given:
+            die(f"{', '.join(given)} only apply with --refine (w+, w or pti)")
+        return None
+    if refine is not RefineMode.pti and (pivot is not None or shared):
+        die(f"{'--pivot' if pivot is not None else '--pti-shared'} applies to --refine pti only")
+    if shared and n_items > MAX_SHARED:
+        die(f"--pti-shared tunes one generator for a small batch (at most {MAX_SHARED} images); {n_items} given: split them or drop --pti-shared")
+    if shared and world > 1:
+        die("--pti-shared tunes one generator for all images and cannot be split over torchrun processes")
+    for flag, value in (("--refine-lr", lr), ("--lpips-weight", lpips), ("--id-weight", id_weight), ("--reg-weight", reg)):
+        if value is not None and value < 0:
+            die(f"{flag} {value}: must be >= 0")
+    return RefineOptions(refine.value, steps=steps, lr=lr, lpips=lpips, id=id_weight, reg=reg, pivot=pivot.value if pivot else None,
+                         pivot_steps=pivot_steps, shared=shared)
+
+
+def loss_nets_with_notes(opts, device, ckpt, arcface: str):
+    """Load the loss networks; print one note per network left out (what to place where)."""
+    from e4ecli.pipelines.refine import describe_missing, load_loss_nets
+
+    face = ckpt.domain.name not in ("cars_encode", "horse_encode", "church_encode")
+    with console.status("loading the refinement's loss networks"):
+        nets = load_loss_nets(opts, device, face=face, arcface=arcface)
+    for line in describe_missing(nets):
+        console.print(f"[yellow]note:[/] {escape(line)}")
+    if nets.missing:
+        console.print(f"[yellow]note:[/] refining with {', '.join(['l2'] + [k for k in ('lpips', 'id') if getattr(nets, 'identity' if k == 'id' else k)])} "
+                      "and the regulariser only")
+    return nets
+
+
+def base_record(checkpoint: str, ckpt, ident: str) -> dict:
+    """What a tuned generator records of its base: path, content id, zoo name (when given by name)."""
+    path = Path(ckpt.path)
+    return {"path": str(path.resolve()), "id": ident.rsplit(":", 1)[-1], "name": checkpoint if not Path(checkpoint).exists() else None}

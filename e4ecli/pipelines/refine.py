@@ -1,0 +1,168 @@
+"""Refinement after the encoder, batch by batch: latent optimisation (W+ / W) and pivotal tuning.
+
+Plain functions and one small class over tensors; the invert pipeline calls them between encoding a
+batch and writing its outputs. Loss networks that cannot be loaded are left out (LossNets.missing says
+why and which file to place); the refinement runs with the terms that are available.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import torch
+
+from e4ecli.refine.losses import LossNets, Weights, identity_distance
+from e4ecli.refine.latent import DEFAULT_LR as LATENT_LR, refine_latents
+from e4ecli.refine.pti import DEFAULT_LR as PTI_LR, Tuned, tune_generator
+
+MODES = ("w+", "w", "pti")
+MAX_SHARED = 32  # --pti-shared: one generator for at most this many images
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """mode "w+"/"w": optimise the latent `steps` times; "pti": tune the generator `steps` times at the
+    pivot, which is the encoder's code or (pivot "w+"/"w") that code refined `pivot_steps` times first.
+    Weights default to e4e's (l2 1, LPIPS 0.8) for latents and PTI's (l2 1, LPIPS 1, locality 1) for PTI;
+    reg: the pull toward the encoder's code (latents) / the locality regulariser (PTI)."""
+
+    mode: str
+    steps: int = 30
+    lr: float | None = None
+    l2: float = 1.0
+    lpips: float | None = None
+    id: float = 0.0
+    reg: float | None = None
+    pivot: str | None = None
+    pivot_steps: int = 30
+    shared: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown refinement {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.pivot is not None and self.pivot not in ("w+", "w"):
+            raise ValueError(f"unknown pivot refinement {self.pivot!r}; choose w+ or w")
+        if self.steps < 0 or self.pivot_steps < 0:
+            raise ValueError("step counts must be >= 0")
+
+    @property
+    def is_pti(self) -> bool:
+        return self.mode == "pti"
+
+    def weights(self, pti: bool) -> Weights:
+        if pti:
+            return Weights(l2=self.l2, lpips=1.0 if self.lpips is None else self.lpips, id=self.id, reg=1.0 if self.reg is None else self.reg)
+        return Weights(l2=self.l2, lpips=0.8 if self.lpips is None else self.lpips, id=self.id, reg=0.001 if self.reg is None else self.reg)
+
+    def latent_space(self) -> str | None:
+        return self.pivot if self.is_pti else self.mode
+
+    def settings(self) -> dict:
+        """What the manifest records (and what a rerun compares): resolved defaults included."""
+        d = {"mode": self.mode, "steps": self.steps}
+        space = self.latent_space()
+        if space:
+            w = self.weights(False)
+            d["latent"] = {"space": space, "steps": self.pivot_steps if self.is_pti else self.steps,
+                           "lr": self.lr if (self.lr is not None and not self.is_pti) else LATENT_LR[space], **asdict(w)}
+        if self.is_pti:
+            d["pti"] = {"lr": self.lr if self.lr is not None else PTI_LR, "shared": self.shared, "seed": self.seed, **asdict(self.weights(True))}
+        return d
+
+
+def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpips_net: str = "alex", arcface: str = "ir_se50",
+                   lpips_factory: Callable[[], torch.nn.Module] | None = None) -> LossNets:
+    """The LPIPS / identity networks the weights ask for; each one that cannot be loaded is recorded in
+    `missing` with the reason (which file, where). lpips_factory: build LPIPS another way (tests)."""
+    from e4ecli.training.losses import LossWeightsError, build_lpips
+
+    nets = LossNets()
+    wants_lpips = (opts.weights(False).lpips > 0 and opts.latent_space()) or (opts.is_pti and opts.weights(True).lpips > 0)
+    if wants_lpips:
+        try:
+            model = (lpips_factory() if lpips_factory else build_lpips(lpips_net).model).to(device)
+            for p in model.parameters():
+                p.requires_grad_(False)
+            nets.lpips = lambda a, b: model(a, b).reshape(-1)
+        except LossWeightsError as e:
+            nets.missing["lpips"] = str(e).replace(", or train without LPIPS: --lpips-lambda 0.", "; or refine without it: --lpips-weight 0.")
+    if opts.id > 0:
+        if not face:
+            nets.missing["id"] = "the identity loss compares faces (ArcFace); this model's domain is not faces"
+        else:
+            from e4ecli.hub.checkpoints import CheckpointError
+            from e4ecli.hub.networks import load_arcface, resolve_weights
+            from e4ecli.training.losses import IdentityLoss
+
+            try:
+                net = load_arcface(resolve_weights(arcface, "the ArcFace network of the identity loss", "--arcface", "--id-weight 0 refines without it"))
+                ident = IdentityLoss(net.to(device), "arcface")
+                nets.identity = identity_distance(ident.features)
+            except CheckpointError as e:
+                nets.missing["id"] = str(e)
+    return nets
+
+
+def used_terms(nets: LossNets, weights: Weights) -> list[str]:
+    terms = ["l2"] if weights.l2 > 0 else []
+    terms += ["lpips"] if weights.lpips > 0 and nets.lpips is not None else []
+    terms += ["id"] if weights.id > 0 and nets.identity is not None else []
+    return terms + (["reg"] if weights.reg > 0 else [])
+
+
+@dataclass
+class Refinement:
+    """One batch's result: latents (N, S, D) float32; tuned: per image (or one shared) Tuned, or None;
+    info: per image {'losses_before', 'losses_after'} for the manifest."""
+
+    latents: torch.Tensor
+    tuned: list[Tuned] | None
+    info: list[dict]
+
+
+def _per_image(before: dict[str, list[float]], after: dict[str, list[float]], n: int) -> list[dict]:
+    return [{"losses_before": {k: round(v[i], 6) for k, v in before.items()},
+             "losses_after": {k: round(v[i], 6) for k, v in after.items()}} for i in range(n)]
+
+
+def refine_batch(opts: RefineOptions, generator, latent_avg: torch.Tensor, x: torch.Tensor, codes: torch.Tensor, nets: LossNets, *,
+                 crop=None, on_step: Callable[[int, float], None] | None = None) -> Refinement:
+    """x: the preprocessed inputs (N, 3, h, w); codes: the encoder's W+ (N, S, D). With opts.shared the
+    whole batch tunes one generator (tuned has one entry); otherwise one generator per image."""
+    n = x.shape[0]
+    latents, info = codes.detach().float(), None
+    space = opts.latent_space()
+    if space:
+        steps = opts.pivot_steps if opts.is_pti else opts.steps
+        lr = None if opts.is_pti else opts.lr
+        with torch.enable_grad():
+            r = refine_latents(generator.synthesis, x, latents, space=space, steps=steps, lr=lr, weights=opts.weights(False), nets=nets, crop=crop,
+                               on_step=on_step)
+        latents, info = r.latents, _per_image(r.before, r.after, n)
+    if not opts.is_pti:
+        return Refinement(latents, None, info)
+    w = opts.weights(True)
+    lr = opts.lr if opts.lr is not None else PTI_LR
+    avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0]
+    groups = [slice(0, n)] if opts.shared else [slice(i, i + 1) for i in range(n)]
+    tuned, pti_info = [], [None] * n
+    for g in groups:
+        with torch.enable_grad():
+            t = tune_generator(generator, latents[g], x[g], steps=opts.steps, lr=lr, weights=w, nets=nets, latent_avg=avg, crop=crop,
+                               seed=opts.seed, on_step=on_step)
+        tuned.append(t)
+        for j, d in enumerate(_per_image(t.before, t.after, g.stop - g.start)):
+            pti_info[g.start + j] = d
+    if info is None:
+        info = pti_info
+    else:
+        info = [dict(a, pti_losses_before=b["losses_before"], pti_losses_after=b["losses_after"]) for a, b in zip(info, pti_info)]
+    return Refinement(latents, tuned, info)
+
+
+def describe_missing(nets: LossNets) -> list[str]:
+    return [f"{name} left out of the refinement: {why}" for name, why in nets.missing.items()]
+
+
+__all__ = ["MODES", "MAX_SHARED", "RefineOptions", "Refinement", "load_loss_nets", "refine_batch", "used_terms", "describe_missing", "replace"]

@@ -1,0 +1,98 @@
+"""Pivotal tuning (PTI, Roich et al. 2022): keep the latents (pivots) fixed and tune the generator's
+synthesis weights so that it renders the targets at the pivots.
+
+Loss: weighted l2 + LPIPS at the pivots, plus `weights.reg` times PTI's locality regulariser: at codes
+moved `alpha` from the pivot toward mapped random z (psi `psi` toward the average), the tuned generator
+should render what the original does (l2 0.1 + LPIPS 0.1 between the two). The mapping network is not
+tuned (pivots are W+ codes). One generator may serve several targets (multi-ID PTI).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from e4ecli.models.stylegan2 import Generator
+from e4ecli.refine.losses import LossNets, Weights, lr_at_step, morphed_codes, reconstruction_terms, to_target, weighted_sum
+
+DEFAULT_LR = 3e-3
+LOCALITY = {"alpha": 30.0, "psi": 0.5, "l2": 0.1, "lpips": 0.1}
+
+
+@dataclass
+class Tuned:
+    generator: Generator  # a copy of the base generator with tuned synthesis weights (eval mode, frozen)
+    before: dict[str, list[float]]
+    after: dict[str, list[float]]
+
+
+def tunable(gen: Generator) -> dict[str, torch.nn.Parameter]:
+    """The parameters PTI tunes: everything but the mapping network (style.*)."""
+    return {k: p for k, p in gen.named_parameters() if not k.startswith("style.")}
+
+
+def _terms(gen: Generator, pivots: torch.Tensor, targets: torch.Tensor, nets: LossNets, weights: Weights, crop) -> dict[str, torch.Tensor]:
+    return reconstruction_terms(to_target(gen.synthesis(pivots), targets, crop), targets, nets, weights)
+
+
+def _floats(terms: dict[str, torch.Tensor], weights: Weights) -> dict[str, list[float]]:
+    out = {k: [float(v) for v in t.detach().cpu()] for k, t in terms.items()}
+    out["loss"] = [float(v) for v in weighted_sum(terms, weights).detach().cpu()]
+    return out
+
+
+def locality_loss(tuned: Generator, base: Generator, pivots: torch.Tensor, latent_avg: torch.Tensor, nets: LossNets,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """PTI's space regulariser, one random sample per pivot -> scalar (summed over pivots, as the reconstruction terms)."""
+    with torch.no_grad():
+        z = torch.randn(pivots.shape[0], pivots.shape[-1], generator=generator).to(pivots.device)
+        w = base.mapping(z)
+        w = latent_avg.reshape(1, -1) + LOCALITY["psi"] * (w - latent_avg.reshape(1, -1))
+        codes = morphed_codes(pivots, w.unsqueeze(1).expand_as(pivots), LOCALITY["alpha"])
+        reference = base.synthesis(codes)
+    out = tuned.synthesis(codes)
+    loss = LOCALITY["l2"] * (out - reference).pow(2).flatten(1).mean(1)
+    if nets.lpips is not None:
+        loss = loss + LOCALITY["lpips"] * nets.lpips(out, reference).reshape(-1)
+    return loss.sum()
+
+
+def tune_generator(base: Generator, pivots: torch.Tensor, targets: torch.Tensor, *, steps: int = 30, lr: float = DEFAULT_LR,
+                   weights: Weights = Weights(l2=1.0, lpips=1.0, reg=1.0), nets: LossNets | None = None, latent_avg: torch.Tensor | None = None,
+                   crop=None, seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> Tuned:
+    """base: the generator (left untouched); pivots (N, S, D); targets (N, 3, h, w) in [-1, 1].
+
+    Adam on the synthesis weights, learning-rate schedule as latent refinement; the locality term needs
+    `latent_avg` (D,) and runs when weights.reg > 0. Several pivots tune one shared generator."""
+    nets = nets or LossNets()
+    pivots = pivots.detach().float()
+    tuned = copy.deepcopy(base).train(False)
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    params = list(tunable(tuned).values())
+    for p in params:
+        p.requires_grad_(True)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        before = _floats(_terms(tuned, pivots, targets, nets, weights, crop), weights)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at_step(step, steps, lr)
+        loss = weighted_sum(_terms(tuned, pivots, targets, nets, weights, crop), weights).sum()
+        if weights.reg > 0 and latent_avg is not None:
+            loss = loss + weights.reg * locality_loss(tuned, base, pivots, latent_avg.to(pivots.device), nets, rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step, float(loss.detach()))
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        after = _floats(_terms(tuned, pivots, targets, nets, weights, crop), weights)
+    return Tuned(tuned.eval(), before, after)

@@ -1,0 +1,119 @@
+"""`e4e invert --refine w+|w|pti` through the CLI (64 px e4e, 64 px inputs): outputs, manifest, reruns,
+tuned generators through render/edit, option errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from e4ecli.cli import app
+from e4ecli.files.images import to_uint8
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def manifest(folder) -> dict:
+    return {r["output"]: r for r in map(json.loads, (folder / "manifest.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def setup(kit_weights, tmp_path_factory):
+    """A 64 px e4e reading 64 px inputs, and two photos its generator renders from random codes."""
+    from conftest import write_e4e_64
+
+    from e4ecli.hub.checkpoints import load_checkpoint
+
+    root = tmp_path_factory.mktemp("refine_cli")
+    ckpt_path = write_e4e_64(kit_weights, root / "e4e_64.pt", input_size=64)
+    ckpt = load_checkpoint(ckpt_path)
+    codes = ckpt.latent_avg + 0.7 * torch.randn(2, *ckpt.latent_avg.shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        images = to_uint8(ckpt.generator.synthesis(codes))
+    photos = root / "photos"
+    photos.mkdir()
+    for name, img in zip("ab", images):
+        Image.fromarray(img).save(photos / f"{name}.png")
+    return ckpt_path, photos, root
+
+
+@pytest.mark.slow
+def test_refine_w_plus_replaces_the_latent_and_records_losses(setup, tmp_path):
+    ckpt, photos, _ = setup
+    plain = run("invert", photos, "-o", tmp_path / "plain", "-c", ckpt, "--device", "cpu")
+    assert plain.exit_code == 0, plain.output
+    res = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 8)
+    assert res.exit_code == 0, res.output
+    rows = manifest(tmp_path / "ref")
+    for key in "ab":
+        lat = np.load(tmp_path / "ref" / f"{key}.npy")
+        assert lat.shape == (10, 512) and lat.dtype == np.float32
+        assert not np.allclose(lat, np.load(tmp_path / "plain" / f"{key}.npy"))
+        row = rows[f"{key}.npy"]
+        assert row["refine"]["mode"] == "w+" and row["refine"]["latent"]["steps"] == 8
+        assert row["losses_after"]["l2"] < row["losses_before"]["l2"]
+    if "lpips" not in rows["a.npy"]["losses_before"]:  # torchvision's AlexNet file is not in this environment
+        assert "lpips left out of the refinement" in res.output and "alexnet" in res.output
+    again = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 8)
+    assert again.exit_code == 0 and "skipped" in again.output
+
+
+@pytest.mark.slow
+def test_pti_writes_a_tuned_generator_that_render_and_edit_use(setup, tmp_path):
+    ckpt, photos, root = setup
+    out = tmp_path / "pti"
+    res = run("invert", photos / "a.png", "-o", out, "-c", ckpt, "--device", "cpu", "--refine", "pti", "--refine-steps", 6, "--save-reconstructions")
+    assert res.exit_code == 0, res.output
+    tuned = out / "a.pti.safetensors"
+    assert tuned.is_file() and (out / "a.png").is_file()
+    row = manifest(out)["a.npy"]
+    assert row["refine"]["pti"]["shared"] is False and row["losses_after"]["l2"] < row["losses_before"]["l2"]
+    # render through the tuned generator reproduces the saved reconstruction; through the base it does not
+    r = run("render", out / "a.npy", "-o", tmp_path / "r_tuned", "-c", tuned, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    recon = np.asarray(Image.open(out / "a.png")).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "r_tuned" / "a.png")).astype(int) - recon).max() <= 2
+    r = run("render", out / "a.npy", "-o", tmp_path / "r_base", "-c", ckpt, "--device", "cpu")
+    assert np.abs(np.asarray(Image.open(tmp_path / "r_base" / "a.png")).astype(int) - recon).mean() > 0.5
+    # edits of the PTI-refined image render through its tuned generator
+    direction = tmp_path / "dir.npy"
+    np.save(direction, np.random.default_rng(0).standard_normal(512).astype(np.float32))
+    e = run("edit", out / "a.npy", "-o", tmp_path / "edit", "-c", tuned, "-d", direction, "-s", 1, "--device", "cpu")
+    assert e.exit_code == 0, e.output
+    edited = list((tmp_path / "edit").rglob("*.png"))
+    assert edited and not np.array_equal(np.asarray(Image.open(edited[0])).astype(int), recon)
+
+
+@pytest.mark.slow
+def test_pti_shared_tunes_one_generator(setup, tmp_path):
+    ckpt, photos, _ = setup
+    out = tmp_path / "shared"
+    res = run("invert", photos, "-o", out, "-c", ckpt, "--device", "cpu", "--refine", "pti", "--refine-steps", 3, "--pti-shared",
+              "--pivot", "w+", "--pivot-steps", 2)
+    assert res.exit_code == 0, res.output
+    assert (out / "pti_shared.safetensors").is_file() and not list(out.glob("*.pti.safetensors"))
+    rows = manifest(out)
+    assert rows["a.npy"]["generator"] == "pti_shared.safetensors" and rows["b.npy"]["refine"]["latent"]["space"] == "w+"
+    assert "pti_losses_after" in rows["a.npy"]
+    r = run("render", out, "-o", tmp_path / "r", "-c", out / "pti_shared.safetensors", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--pti-shared"], "--pti-shared only apply with --refine"),
+    (["--refine", "w+", "--pivot", "w"], "--pivot applies to --refine pti only"),
+    (["--save-aligned"], "--save-aligned keeps the crops of --align"),
+    (["--refine", "w", "--lpips-weight", "-1"], "--lpips-weight -1.0: must be >= 0"),
+])
+def test_bad_refine_options_stop_before_any_work(setup, tmp_path, extra, message):
+    ckpt, photos, _ = setup
+    res = run("invert", photos, "-o", tmp_path / "o", "-c", ckpt, *extra)
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "o").exists()
