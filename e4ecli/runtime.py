@@ -52,6 +52,35 @@ def autocast(device, precision: str = "fp32"):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def native_bf16_cpu() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN reports it)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def precision_note(device, precision: str) -> str | None:
+    """A line to show when `precision` will not be faster here (bf16 on a CPU without native bf16)."""
+    if precision == "bf16" and device.type == "cpu" and not native_bf16_cpu():
+        return ("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision bf16 is emulated and slower than fp32 here; "
+                "fp32 is the faster choice")
+    return None
+
+
+def store_for(model, device, precision: str):
+    """Weights stored once at the precision they run at, where autocast would otherwise convert them on
+    every call: bf16 on CPU keeps the encoder's weights in bf16 (the generator's stay fp32: its
+    convolution weights are made per image from the styles). fp32 leaves the model as it is."""
+    import torch
+
+    if precision == "bf16" and device.type == "cpu" and getattr(model, "encoder", None) is not None:
+        model.encoder.to(torch.bfloat16)
+    return model
+
+
 def tune_for(device) -> None:
     """Backend switches that only help: cuDNN autotuning and TF32-free fp32 (results stay fp32-exact)."""
     import torch

@@ -20,6 +20,15 @@ def test_bench_small_architecture_writes_json(tmp_path):
     assert r["end_to_end_s_per_image"] > 0 and r["peak_gflops"] > 0
     total = (r["encoder_gflop_per_image"] + r["generator_gflop_per_image"]) / r["end_to_end_s_per_image"]
     assert abs(r["efficiency"] - total / r["peak_gflops"]) < 1e-6 * max(1.0, r["efficiency"])
+    assert r["matmul_gflops"] > 0 and r["conv_gflops"] > 0 and r["peak_gflops"] == max(r["matmul_gflops"], r["conv_gflops"])
+    assert "NHWC convolution" in res.output
+
+
+def test_bench_compare_accepts_only_onnxruntime_and_fp32():
+    res = CliRunner().invoke(app, ["bench", "--size", "32", "--compare", "tensorrt"])
+    assert res.exit_code == 2 and "onnxruntime" in res.output
+    res = CliRunner().invoke(app, ["bench", "--size", "32", "--compare", "onnxruntime", "--precision", "bf16"])
+    assert res.exit_code == 2 and "fp32" in res.output
 
 
 def test_bench_rejects_bad_size():

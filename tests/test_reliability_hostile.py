@@ -725,3 +725,24 @@ def test_python_and_torchrun_m_e4ecli_work_beside_a_folder_named_e4ecli(tmp_path
         proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "1", "-m", "e4ecli", "--version"], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and __version__ in proc.stdout + proc.stderr, proc.stderr[-2000:]
+
+
+def test_video_progress_shows_the_sweep_spec_as_written(gen, tmp_path):
+    """The progress line names the edit: no emoji (ganspace:-1:0:1 once became ganspace👎0:1), no markup."""
+    pytest.importorskip("imageio_ffmpeg")
+    latent(tmp_path / "a.npy")
+    d = tmp_path / "x:thumbsdown:[red]y.npy"
+    np.save(d, np.eye(512, dtype=np.float32)[0])
+    res = run("video", tmp_path / "a.npy", "-d", d, "-s", "-1:1", "-o", tmp_path / "v.gif", "-c", gen, "--device", "cpu", "--frames", 4)
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    assert "👎" not in res.output and "x:thumbsdown:[red]y" in res.output, res.output
+
+
+def test_train_workers_are_capped_to_the_machine(tmp_path):
+    from e4ecli.cli.common import machine_cpus
+    from e4ecli.training import data as datamod
+
+    res = run("train", "--exp-dir", tmp_path / "exp", "--data", tmp_path / "missing", "--workers", 1000, "--device", "cpu")
+    assert f"--workers 1000: this machine has {machine_cpus()} CPU(s); using {machine_cpus()}" in res.output, res.output
+    assert datamod.loader([], [], 1000).num_workers == machine_cpus()  # a resumed run's stored value too

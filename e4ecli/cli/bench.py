@@ -1,4 +1,4 @@
-"""`e4e bench`: how fast inversion + rendering run here, against the machine's own matmul peak."""
+"""`e4e bench`: how fast inversion + rendering run here, against the machine's own peak."""
 from __future__ import annotations
 
 import json
@@ -28,15 +28,29 @@ def bench_cmd(
     precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast)."),
     iters: int = typer.Option(3, min=1, help="Timed repetitions (the median is reported) after one warm-up."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Also time the same graphs in: onnxruntime (CPU, fp32; needs the [onnx] extra)."),
 ) -> None:
-    """Measure per-image encoder, generator and end-to-end time, the fp32 matmul peak and the efficiency."""
+    """Measure per-image encoder, generator and end-to-end time, the machine's peak (the best of a large matmul and
+    a large NHWC convolution, at the chosen precision) and the efficiency; optionally against ONNX Runtime."""
     from rich.table import Table
 
     from e4ecli.cli.common import distributed_or_die, load_model
     from e4ecli.files.batch import write_text
     from e4ecli.pipelines.bench import bench
 
+    if compare not in (None, "onnxruntime"):
+        die(f"--compare {compare!r}: the only runtime to compare with is onnxruntime")
+    if compare:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            die("--compare onnxruntime needs onnx and onnxruntime: pip install 'e4ecli[onnx]'")
+        if precision != "fp32":
+            die("--compare onnxruntime compares fp32 graphs; use --precision fp32")
     _, dev = distributed_or_die(device, precision)
+    if compare and dev.type != "cpu":
+        die("--compare onnxruntime runs on the CPU; use --device cpu")
     if checkpoint:
         ckpt, _ = load_model(checkpoint)
         if not ckpt.has_encoder:
@@ -63,6 +77,18 @@ def bench_cmd(
     table.add_row("generator", f"{r.generator_gflop_per_image:.1f}", f"{r.generator_s_per_image:.3f}", f"{1 / r.generator_s_per_image:.2f}")
     table.add_row("end to end", f"{r.encoder_gflop_per_image + r.generator_gflop_per_image:.1f}", f"{r.end_to_end_s_per_image:.3f}", f"{r.images_per_s:.2f}")
     console.print(table)
-    console.print(f"fp32 matmul peak: {r.peak_gflops:.0f} GFLOP/s   efficiency: [bold]{100 * r.efficiency:.0f}%[/] of peak")
+    console.print(f"{r.precision} peak: {r.peak_gflops:.0f} GFLOP/s (matmul {r.matmul_gflops:.0f}, NHWC convolution {r.conv_gflops:.0f})   "
+                  f"efficiency: [bold]{100 * r.efficiency:.0f}%[/] of peak")
+    data = r.as_dict()
+    if compare:
+        import tempfile
+
+        from e4ecli.pipelines.export import onnxruntime_times
+
+        with console.status("timing the same graphs in onnxruntime"), tempfile.TemporaryDirectory() as tmp:
+            enc, gen = onnxruntime_times(model, input_size, batch_size, iters, Path(tmp))
+        console.print(f"onnxruntime: encoder {enc:.3f} s / image (e4ecli {r.encoder_s_per_image:.3f}), "
+                      f"generator {gen:.3f} s / image (e4ecli {r.generator_s_per_image:.3f})")
+        data["onnxruntime"] = {"encoder_s_per_image": enc, "generator_s_per_image": gen}
     if json_out:
-        write_text(json_out, json.dumps(r.as_dict(), indent=2) + "\n")
+        write_text(json_out, json.dumps(data, indent=2) + "\n")

@@ -40,14 +40,19 @@ def _visible(ch: str) -> str:
     return ch
 
 
-def escape(text: object) -> str:
-    """Text from a file name, a file or an option, made safe to print: control characters (ESC, newline, ...),
-    bidi overrides and undecodable bytes shown as escapes (a name cannot forge a line or move the cursor),
-    and rich markup escaped. Use it for everything that did not come from this program."""
+def visible(text: object) -> str:
+    """Control characters (ESC, newline, ...), bidi overrides and undecodable bytes shown as escapes: a name
+    cannot forge a line or move the cursor. For text shown without markup (progress descriptions)."""
     text = str(text)
     if not text.isprintable():
         text = "".join(_visible(ch) if not ch.isprintable() else ch for ch in text)
-    return _markup_escape(text)
+    return text
+
+
+def escape(text: object) -> str:
+    """Text from a file name, a file or an option, made safe to print in rich markup: visible() plus rich
+    markup escaped. Use it for everything that did not come from this program."""
+    return _markup_escape(visible(text))
 
 
 def die(message: str, code: int = EXIT_USAGE) -> None:
@@ -172,7 +177,7 @@ def precision_or_die(precision: str) -> None:
 
 def distributed_or_die(device_spec: str, precision: str = "fp32"):
     """(Dist, torch.device): joins torchrun's process group when launched by it; tunes the backend."""
-    from e4ecli.runtime import DeviceError, setup_distributed, tune_for
+    from e4ecli.runtime import DeviceError, precision_note, setup_distributed, tune_for
 
     precision_or_die(precision)
     try:
@@ -180,6 +185,9 @@ def distributed_or_die(device_spec: str, precision: str = "fp32"):
     except DeviceError as e:
         die(device_error(e))
     tune_for(device)
+    note = precision_note(device, precision)
+    if note and dist.is_main:
+        console.print(f"[yellow]note:[/] {note}")
     return dist, device
 
 
@@ -258,7 +266,7 @@ def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoin
     stopped = None
     try:
         with Manifest(out_dir, name) as manifest, Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
             disable=not dist.is_main,
         ) as progress:

@@ -100,7 +100,7 @@ def edit_cmd(
     force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs (renders only; edits stay fp32)."),
+    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16) for the renders; edits stay fp32."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
     size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging "
                                       f"(default: the generator's native size; at most {MAX_SIZE})."),

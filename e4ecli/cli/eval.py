@@ -145,7 +145,7 @@ def eval_cmd(
     ev = Evaluator(ckpt, built, dev, edit=edit, strength=s, batch_size=batch_size, workers=workers, lec_filter=lec_filter, seed=seed)
     for src, why in problems:
         ev.failed[src] = why
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("eval", total=len(items))
         for r in ev.run(items):

@@ -30,7 +30,7 @@ def invert_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.npy per image, mirroring the input tree, plus manifest.jsonl."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
+    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),

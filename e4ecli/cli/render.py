@@ -24,7 +24,7 @@ def render_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.png per latent, mirroring the input tree, plus manifest.jsonl."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
+    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
     size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging "
                                       f"(default: the generator's native size; at most {MAX_SIZE})."),

@@ -68,6 +68,11 @@ def train_cmd(ctx: typer.Context, **values: Any) -> None:
         opts["config"] = str(values["config"]) if values.get("config") else None
     except optmod.OptionsError as e:
         die(str(e))
+    from e4ecli.cli.common import capped_workers
+
+    for name in ("workers", "test_workers"):  # at most one DataLoader process per CPU (the loader caps resumed runs too)
+        if isinstance(opts.get(name), int):
+            opts[name] = capped_workers(opts[name], "--" + name.replace("_", "-"))
     raise typer.Exit(_run(opts, set(config) | set(given)))
 
 

@@ -39,7 +39,7 @@ def video_cmd(
     force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
     checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact), or fp16 / bf16 autocast for speed on GPUs."),
+    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
     size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Frame width, by area averaging (default: the native size; at most {MAX_SIZE})."),
     overwrite: bool = typer.Option(False, help="Replace an existing output video (default: leave it and exit)."),
@@ -52,7 +52,7 @@ def video_cmd(
     from e4ecli.cli.common import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, precision_or_die
+    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, precision_or_die, visible
     from e4ecli.edits.ops import EASINGS
     from e4ecli.files.latents import LatentError, load_latent
     from e4ecli.hub.directions import DirectionError
@@ -121,9 +121,9 @@ def video_cmd(
         what = f"{len(inputs)} keyframe(s)" + (" (loop)" if loop else "")
 
     gen.to(dev).eval()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task(f"video: {what}", total=frames)
+        task = progress.add_task(visible(f"video: {what}"), total=frames)
 
         def counted():
             for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision):

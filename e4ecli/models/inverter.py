@@ -27,10 +27,11 @@ class Inverter(nn.Module):
         return self.decoder.n_latent
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        codes = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        dtype = next(self.encoder.parameters()).dtype  # bf16 when the encoder is stored in bf16 (CPU bf16 runs)
+        codes = self.encoder(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
         if self.start_from_latent_avg:
             avg = self.latent_avg
-            codes = codes + (avg if avg.ndim == 2 else avg.unsqueeze(0)).to(codes.dtype)
+            codes = codes + (avg if avg.ndim == 2 else avg.unsqueeze(0)).float()
         return codes
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
-"""Speed measurements: the machine's fp32 matmul peak, encoder / generator time per image, efficiency.
+"""Speed measurements: the machine's peak, encoder / generator time per image, efficiency.
 
-Efficiency = (model FLOPs per image) / (seconds per image) / (measured fp32 matmul FLOP/s). FLOPs
-are counted by torch's FlopCounterMode on one forward pass (convolutions and matmuls, 2 per MAC).
+Peak = the best of a large matmul and a large NHWC 3x3 convolution, at the run's precision (the
+convolutions reach more than a matmul on oneDNN CPUs). Efficiency = (model FLOPs per image) /
+(seconds per image) / peak. FLOPs are counted by torch's FlopCounterMode on one forward pass
+(convolutions and matmuls, 2 per MAC).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from e4ecli.runtime import autocast
+from e4ecli.runtime import autocast, store_for
 
 
 def _sync(device: torch.device) -> None:
@@ -33,21 +35,43 @@ def _median_time(fn, device: torch.device, iters: int, warmup: int = 1) -> float
     return statistics.median(times)
 
 
-def matmul_peak(device: torch.device, n: int | None = None, iters: int = 5) -> float:
-    """Measured fp32 matmul throughput in FLOP/s (best of `iters`)."""
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def _best_rate(fn, flops: float, device: torch.device, iters: int) -> float:
     with torch.inference_mode():
-        a @ b
+        fn()
         _sync(device)
         best = float("inf")
         for _ in range(iters):
             t = time.perf_counter()
-            a @ b
+            fn()
             _sync(device)
             best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
+    return flops / best
+
+
+def matmul_peak(device: torch.device, n: int | None = None, iters: int = 5, precision: str = "fp32") -> float:
+    """Measured matmul throughput in FLOP/s (best of `iters`), at `precision` (autocast)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    with autocast(device, precision):
+        return _best_rate(lambda: a @ b, 2 * n**3, device, iters)
+
+
+def conv_peak(device: torch.device, channels: int = 256, size: int = 128, batch: int | None = None, iters: int = 5,
+              precision: str = "fp32") -> float:
+    """Measured FLOP/s of a 3x3 convolution on NHWC (channels_last) feature maps (best of `iters`)."""
+    batch = batch or (16 if device.type == "cuda" else 1)
+    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * batch * size * size * channels * channels * 9
+    with autocast(device, precision):
+        return _best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), flops, device, iters)
+
+
+def machine_peak(device: torch.device, precision: str = "fp32") -> tuple[float, float, float]:
+    """(peak, matmul, convolution) FLOP/s: peak is the better of the two."""
+    mm, conv = matmul_peak(device, precision=precision), conv_peak(device, precision=precision)
+    return max(mm, conv), mm, conv
 
 
 def count_flops(fn) -> int:
@@ -64,7 +88,9 @@ class BenchResult:
     precision: str
     size: int
     batch_size: int
-    peak_gflops: float
+    peak_gflops: float  # best of matmul_gflops and conv_gflops
+    matmul_gflops: float
+    conv_gflops: float
     encoder_gflop_per_image: float
     generator_gflop_per_image: float
     encoder_s_per_image: float
@@ -87,17 +113,22 @@ def bench(inverter, device: torch.device, *, input_size: tuple[int, int] = (256,
         enc_flops = count_flops(lambda: inverter.encode(one))
         lat1 = inverter.encode(one)
         gen_flops = count_flops(lambda: inverter.decode(lat1))
+    store_for(inverter, device, precision)
     with torch.inference_mode():
         with autocast(device, precision):
             latents = inverter.encode(x)
             t_enc = _median_time(lambda: inverter.encode(x), device, iters)
             t_gen = _median_time(lambda: inverter.decode(latents), device, iters)
-    peak = peak or matmul_peak(device)
+    if peak is None:
+        peak, mm, conv = machine_peak(device, precision)
+    else:
+        mm = conv = float("nan")
     per_enc, per_gen = t_enc / batch_size, t_gen / batch_size
     total = per_enc + per_gen
     return BenchResult(
         device=str(device), precision=precision, size=inverter.decoder.size, batch_size=batch_size,
-        peak_gflops=peak / 1e9, encoder_gflop_per_image=enc_flops / 1e9, generator_gflop_per_image=gen_flops / 1e9,
+        peak_gflops=peak / 1e9, matmul_gflops=mm / 1e9, conv_gflops=conv / 1e9,
+        encoder_gflop_per_image=enc_flops / 1e9, generator_gflop_per_image=gen_flops / 1e9,
         encoder_s_per_image=per_enc, generator_s_per_image=per_gen, end_to_end_s_per_image=total,
         images_per_s=1 / total, efficiency=(enc_flops + gen_flops) / total / peak,
     )

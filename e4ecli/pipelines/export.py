@@ -109,3 +109,33 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def onnxruntime_times(inverter, input_size: tuple[int, int], batch_size: int, iters: int, work_dir: Path) -> tuple[float, float]:
+    """Seconds per image of the same encoder and synthesis graphs in onnxruntime (CPU, PyTorch's thread
+    count), median of `iters` runs after one warm-up: (encoder, generator)."""
+    import statistics
+    import time
+
+    import onnxruntime as ort
+
+    x = torch.rand(batch_size, 3, *input_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        wplus = inverter.encode(x)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    out = []
+    for name, module, example, input_name, output_name in (("encoder", _Encode(inverter), x, "image", "wplus"),
+                                                           ("synthesis", _Synthesis(inverter.decoder), wplus, "wplus", "image")):
+        path = Path(work_dir) / f"{name}.onnx"
+        export_graph(module, example, path, input_name, output_name)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {input_name: example.float().numpy()}
+        session.run(None, feed)
+        times = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - t)
+        out.append(statistics.median(times) / batch_size)
+    return out[0], out[1]

@@ -15,7 +15,7 @@ from e4ecli.files.batch import Item, save_image, save_npy, write_text
 from e4ecli.files.images import ImageError, area_resize, load_rgb, to_uint8
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.hub.tuned import save_tuned
-from e4ecli.runtime import autocast
+from e4ecli.runtime import autocast, store_for
 from e4ecli.pipelines.align import sidecar_text
 from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
 from e4ecli.pipelines.refine import RefineOptions, refine_batch
@@ -78,7 +78,7 @@ def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
     if shared_file is not None and todo or (shared_file is not None and not shared_file.exists()):
         todo, skipped = list(items), []  # one generator serves every image: redo them all together
     yield from skipped
-    model = ckpt.inverter().to(device)
+    model = store_for(ckpt.inverter().to(device), device, precision)
     if stage is not None:
         set_stage(model.encoder, stage)
     if refine is not None:

@@ -101,8 +101,11 @@ def val_batches(n_images: int, batch_size: int, rank: int, world: int) -> list[l
 
 def loader(dataset: ImageDataset, batches, workers: int, pin_memory: bool = False):
     """A DataLoader over explicit batches; it owns its generator, so it never draws from the global RNG."""
+    import os
+
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_sampler=list(batches), num_workers=workers, collate_fn=collate,
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return DataLoader(dataset, batch_sampler=list(batches), num_workers=min(workers, cpus), collate_fn=collate,
                       generator=torch.Generator().manual_seed(0), pin_memory=pin_memory,
                       persistent_workers=False)
