@@ -77,6 +77,21 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     assert _metrics(whole) == _metrics(parts)  # same losses at every step, nothing logged twice
     _same(safe_load(whole / "checkpoints/best_model.pt")["state_dict"], safe_load(ckdir / "best_model.pt")["state_dict"])
 
+    # A run that ended at --max-steps 1 (validating there, off --val-interval) and is resumed to step 3 trains
+    # exactly as the uninterrupted run: validation has its own random stream and leaves the W pools alone.
+    stopped = tmp_path / "stopped"
+    r = runner.invoke(app, ["train", "--exp-dir", str(stopped), "--max-steps", "1", *common])
+    assert r.exit_code == 0, r.output
+    assert [m["step"] for m in _metrics(stopped) if m["split"] == "val"] == [0, 1]
+    r = runner.invoke(app, ["train", "--exp-dir", str(stopped), "--resume", "--max-steps", "3"])
+    assert r.exit_code == 0, r.output
+    c = safe_load(stopped / "checkpoints/iteration_3.pt")
+    for key in ("state_dict", "optimizer", "discriminator_state_dict", "discriminator_optimizer_state_dict", "global_step"):
+        _same(a[key], c[key], key)
+    _same(a["e4ecli_training"], c["e4ecli_training"], "e4ecli_training")  # RNG streams and W pools included
+    extra_val = [m for m in _metrics(stopped) if m not in _metrics(whole)]
+    assert [(m["step"], m["split"]) for m in extra_val] == [(1, "val")]  # the stop's own validation, nothing else
+
 
 def test_a_new_run_refuses_an_experiment_folder_that_holds_one(tmp_path):
     (tmp_path / "exp" / "checkpoints").mkdir(parents=True)

@@ -46,7 +46,7 @@ from e4ecli.training.logs import RunLog
 from e4ecli.training.pool import LatentCodesPool
 
 EARLY_IMAGE_STEPS, EARLY_IMAGE_EVERY = 1000, 25  # the original also logs images every 25 steps of the first 1000
-SANITY_VAL_BATCHES = 5  # at step 0 the original validates 5 batches as a sanity check and logs nothing
+SANITY_VAL_BATCHES = 5  # at step 0 the original validates up to 5 batches; reaching the 5th, it logs nothing
 
 
 def _f(value: Any) -> float:
@@ -525,8 +525,11 @@ class Trainer:
         return loss, loss_dict, id_logs
 
     @torch.no_grad()
-    def sample_real_and_fake(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real codes (B, 512) from the mapping network, fake codes (N, 512) from the encoder), as the original."""
+    def sample_real_and_fake(self, x: torch.Tensor, pools: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real codes (B, 512) from the mapping network, fake codes (N, 512) from the encoder), as the original.
+
+        pools=False (validation): the W pools are neither queried nor changed, so validating never alters training.
+        """
         z = torch.randn(self.opts["batch_size"], self.decoder.style_dim, device=self.device)
         real_w = self.decoder.mapping(z)
         fake_w = self.encoder(x)
@@ -534,7 +537,7 @@ class Trainer:
             fake_w = fake_w + self.latent_avg.to(fake_w.dtype)
         if self.schedule is not None:
             fake_w = fake_w[:, self.dims_to_discriminate(), :]
-        if self.opts["use_w_pool"]:
+        if self.opts["use_w_pool"] and pools:
             real_w = self.real_w_pool.query(real_w)
             fake_w = self.fake_w_pool.query(fake_w)
         if fake_w.ndim == 3:
@@ -585,19 +588,41 @@ class Trainer:
     # -- validation ------------------------------------------------------------------------------------
     @torch.no_grad()
     def validate_discriminator(self, x: torch.Tensor) -> dict[str, float]:
-        real_w, fake_w = self.sample_real_and_fake(x)
+        real_w, fake_w = self.sample_real_and_fake(x, pools=False)
         real_loss, fake_loss = L.discriminator_losses(self.discriminator(real_w), self.discriminator(fake_w))
         return {"d_real_loss": _f(real_loss), "d_fake_loss": _f(fake_loss), "discriminator_loss": _f(real_loss + fake_loss)}
 
     def validate(self, step: int) -> dict[str, float] | None:
-        """Mean of each loss over the validation batches of all ranks (None at step 0: a 5-batch sanity pass)."""
+        """Mean of each loss over the validation batches of all ranks.
+
+        At step 0 the original validates at most 5 batches as a sanity check and returns None when it
+        reached the 5th (so with fewer batches it logs and may write best_model.pt at step 0). Validation
+        draws from its own random stream (seeded by seed, step and rank) and leaves the W pools alone: a
+        run that stops at --max-steps (validating there) resumes exactly as one that was interrupted.
+        """
         if self.dist.world > 1:  # every rank validates with rank 0's BatchNorm statistics, the ones checkpoints keep
             for b in self.encoder.buffers():
                 torch.distributed.broadcast(b, 0)
+        sanity = step == 0 and len(self.val_set) // self.opts["test_batch_size"] >= SANITY_VAL_BATCHES
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.seed * 1_000_003 + step * 7919 + self.dist.rank + 1) % 2**63)
+            sums = self._validation_sums(step, sanity)
+        if sanity:
+            return None
+        merged: dict[str, list[float]] = {}
+        for part in self.dist.gather(sums):
+            for k, (s, n) in part.items():
+                acc = merged.setdefault(k, [0.0, 0])
+                acc[0] += s
+                acc[1] += n
+        return {k: s / n for k, (s, n) in merged.items() if n}
+
+    def _validation_sums(self, step: int, sanity: bool) -> dict[str, list[float]]:
         self.encoder.eval()
         sums: dict[str, list[float]] = {}
         batches = datamod.val_batches(len(self.val_set), self.opts["test_batch_size"], self.dist.rank, self.dist.world)
-        if step == 0:
+        if sanity:
             batches = [b for j, b in enumerate(batches) if self.dist.rank + self.dist.world * j < SANITY_VAL_BATCHES]
         for j, (x, bad) in enumerate(datamod.loader(self.val_set, batches, self.opts["test_workers"])):
             self._report_bad(bad)
@@ -616,15 +641,7 @@ class Trainer:
             if self.log is not None:
                 self.log.images("images/test/faces", step, x, y_hat, subscript=f"{self.dist.rank + self.dist.world * j:04d}")
         self.encoder.train()
-        if step == 0:
-            return None
-        merged: dict[str, list[float]] = {}
-        for part in self.dist.gather(sums):
-            for k, (s, n) in part.items():
-                acc = merged.setdefault(k, [0.0, 0])
-                acc[0] += s
-                acc[1] += n
-        return {k: s / n for k, (s, n) in merged.items() if n}
+        return sums
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def _rank_state(self) -> dict:
