@@ -1,7 +1,7 @@
 """Training checkpoints: the published e4e layout plus what `--resume` needs, written atomically.
 
     {'state_dict': {'encoder.*', 'decoder.*'}, 'opts': {...}, 'latent_avg': (n_styles, 512)   # as published
-     'global_step', 'best_val_loss', 'optimizer',                                            # the original's
+     'global_step', 'best_val_loss', 'optimizer' (the original's one-group layout),           # the original's
      'discriminator_state_dict', 'discriminator_optimizer_state_dict',                       #  training data
      'e4ecli_training': {'version', 'world_size', 'progressive_stage', 'param_groups',
                          'ranks': [{'rng': ..., 'pools': ...} per rank], 'scaler'}}
@@ -22,7 +22,7 @@ from e4ecli.files.batch import save_torch
 from e4ecli.hub.checkpoints import CheckpointError, safe_load
 
 TRAINING_KEY = "e4ecli_training"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 'optimizer' in the original's single-group layout (1: one group per style)
 ITERATION_RE = re.compile(r"iteration_(\d+)\.pt")
 
 
@@ -85,3 +85,94 @@ def set_rng_state(state: dict, device: torch.device, py: random.Random) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
     p = state["python"]
     py.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+
+
+# -- optimiser state: the original's layout <-> this trainer's ---------------------------------------------
+# The original keeps ONE parameter group over encoder.parameters() (+ decoder.parameters() with
+# --train-decoder) and, for Ranger, a step count per parameter. This trainer adds one group per style
+# as it unlocks (pytorch-optimizer's Ranger counts steps per group), so per-style step counts match.
+# Checkpoints store the original's layout under 'optimizer'; loading maps it onto the active groups.
+RANGER_ORIGINAL_KEYS = ("lr", "alpha", "k", "step_counter", "betas", "eps", "weight_decay")
+RANGER_N_SMA_THRESHOLD = 5
+
+
+class OptimizerLayoutError(ValueError):
+    """Optimiser state that cannot be mapped onto this run; the message names the cause."""
+
+
+def is_ranger(optimizer: torch.optim.Optimizer) -> bool:
+    return type(optimizer).__name__ == "Ranger"
+
+
+def optimizer_to_original(optimizer: torch.optim.Optimizer, flat: list[torch.nn.Parameter]) -> dict:
+    """This trainer's optimiser -> the original's state dict: one group over `flat` (the original's
+    parameter order), per-parameter state keyed by position, Ranger's step count in every state."""
+    position = {id(p): i for i, p in enumerate(flat)}
+    sd = optimizer.state_dict()
+    ranger = is_ranger(optimizer)
+    state: dict[int, dict] = {}
+    for live, saved in zip(optimizer.param_groups, sd["param_groups"]):
+        for p, idx in zip(live["params"], saved["params"]):
+            if idx in sd["state"]:
+                st = dict(sd["state"][idx])
+                if ranger:
+                    st["step"] = int(saved.get("step", 0))
+                state[position[id(p)]] = st
+    first = sd["param_groups"][0]
+    if ranger:
+        group = {k: first[k] for k in RANGER_ORIGINAL_KEYS}
+        group["step_counter"] = 0
+        group["N_sma_threshhold"] = RANGER_N_SMA_THRESHOLD  # the original's spelling
+    else:
+        group = {k: v for k, v in first.items() if k not in ("name", "params")}
+    group["params"] = list(range(len(flat)))
+    return {"state": dict(sorted(state.items())), "param_groups": [group]}
+
+
+def optimizer_from_original(optimizer: torch.optim.Optimizer, saved: dict, flat: list[torch.nn.Parameter],
+                            pending: list[torch.nn.Parameter]) -> None:
+    """Load the original's layout (one group over `flat`) into this trainer's active groups.
+
+    pending: parameters of groups that join later (styles not yet unlocked); state for them means
+    the progressive schedule differs from the run that wrote the file. Raises OptimizerLayoutError.
+    """
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not groups or not isinstance(saved.get("state"), dict):
+        raise OptimizerLayoutError("the 'optimizer' entry is not an optimiser state dict")
+    n_saved = sum(len(g["params"]) for g in groups)
+    if len(groups) != 1 or n_saved != len(flat):
+        raise OptimizerLayoutError(
+            f"it holds {n_saved} parameters in {len(groups)} group(s), this run trains {len(flat)} in the original's single "
+            "group: the encoder type, generator size or --train-decoder differ from the run that wrote it")
+    ranger = is_ranger(optimizer)
+    if ranger and "alpha" not in groups[0]:
+        raise OptimizerLayoutError("it is Adam state and this run uses Ranger: pass --optim-name adam")
+    if not ranger and "alpha" in groups[0]:
+        raise OptimizerLayoutError("it is Ranger state and this run uses Adam: pass --optim-name ranger")
+    original_index = {id(p): i for i, p in enumerate(flat)}
+    src_state = saved["state"]
+    late = [original_index[id(p)] for p in pending if original_index.get(id(p)) in src_state]
+    if late:
+        raise OptimizerLayoutError(f"it has state for {len(late)} parameter(s) of styles this run has not unlocked yet at "
+                                   "its step: the progressive schedule differs from the run that wrote it")
+    current = optimizer.state_dict()
+    state: dict[int, dict] = {}
+    new_groups = []
+    for live, template in zip(optimizer.param_groups, current["param_groups"]):
+        group = dict(template)
+        for k, v in groups[0].items():
+            if k in group and k not in ("params", "name", "step"):
+                group[k] = v
+        steps = []
+        for p, idx in zip(live["params"], template["params"]):
+            st = src_state.get(original_index[id(p)])
+            if st is None:
+                continue
+            st = dict(st)
+            if ranger:
+                steps.append(int(st.pop("step", 0)))
+            state[idx] = st
+        if steps:
+            group["step"] = max(steps)
+        new_groups.append(group)
+    optimizer.load_state_dict({"state": state, "param_groups": new_groups})

@@ -402,11 +402,7 @@ class Trainer:
         self.best_val_loss = ckpt.get("best_val_loss")
         full = self.plan.full_resume
         if full or o["keep_optimizer"]:
-            try:
-                self.optimizer.load_state_dict(ckpt["optimizer"])
-            except (ValueError, KeyError) as e:
-                raise TrainError(f"{self.plan.resume_path}: the optimiser state does not fit this run ({e}); were "
-                                 "--optim-name, --train-decoder or the progressive schedule changed?") from None
+            self._restore_optimizer(ckpt["optimizer"])
         if self.discriminator is not None and "discriminator_state_dict" in ckpt:
             self.discriminator.load_state_dict(ckpt["discriminator_state_dict"])
             self.d_optimizer.load_state_dict(ckpt["discriminator_optimizer_state_dict"])
@@ -430,6 +426,26 @@ class Trainer:
             self.fake_w_pool.load_state_dict(mine["pools"]["fake"], self.device)
 
     _rng_restored = False
+
+    def _flat_params(self) -> list[nn.Parameter]:
+        """The parameters in the original's optimiser order: encoder, then decoder with --train-decoder."""
+        return list(self.encoder.parameters()) + (list(self.decoder.parameters()) if self.opts["train_decoder"] else [])
+
+    def _restore_optimizer(self, saved: dict) -> None:
+        where = self.plan.resume_path
+        groups = saved.get("param_groups") if isinstance(saved, dict) else None
+        if groups and all("name" in g for g in groups):  # one group per style: written by e4ecli before format 2
+            try:
+                self.optimizer.load_state_dict(saved)
+            except (ValueError, KeyError) as e:
+                raise TrainError(f"{where}: the optimiser state does not fit this run ({e}); were --optim-name, "
+                                 "--train-decoder or the progressive schedule changed?") from None
+            return
+        pending = [p for _, ps in self.groups[self.n_active_groups:] for p in ps]
+        try:
+            ckpts.optimizer_from_original(self.optimizer, saved, self._flat_params(), pending)
+        except ckpts.OptimizerLayoutError as e:
+            raise TrainError(f"{where}: the optimiser state does not fit this run: {e}") from None
 
     def _wrap_ddp(self) -> None:
         self.enc_fwd: nn.Module = self.encoder
@@ -661,7 +677,7 @@ class Trainer:
             payload["latent_avg"] = self.latent_avg.detach().cpu()
         if training_state:
             payload["global_step"] = step
-            payload["optimizer"] = self.optimizer.state_dict()
+            payload["optimizer"] = ckpts.optimizer_to_original(self.optimizer, self._flat_params())  # the original's layout
             payload["best_val_loss"] = self.best_val_loss
             if self.discriminator is not None:
                 payload["discriminator_state_dict"] = self.discriminator.state_dict()
