@@ -6,6 +6,7 @@ import torch
 
 from e4ecli.runtime import Dist
 from e4ecli.training import loop
+from e4ecli.training import loss as lossmod
 from e4ecli.training import options as optmod
 from train_support import tiny_generator, write_photos
 
@@ -22,7 +23,7 @@ def _trainer(tmp_path, **extra) -> loop.Trainer:
 
 
 def _batch(trainer) -> torch.Tensor:
-    return torch.stack([trainer.train_set[(i, False)][0] for i in range(2)]).float()
+    return torch.stack([trainer.c.train_set[(i, False)][0] for i in range(2)]).float()
 
 
 def test_discriminator_step_sees_encoder_codes_plus_latent_avg_in_the_pools_too(tmp_path):
@@ -30,9 +31,9 @@ def test_discriminator_step_sees_encoder_codes_plus_latent_avg_in_the_pools_too(
     trainer._apply_stage(1)
     x = _batch(trainer)
     with torch.no_grad():
-        expected = (trainer.encoder(x) + trainer.latent_avg)[:, 0]  # (2, 512): the codes the encoder is judged on
+        expected = (trainer.c.encoder(x) + trainer.c.latent_avg)[:, 0]  # (2, 512): the codes the encoder is judged on
     seen: list[torch.Tensor] = []
-    hook = trainer.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    hook = trainer.c.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
     try:
         trainer.train_step(x, step=1)  # no R1 at step 1 (--d-reg-every 16)
     finally:
@@ -40,10 +41,11 @@ def test_discriminator_step_sees_encoder_codes_plus_latent_avg_in_the_pools_too(
     d_input = seen[0]  # the discriminator step: real codes then fake codes, one pass
     assert d_input.shape == (4, 512)
     torch.testing.assert_close(d_input[2:], expected, rtol=0, atol=1e-6)
-    assert [w.shape for w in trainer.fake_w_pool.ws] == [(512,), (512,)]
-    torch.testing.assert_close(torch.stack(trainer.fake_w_pool.ws), expected, rtol=0, atol=1e-6)
+    fake_pool = trainer.c.pools[1]
+    assert [w.shape for w in fake_pool.ws] == [(512,), (512,)]
+    torch.testing.assert_close(torch.stack(fake_pool.ws), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(seen[1], expected, rtol=0, atol=1e-6)  # the encoder's adversarial loss: same codes
-    assert float(trainer.latent_avg.abs().mean()) > 0.01  # the test means something: the offset is not ~0
+    assert float(trainer.c.latent_avg.abs().mean()) > 0.01  # the test means something: the offset is not ~0
 
 
 def test_discriminator_fake_loss_responds_to_the_latent_avg_offset(tmp_path):
@@ -51,8 +53,8 @@ def test_discriminator_fake_loss_responds_to_the_latent_avg_offset(tmp_path):
     x = _batch(trainer)
     losses = []
     for shift in (0.0, 1.0):
-        trainer.latent_avg = trainer.latent_avg + shift
+        trainer.c.latent_avg.add_(shift)
         torch.manual_seed(5)  # the same real codes both times
-        losses.append(trainer.validate_discriminator(x))
+        losses.append(lossmod.discriminator_losses_of(trainer.c.discriminator, *trainer.sample_codes(x, pools=False)))
     assert losses[0]["d_real_loss"] == losses[1]["d_real_loss"]
     assert abs(losses[0]["d_fake_loss"] - losses[1]["d_fake_loss"]) > 1e-4, losses

@@ -60,11 +60,11 @@ def test_an_original_layout_optimizer_maps_onto_the_style_groups_and_is_written_
     saved = torch.load(source, weights_only=True)["optimizer"]
     trainer = _trainer(tmp_path, source)
     trainer.setup()
-    assert [g["name"] for g in trainer.optimizer.param_groups] == ["base", "style_1", "style_2"]
-    assert [g["step"] for g in trainer.optimizer.param_groups] == [6, 4, 2]
-    params = dict(trainer.encoder.named_parameters())
+    assert [g["name"] for g in trainer.c.optimizer.param_groups] == ["base", "style_1", "style_2"]
+    assert [g["step"] for g in trainer.c.optimizer.param_groups] == [6, 4, 2]
+    params = dict(trainer.c.encoder.named_parameters())
     for i, name in enumerate(order):
-        mine = trainer.optimizer.state.get(params[name], {})
+        mine = trainer.c.optimizer.state.get(params[name], {})
         assert set(mine) == ({"exp_avg", "exp_avg_sq", "slow_buffer"} if i in saved["state"] else set()), name
         for k in mine:
             assert torch.equal(mine[k], saved["state"][i][k]), (name, k)

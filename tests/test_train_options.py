@@ -9,10 +9,11 @@ from e4ecli.cli import app
 from e4ecli.training import options as O
 
 # The original e4e options/train_options.py: name -> default (copied by hand from its argparse calls;
-# stylegan_weights/stylegan_size are the documented exceptions: zoo name / read from the file).
+# stylegan_weights/stylegan_size/workers are the documented exceptions: zoo name / read from the file /
+# the original's 4 capped at the machine's CPUs).
 ORIGINAL = {
     "exp_dir": None, "dataset_type": "ffhq_encode", "encoder_type": "Encoder4Editing", "batch_size": 4,
-    "test_batch_size": 2, "workers": 4, "test_workers": 2, "learning_rate": 0.0001, "optim_name": "ranger",
+    "test_batch_size": 2, "workers": None, "test_workers": 2, "learning_rate": 0.0001, "optim_name": "ranger",
     "train_decoder": False, "start_from_latent_avg": False, "lpips_type": "alex", "lpips_lambda": 0.8,
     "id_lambda": 0.1, "l2_lambda": 1.0, "checkpoint_path": None, "max_steps": 500000, "image_interval": 100,
     "board_interval": 50, "val_interval": 1000, "save_interval": None, "w_discriminator_lambda": 0,

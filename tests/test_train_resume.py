@@ -4,8 +4,6 @@ and a progressive stage change; and a run never silently overwrites another."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 import torch
@@ -54,16 +52,17 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     r = runner.invoke(app, ["train", "--exp-dir", str(whole), "--max-steps", "3", *common])
     assert r.exit_code == 0, r.output
-    # The same run killed during step 3: what it had written by then (hard links: no copying), its last metrics
-    # lines included, plus the hidden temp file of an interrupted write and a damaged newer checkpoint.
+    # The same run killed during step 3: what it had written by then (a run ending at step 2, on --val-interval and
+    # --save-interval, does nothing else up to there), its step-3 metrics lines, the hidden temp file of an
+    # interrupted write and a damaged newer checkpoint.
+    r = runner.invoke(app, ["train", "--exp-dir", str(parts), "--max-steps", "2", *common])
+    assert r.exit_code == 0, r.output
     ckdir = parts / "checkpoints"
-    ckdir.mkdir(parents=True)
-    for name in ("iteration_0.pt", "iteration_2.pt", "best_model.pt"):
-        os.link(whole / "checkpoints" / name, ckdir / name)
-    shutil.copy(whole / "metrics.jsonl", parts / "metrics.jsonl")
+    with open(parts / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps(m) + "\n" for m in _metrics(whole) if m["step"] == 3)
     (ckdir / ".iteration_3.pt.4242-abcdef.tmp.pt").write_bytes(b"what a killed write leaves")  # never picked up
     (ckdir / "iteration_5.pt").write_bytes((ckdir / "iteration_2.pt").read_bytes()[:4096])  # a damaged file
-    r = runner.invoke(app, ["train", "--exp-dir", str(parts), "--resume"])
+    r = runner.invoke(app, ["train", "--exp-dir", str(parts), "--resume", "--max-steps", "3"])
     assert r.exit_code == 0, r.output
     flat = "".join(r.output.split())
     assert "skippediteration_5.pt" in flat and "iteration_2.ptatstep3" in flat, r.output
@@ -73,6 +72,8 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
                 "global_step", "best_val_loss", "e4ecli_training"):
         _same(a[key], b[key], key)
     assert a["e4ecli_training"]["param_groups"] == ["base", "style_1", "style_2"]
+    for older in ("iteration_0.pt", "iteration_2.pt"):  # only the newest checkpoint keeps the training state
+        assert set(safe_load(whole / "checkpoints" / older)) == {"state_dict", "opts", "latent_avg", "e4ecli_generator_config"}, older
     assert a["e4ecli_training"]["ranks"][0]["pools"]["real"]["ws"].shape == (3, 512)
     assert _metrics(whole) == _metrics(parts)  # same losses at every step, nothing logged twice
     _same(safe_load(whole / "checkpoints/best_model.pt")["state_dict"], safe_load(ckdir / "best_model.pt")["state_dict"])

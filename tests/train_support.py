@@ -125,8 +125,8 @@ def ddp_worker(rank: int, world: int, port: int, opts: dict, out_dir: str) -> No
         trainer = loop.Trainer(plan, dist, device)
         events = list(trainer.run())
         steps = [e.step for e in events if isinstance(e, loop.StepDone)]
-        report = {"steps": steps, "encoder": digests(trainer.encoder.state_dict()),
-                  "discriminator": digests(trainer.discriminator.state_dict()) if trainer.discriminator is not None else {},
+        report = {"steps": steps, "encoder": digests(trainer.c.encoder.state_dict()),
+                  "discriminator": digests(trainer.c.discriminator.state_dict()) if trainer.c.discriminator is not None else {},
                   "wrote_log": trainer.log is not None}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
     finally:

@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from e4ecli.files.batch import save_torch
-from e4ecli.hub.checkpoints import CheckpointError, safe_load
+from e4ecli.hub.checkpoints import GENERATOR_CONFIG_KEY, CheckpointError, safe_load
+from e4ecli.hub.networks import generator_file_config
+
+if TYPE_CHECKING:
+    from e4ecli.runtime import Dist
+    from e4ecli.training.build import Components
 
 TRAINING_KEY = "e4ecli_training"
+TRAINING_ENTRIES = ("global_step", "optimizer", "best_val_loss", "discriminator_state_dict", "discriminator_optimizer_state_dict",
+                    TRAINING_KEY)
 FORMAT_VERSION = 2  # 2: 'optimizer' in the original's single-group layout (1: one group per style)
 ITERATION_RE = re.compile(r"iteration_(\d+)\.pt")
 
@@ -176,3 +184,114 @@ def optimizer_from_original(optimizer: torch.optim.Optimizer, saved: dict, flat:
             group["step"] = max(steps)
         new_groups.append(group)
     optimizer.load_state_dict({"state": state, "param_groups": new_groups})
+
+
+# -- what a checkpoint holds, and restoring a run from one -------------------------------------------------
+def rank_state(c: "Components") -> dict:
+    """This process's random streams and W pools (gathered from every rank into the checkpoint)."""
+    state: dict[str, Any] = {"rng": rng_state(c.device, c.py_rng)}
+    if c.pools is not None:
+        state["pools"] = {"real": c.pools[0].state_dict(), "fake": c.pools[1].state_dict()}
+    return state
+
+
+def payload(c: "Components", step: int, best_val_loss: float | None, stage: int | None, n_active_groups: int,
+            ranks: list[dict] | None) -> dict:
+    """The published e4e layout; with `ranks` (training state wanted) also everything --resume needs."""
+    sd = {f"encoder.{k}": v for k, v in c.encoder.state_dict().items()}
+    sd.update({f"decoder.{k}": v for k, v in c.decoder.state_dict().items()})
+    out: dict[str, Any] = {"state_dict": sd, "opts": dict(c.opts)}
+    config = generator_file_config(c.decoder)
+    if config is not None:  # a generator rosinality's code cannot express: how to rebuild it
+        out[GENERATOR_CONFIG_KEY] = config
+    if c.opts["start_from_latent_avg"]:
+        out["latent_avg"] = c.latent_avg.detach().cpu()
+    if ranks is None:
+        return out
+    out["global_step"] = step
+    out["optimizer"] = optimizer_to_original(c.optimizer, c.flat_params())  # the original's layout
+    out["best_val_loss"] = best_val_loss
+    if c.discriminator is not None:
+        out["discriminator_state_dict"] = c.discriminator.state_dict()
+        out["discriminator_optimizer_state_dict"] = c.d_optimizer.state_dict()
+    out[TRAINING_KEY] = {
+        "version": FORMAT_VERSION,
+        "world_size": len(ranks),
+        "progressive_stage": stage,
+        "param_groups": [name for name, _ in c.groups[:n_active_groups]],
+        "ranks": ranks,
+        "scaler": c.scaler.state_dict() if c.scaler.is_enabled() else None,
+    }
+    return out
+
+
+@dataclass
+class Restored:
+    start_step: int
+    best_val_loss: float | None
+    rng_restored: bool  # this rank's random streams came from the checkpoint
+    notes: list[str] = field(default_factory=list)
+
+
+def restore(c: "Components", ckpt: dict, where: Path, full: bool, keep_optimizer: bool, dist: "Dist") -> Restored:
+    """Continue from a checkpoint with training state (the weights were loaded when the components were built).
+
+    full (--resume): optimiser, discriminator, scaler, RNG streams and pools; otherwise the discriminator,
+    and the optimiser with keep_optimizer. Raises OptimizerLayoutError naming what does not fit.
+    """
+    out = Restored(int(ckpt["global_step"]) + 1, ckpt.get("best_val_loss"), False)
+    if full or keep_optimizer:
+        saved = ckpt["optimizer"]
+        groups = saved.get("param_groups") if isinstance(saved, dict) else None
+        if groups and all("name" in g for g in groups):  # one group per style: written by e4ecli's format 1
+            try:
+                c.optimizer.load_state_dict(saved)
+            except (ValueError, KeyError) as e:
+                raise OptimizerLayoutError(f"{e}; were --optim-name, --train-decoder or the progressive schedule changed?") from None
+        else:
+            pending = [p for _, ps in c.groups[c.first_groups:] for p in ps]
+            optimizer_from_original(c.optimizer, saved, c.flat_params(), pending)
+    if c.discriminator is not None and "discriminator_state_dict" in ckpt:
+        c.discriminator.load_state_dict(ckpt["discriminator_state_dict"])
+        c.d_optimizer.load_state_dict(ckpt["discriminator_optimizer_state_dict"])
+    elif c.discriminator is not None:
+        out.notes.append("the checkpoint has no discriminator state: the discriminator starts afresh")
+    state = ckpt.get(TRAINING_KEY)
+    if not full or not isinstance(state, dict):
+        return out
+    if state.get("scaler") and c.scaler.is_enabled():
+        c.scaler.load_state_dict(state["scaler"])
+    ranks = state.get("ranks") or []
+    if len(ranks) != dist.world:
+        out.notes.append(f"the checkpoint was written by {len(ranks)} process(es), this run has {dist.world}: random "
+                         "streams and W pools start afresh (training goes on, not bit-identically)")
+        return out
+    mine = ranks[dist.rank]
+    set_rng_state(mine["rng"], c.device, c.py_rng)
+    out.rng_restored = True
+    if c.pools is not None and mine.get("pools"):
+        c.pools[0].load_state_dict(mine["pools"]["real"], c.device)
+        c.pools[1].load_state_dict(mine["pools"]["fake"], c.device)
+    return out
+
+
+# -- disk use: training state only in the newest checkpoint, --keep-last ---------------------------------
+def drop_training_state(path: Path) -> None:
+    """Rewrite an older iteration checkpoint without its training state (optimiser, discriminator, pools:
+    most of the file); --resume needs only the newest. A damaged or missing file is left alone."""
+    try:
+        ckpt = safe_load(path)
+    except (CheckpointError, OSError):
+        return
+    if isinstance(ckpt, dict) and any(k in ckpt for k in TRAINING_ENTRIES):
+        save(path, {k: v for k, v in ckpt.items() if k not in TRAINING_ENTRIES})
+
+
+def prune(ckpt_dir: Path, keep_last: int | None) -> list[Path]:
+    """Delete all but the `keep_last` newest iteration checkpoints; returns what was deleted."""
+    if not keep_last:
+        return []
+    gone = [path for _, path in iteration_checkpoints(ckpt_dir)[keep_last:]]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone

@@ -82,7 +82,8 @@ OPTIONS: tuple[Option, ...] = (
     # -- optimisation -------------------------------------------------------------------------
     Option("batch_size", "int", 4, "Training images per step and process.", OPTIM, minimum=1),
     Option("test_batch_size", "int", 2, "Validation images per batch.", OPTIM, minimum=1),
-    Option("workers", "int", 4, "Training DataLoader worker processes.", OPTIM, minimum=0),
+    Option("workers", "int", None, "Training DataLoader worker processes (default: the original's 4, at most the CPUs "
+           "this process may use).", OPTIM, minimum=0),
     Option("test_workers", "int", 2, "Validation DataLoader worker processes.", OPTIM, minimum=0),
     Option("learning_rate", "float", 0.0001, "Encoder learning rate.", OPTIM, minimum=0),
     Option("optim_name", "str", "ranger", "Optimiser: ranger (RAdam + Lookahead + gradient centralisation, "
@@ -119,6 +120,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("resume", "bool", False, "Continue the run in --exp-dir from its newest complete checkpoint (weights, "
            "optimisers, discriminator, pools, step, best loss, RNG); flags given now override its options.", LOGS,
            original=False, run_only=True),
+    Option("keep_last", "int", None, "Keep only the K newest iteration_N.pt files (default: all). Only the newest keeps "
+           "the optimiser/discriminator state either way (--resume needs no more).", LOGS, original=False, minimum=1),
     Option("save_training_data", "bool", False, "Also store the training state in best_model.pt (iteration "
            "checkpoints always carry it).", LOGS),
     Option("resume_training_from_ckpt", "path", None, "Continue training from this checkpoint file, with its stored "
@@ -249,7 +252,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
         except yaml.YAMLError as e:
             raise OptionsError(f"--config {path}: not valid YAML ({e})") from None
     elif suffix == ".toml":
-        import tomllib
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10: the same parser as the tomli package
+            import tomli as tomllib
 
         try:
             data = tomllib.loads(text)

@@ -1,0 +1,51 @@
+"""training.loss on its own: the encoder's loss composition and the discriminator step with R1,
+each checked against the terms of training.losses computed by hand."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from e4ecli.models.discriminator import LatentCodesDiscriminator
+from e4ecli.training import losses as L
+from e4ecli.training.loss import EncoderLoss, discriminator_step
+
+
+def test_encoder_loss_weighs_each_term_and_names_them_as_the_original():
+    torch.manual_seed(0)
+    x, y_hat = torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 8, 8) * 2 - 1
+    latents = torch.randn(2, 4, 16)
+    disc = LatentCodesDiscriminator(16, 2)
+    fn = EncoderLoss(l2_lambda=2.0, lpips_lambda=0.0, id_lambda=0.0, delta_norm=2, delta_norm_lambda=0.5, w_discriminator_lambda=0.1)
+    loss, values = fn(x, y_hat, latents, disc, dims=[0, 1], delta_stage=2)
+    adv = L.encoder_discriminator_loss(disc, latents, [0, 1])
+    total, per = L.delta_losses(latents, 2, 2)
+    expected = 0.1 * adv + 0.5 * total + 2.0 * L.l2_loss(y_hat, x)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert set(values) == {"encoder_discriminator_loss", "delta1_loss", "delta2_loss", "total_delta_loss", "loss_l2", "loss"}
+    assert values["delta2_loss"] == pytest.approx(float(per[1]))
+    _, plain = fn(x, y_hat, latents)  # no discriminator, not progressive: only the pixel term
+    assert set(plain) == {"loss_l2", "loss"}
+
+
+def test_discriminator_step_is_a_non_saturating_step_then_an_r1_step():
+    torch.manual_seed(0)
+    d = LatentCodesDiscriminator(16, 3)
+    ref = copy.deepcopy(d)
+    real, fake = torch.randn(3, 16), torch.randn(2, 16)
+    values = discriminator_step(d, d, torch.optim.SGD(d.parameters(), lr=0.1), real, fake, r1_step=True, r1_gamma=10.0, d_reg_every=4)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    real_loss, fake_loss = L.discriminator_losses(ref(real), ref(fake))
+    (real_loss + fake_loss).backward()
+    opt.step()
+    w = real.clone().requires_grad_(True)
+    r1 = 10.0 / 2 * L.r1_penalty(ref(w), w) * 4
+    opt.zero_grad()
+    r1.backward()
+    opt.step()
+    assert values["d_real_loss"] == pytest.approx(float(real_loss)) and values["d_fake_loss"] == pytest.approx(float(fake_loss))
+    assert values["discriminator_r1_loss"] == pytest.approx(float(r1), rel=1e-6)
+    for a, b in zip(d.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not any(p.requires_grad for p in d.parameters())  # frozen again for the encoder's step
