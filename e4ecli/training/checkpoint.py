@@ -15,17 +15,13 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from e4ecli.files.batch import save_torch
 from e4ecli.hub.checkpoints import GENERATOR_CONFIG_KEY, CheckpointError, safe_load
 from e4ecli.hub.networks import generator_file_config
-
-if TYPE_CHECKING:
-    from e4ecli.runtime import Dist
-    from e4ecli.training.build import Components
 
 TRAINING_KEY = "e4ecli_training"
 TRAINING_ENTRIES = ("global_step", "optimizer", "best_val_loss", "discriminator_state_dict", "discriminator_optimizer_state_dict",
@@ -187,7 +183,8 @@ def optimizer_from_original(optimizer: torch.optim.Optimizer, saved: dict, flat:
 
 
 # -- what a checkpoint holds, and restoring a run from one -------------------------------------------------
-def rank_state(c: "Components") -> dict:
+# `c` is the run's build.Components, `dist` its runtime.Dist (not imported here: build imports this module).
+def rank_state(c: Any) -> dict:
     """This process's random streams and W pools (gathered from every rank into the checkpoint)."""
     state: dict[str, Any] = {"rng": rng_state(c.device, c.py_rng)}
     if c.pools is not None:
@@ -195,7 +192,7 @@ def rank_state(c: "Components") -> dict:
     return state
 
 
-def payload(c: "Components", step: int, best_val_loss: float | None, stage: int | None, n_active_groups: int,
+def payload(c: Any, step: int, best_val_loss: float | None, stage: int | None, n_active_groups: int,
             ranks: list[dict] | None) -> dict:
     """The published e4e layout; with `ranks` (training state wanted) also everything --resume needs."""
     sd = {f"encoder.{k}": v for k, v in c.encoder.state_dict().items()}
@@ -233,7 +230,7 @@ class Restored:
     notes: list[str] = field(default_factory=list)
 
 
-def restore(c: "Components", ckpt: dict, where: Path, full: bool, keep_optimizer: bool, dist: "Dist") -> Restored:
+def restore(c: Any, ckpt: dict, where: Path, full: bool, keep_optimizer: bool, dist: Any) -> Restored:
     """Continue from a checkpoint with training state (the weights were loaded when the components were built).
 
     full (--resume): optimiser, discriminator, scaler, RNG streams and pools; otherwise the discriminator,
