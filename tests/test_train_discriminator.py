@@ -52,7 +52,7 @@ def test_discriminator_fake_loss_responds_to_the_latent_avg_offset(tmp_path):
     trainer = _trainer(tmp_path)
     x = _batch(trainer)
     losses = []
-    for shift in (0.0, 1.0):
+    for shift in (0.0, 10.0):
         trainer.c.latent_avg.add_(shift)
         torch.manual_seed(5)  # the same real codes both times
         losses.append(lossmod.discriminator_losses_of(trainer.c.discriminator, *trainer.sample_codes(x, pools=False)))

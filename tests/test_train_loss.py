@@ -22,7 +22,7 @@ def test_encoder_loss_weighs_each_term_and_names_them_as_the_original():
     adv = L.encoder_discriminator_loss(disc, latents, [0, 1])
     total, per = L.delta_losses(latents, 2, 2)
     expected = 0.1 * adv + 0.5 * total + 2.0 * L.l2_loss(y_hat, x)
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     assert set(values) == {"encoder_discriminator_loss", "delta1_loss", "delta2_loss", "total_delta_loss", "loss_l2", "loss"}
     assert values["delta2_loss"] == pytest.approx(float(per[1]))
     _, plain = fn(x, y_hat, latents)  # no discriminator, not progressive: only the pixel term
