@@ -122,8 +122,8 @@ OPTIONS: tuple[Option, ...] = (
            original=False, run_only=True),
     Option("keep_last", "int", None, "Keep only the K newest iteration_N.pt files (default: all). Only the newest keeps "
            "the optimiser/discriminator state either way (--resume needs no more).", LOGS, original=False, minimum=1),
-    Option("save_training_data", "bool", False, "Also store the training state in best_model.pt (iteration "
-           "checkpoints always carry it).", LOGS),
+    Option("save_training_data", "bool", False, "Also store the training state in best_model.pt (the newest "
+           "iteration checkpoint always carries it).", LOGS),
     Option("resume_training_from_ckpt", "path", None, "Continue training from this checkpoint file, with its stored "
            "options (the original's way to resume).", LOGS, run_only=True),
     Option("keep_optimizer", "bool", False, "With --resume-training-from-ckpt: restore the optimiser state too "
