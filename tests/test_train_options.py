@@ -100,3 +100,29 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(path)])
     assert result.exit_code == 2
     assert "no_such_option" in result.output
+
+
+def test_toml_config_reads_on_python_3_10_through_tomli(tmp_path, monkeypatch):
+    """Python 3.10 has no tomllib (pyproject allows 3.10 and installs tomli there): the same file reads."""
+    pytest.importorskip("tomli")
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` raises ImportError, as on 3.10
+    good, bad = tmp_path / "run.toml", tmp_path / "bad.toml"
+    good.write_text('exp_dir = "runs/a"\nbatch-size = 8\n')
+    bad.write_text("batch_size = \n")
+    assert O.load_config(good) == {"exp_dir": "runs/a", "batch_size": 8}
+    with pytest.raises(O.OptionsError, match="not valid TOML"):
+        O.load_config(bad)
+
+
+def test_workers_default_to_the_originals_4_at_most_the_cpus(monkeypatch):
+    import os
+
+    from e4ecli.training.build import default_workers
+
+    assert O.defaults()["workers"] is None  # resolved when the run is built
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_workers() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_workers() == 4
