@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -10,6 +11,12 @@ import typer
 
 from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
+from e4ecli.cli.sweep import SWEEP_HELP
+
+
+class SweepDial(str, Enum):
+    stage = "stage"
+    refine = "refine"
 
 METRICS_HELP = (
     "Comma-separated: l2, lpips, id (ArcFace), id_dlib (dlib's face descriptor, another scale) (distortion); fid, swd "
@@ -73,6 +80,7 @@ def print_table(report: dict, title: str) -> None:
         "  e4e eval ./ffhq_test --checkpoint e4e_ffhq_encode --json eval.json\n\n"
         "  e4e eval ./faces --metrics l2,lpips,id --json distortion.json\n\n"
         "  e4e eval ./faces --metrics all --direction age --strength 3 --json edit.json\n\n"
+        "  e4e eval ./faces --sweep stage -d age -s 3 --json sweep.json   # + sweep.png: distortion vs editability per stage\n\n"
         "  e4e eval ./faces -m lec --direction age --strength 3 --lec-filter --json lec.json\n\n"
         "Inputs are used as they are: align photos first (`e4e align`) for face models."
     ),
@@ -94,6 +102,10 @@ def eval_cmd(
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     seed: int = typer.Option(0, help="Seed of SWD's patch positions and projections."),
+    sweep: Optional[SweepDial] = typer.Option(None, "--sweep", help=SWEEP_HELP, show_default=False),
+    sweep_values: Optional[str] = typer.Option(None, "--sweep-values", help="The settings, e.g. 0,3,8,13 (default: stages 0, 1, 3, middle, last; "
+                                               "refine steps 0,10,30)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="With --sweep: the PNG plot (default: the --json path with .png)."),
 ) -> None:
     """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -103,6 +115,15 @@ def eval_cmd(
     from e4ecli.files.images import IMAGE_EXTENSIONS
     from e4ecli.pipelines.eval import Evaluator, NeedsEdit, build_metrics, parse_metrics
 
+    from e4ecli.cli.sweep import SWEEP_METRICS, parse_values_or_die
+
+    if sweep is not None:
+        if direction is None:
+            die("--sweep plots distortion against editability: give --direction (e.g. --direction age --strength 3)")
+        metrics = SWEEP_METRICS if metrics == "default" else metrics
+    values = parse_values_or_die(sweep_values) if sweep is not None else None
+    if sweep_values is not None and sweep is None:
+        die("--sweep-values applies with --sweep")
     try:
         names = parse_metrics(metrics, direction is not None)
     except NeedsEdit as e:
@@ -142,6 +163,13 @@ def eval_cmd(
                                   arcface_required=arcface != ARCFACE_DEFAULT)
     except MetricUnavailable as e:
         die(f"--arcface {arcface}: {e}")
+    if sweep is not None:
+        from e4ecli.cli.sweep import run_sweep_cli
+
+        def make(refine):
+            return Evaluator(ckpt, built, dev, edit=edit, strength=s, batch_size=batch_size, workers=workers, lec_filter=lec_filter, seed=seed, refine=refine)
+
+        raise typer.Exit(run_sweep_cli(sweep.value, values, items, problems, ckpt, ident, make, json_out, plot, edit.label, s, dev))
     ev = Evaluator(ckpt, built, dev, edit=edit, strength=s, batch_size=batch_size, workers=workers, lec_filter=lec_filter, seed=seed)
     for src, why in problems:
         ev.failed[src] = why

@@ -164,14 +164,17 @@ class Evaluator:
     """Runs the protocol over items (`run`), then `report()` gives the dataset-level numbers.
 
     edit: an e4ecli.edits.specs.Edit (or any object with `apply(latents, strength)`), with `strength`.
+    refine: (x, w) -> w, run on the encoder's codes before any metric (latent refinement).
     """
 
     def __init__(self, ckpt: LoadedCheckpoint, metrics: Metrics, device: torch.device, *, edit=None, strength: float = 0.0,
-                 batch_size: int = 4, workers: int = 0, lec_filter: bool = False, seed: int = 0) -> None:
+                 batch_size: int = 4, workers: int = 0, lec_filter: bool = False, seed: int = 0,
+                 refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         from e4ecli.metrics.fid import FID
         from e4ecli.metrics.swd import PatchSet
 
         self.ckpt, self.metrics, self.device = ckpt, metrics, device
+        self.refine = refine  # (x, w) -> refined w, applied after the encoder (e4e eval --sweep refine)
         self.edit, self.strength = edit, float(strength)
         self.batch_size, self.workers, self.lec_filter = batch_size, workers, lec_filter
         req = metrics.requested
@@ -221,6 +224,9 @@ class Evaluator:
         size = tuple(x.shape[-2:])
         out: dict[str, torch.Tensor] = {}
         w = model.encode(x)
+        if self.refine is not None:
+            with torch.inference_mode(False), torch.enable_grad():
+                w = self.refine(x.clone(), w.clone())
         x8 = _uint8(x)
         if self.fid is not None:
             self.fid.update("real", x8)
