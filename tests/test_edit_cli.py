@@ -139,8 +139,10 @@ def test_paste_back_writes_the_edit_into_the_original_photo(tmp_path, latents, g
     out = tmp_path / "out"
     r = run_cli(["edit", root, "-o", out, "-d", dfile, "-s", "2", "--paste-back", "--aligned", aligned,
                  "-c", g64_path, "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    assert says(r.output, "1 of 2 latents have no alignment sidecar")
+    assert r.exit_code == 1, r.output  # b.npy has no sidecar: its pasted image cannot be made, so it failed
+    assert says(r.output, "b.npy: paste-back: no alignment sidecar sub/b.json")
+    records = {rec["source"]: rec for rec in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert records[str(root / "sub" / "b.npy")]["status"] == "failed" and "sidecar" in records[str(root / "sub" / "b.npy")]["error"]
     photo = np.asarray(load_rgb(KIT / "photos" / "face.jpg"))
     pasted = np.asarray(Image.open(out / "a.pasted.png"))
     assert pasted.shape == photo.shape  # the original resolution
@@ -150,7 +152,7 @@ def test_paste_back_writes_the_edit_into_the_original_photo(tmp_path, latents, g
     outside = changed.copy()
     outside[y0:y1 + 1, x0:x1 + 1] = False
     assert not outside.any() and changed[y0:y1, x0:x1].mean() > 0.5
-    assert not (out / "sub" / "b.pasted.png").exists() and (out / "sub" / "b.png").is_file()
+    assert not (out / "sub" / "b.pasted.png").exists()
 
 
 def test_a_registered_direction_of_another_domain_is_refused_without_force(tmp_path, latents, g64_path, kit_directions):

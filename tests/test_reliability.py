@@ -361,7 +361,13 @@ def kill_and_rerun(args: list, out: Path, expected: dict[str, list[Path]], momen
         proc.wait(timeout=60)
     for path in _visible_files(out) if out.exists() else []:
         _assert_complete(path)
-    finished = {k: {p: p.stat().st_mtime_ns for p in outs} for k, outs in expected.items() if all(p.exists() for p in outs)}
+    # finished: every output exists and the manifest recorded it (an output the kill caught before its manifest
+    # line was appended cannot be proven to be this command's, so the rerun redoes it)
+    from e4ecli.files.provenance import manifest_paths, read_records
+
+    recorded = {k for k, r in read_records(manifest_paths(out)).items() if r.get("status") == "ok"}
+    finished = {k: {p: p.stat().st_mtime_ns for p in outs} for k, outs in expected.items()
+                if all(p.exists() for p in outs) and outs[0].relative_to(out).as_posix() in recorded}
     if moment == "first":
         assert len(finished) < len(expected), "the kill came after the run had finished"
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)

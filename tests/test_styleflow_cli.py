@@ -256,7 +256,8 @@ def test_styleflow_video_sweep_and_paste_back(files, tmp_path):
     write_sidecar(aligned / "f0.json", KIT / "photos" / "face.jpg", kit_face_quad(), 1024)
     out = tmp_path / "pasted"
     r = edit(files, out, "-d", "styleflow:age", "-s", "0.8", "--paste-back", "--aligned", aligned)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # f1 has no sidecar: its pasted image cannot be made
+    assert "f1.npy: paste-back: no alignment sidecar" in " ".join(r.output.split())
     assert (out / "f0.pasted.png").is_file() and not (out / "f1.pasted.png").exists()
 
 

@@ -81,8 +81,26 @@ def test_video_usage_errors(tmp_path, keyframes, g64_path, args, message):
     assert r.exit_code == 2 and says(r.output, message), r.output
 
 
-def test_an_existing_video_is_kept_unless_overwrite(tmp_path, keyframes, g64_path):
+def test_an_existing_video_of_unknown_making_is_kept_unless_overwrite(tmp_path, keyframes, g64_path):
     out = tmp_path / "v.gif"
     out.write_bytes(b"previous")
     r = run_cli(["video", *keyframes, "-o", out, "--frames", 2, "-c", g64_path, "--device", "cpu"])
-    assert r.exit_code == 0 and out.read_bytes() == b"previous"
+    assert r.exit_code == 2 and out.read_bytes() == b"previous" and says(r.output, "no record of how it was made; --overwrite")
+    assert not (tmp_path / "manifest.jsonl").exists()
+    r = run_cli(["video", *keyframes, "-o", out, "--frames", 2, "-c", g64_path, "--device", "cpu", "--overwrite"])
+    assert r.exit_code == 0 and iio.imread(out, index=None).shape[0] == 2
+
+
+def test_a_video_is_redone_when_its_settings_change_and_kept_when_not(tmp_path, keyframes, g64_path):
+    out = tmp_path / "v.gif"
+    base = ["video", *keyframes, "-o", out, "-c", g64_path, "--device", "cpu"]
+    assert run_cli([*base, "--frames", 2]).exit_code == 0
+    before = out.stat().st_mtime_ns
+    r = run_cli([*base, "--frames", 2])
+    assert r.exit_code == 0 and says(r.output, "nothing to do") and out.stat().st_mtime_ns == before
+    r = run_cli([*base, "--frames", 3])
+    assert r.exit_code == 0 and says(r.output, "made differently (frames")
+    assert iio.imread(out, index=None).shape[0] == 3
+    np.save(keyframes[1], np.load(keyframes[1]) + 0.5)  # another keyframe: another video
+    r = run_cli([*base, "--frames", 3])
+    assert r.exit_code == 0 and says(r.output, "made differently (keyframes")

@@ -79,38 +79,44 @@ def align_cmd(
     workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck. "
                                              "At most one per CPU."),
     device: str = typer.Option("auto", help="For face-alignment: " + DEVICE_HELP),
-    overwrite: bool = typer.Option(False, help="Redo photos whose outputs already exist (default: skip them)."),
+    overwrite: bool = typer.Option(False, help="Redo every photo, even those an earlier run already aligned with the same settings "
+                                               "(default: skip those; outputs made with other settings are always redone)."),
 ) -> None:
     """Crop and rotate faces the way FFHQ was made (eyes and mouth at fixed places), for inversion with FFHQ models.
 
     No face in a photo is reported for that file; the batch goes on and exits with code 1.
     """
-    from e4ecli.cli.common import escape
-
-    from e4ecli.cli.common import capped_workers, console, discover_or_die, out_dir_or_die, outputs_or_die, planned, run_with_progress
+    from e4ecli.cli.batch import Job, run_batch
+    from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
-    if size * supersample > MAX_TRANSFORM_SIZE:
-        die(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
-    out_dir_or_die(out)
     workers = capped_workers(workers)
-    items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
-    if not items and not problems:
-        die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
-    if all_faces:
+    problems = []
+    if size * supersample > MAX_TRANSFORM_SIZE:
+        problems.append(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
+
+    def check_items(items) -> list[str]:
+        from e4ecli.pipelines.align import face_key_clashes
+
+        if not all_faces:
+            outputs_or_die(items, planned(items, out, [".png", ".json"]))
+            return []
         _numbered_outputs_or_die(items, out)
-    else:
-        outputs_or_die(items, planned(items, out, [".png", ".json"]))
-    from e4ecli.pipelines.align import FaceAligner, align, face_key_clashes
+        found = face_key_clashes(items)
+        lines = [f"{b.source} would overwrite the faces of {a.source} ({b.key}.png)" for a, b in found[:20]]
+        if found:
+            lines.append("with --all-faces, <name>_<k> outputs would collide with other inputs; rename them or use separate -o folders")
+        return lines
 
-    clashes = face_key_clashes(items) if all_faces else []
-    for a, b in clashes[:20]:
-        console.print(f"[red]✗[/] {escape(str(b.source))} would overwrite the faces of {escape(str(a.source))} ({escape(b.key)}.png)")
-    if clashes:
-        die("with --all-faces, <name>_<k> outputs would collide with other inputs; rename them or use separate -o folders")
-    backend = open_detector_or_die(detector.value, device, workers)
+    def work(job: Job):
+        from e4ecli.files.provenance import Settings
+        from e4ecli.pipelines.align import FaceAligner, align
 
-    aligner = FaceAligner(backend, size=size, supersample=supersample, all_faces=all_faces)
-    results = align(items, aligner, out, workers=workers, overwrite=overwrite)
-    suffix = "_0.png" if all_faces else ".png"
-    raise typer.Exit(run_with_progress(results, len(items), "align", out, f"detector:{backend.name}", problems, suffix=suffix))
+        backend = open_detector_or_die(detector.value, device, workers)
+        aligner = FaceAligner(backend, size=size, supersample=supersample, all_faces=all_faces)
+        settings = Settings("align", detector=backend.name, size=size, supersample=supersample, all_faces=all_faces)
+        return align(job.items, aligner, out, workers=workers, finished=job.start(settings, f"detector:{backend.name}"))
+
+    run_batch("align", inputs, out, IMAGE_EXTENSIONS, work, device="cpu", precision="fp32", overwrite=overwrite,
+              suffix="_0.png" if all_faces else ".png", usage=problems, check_items=check_items, distributed=False,
+              empty="no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")

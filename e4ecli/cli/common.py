@@ -229,10 +229,21 @@ def discover_or_die(inputs: Sequence[Path], extensions, out_dir: Path, skip_out:
     return items, problems
 
 
+def progress_columns() -> tuple:
+    """The progress bar of every command: label, bar, N/M, elapsed, eta."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+
+
 def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
-                      problems: Sequence[tuple[str, str]] = (), suffix: str = "", dist=None) -> int:
+                      problems: Sequence[tuple[str, str]] = (), suffix: str = "", dist=None, previous=None,
+                      counter: dict | None = None) -> int:
     """Consume pipeline Results: progress bar with ETA, one line per failure, manifest, summary table.
 
+    previous (e4ecli.files.provenance.Previous): adds each output's settings fingerprint to its manifest
+    line and says which changed settings made outputs be redone. counter["done"] counts finished items.
     Under torchrun (`dist.world > 1`) each rank writes manifest.rank<r>.jsonl; rank 0 merges them into
     manifest.jsonl and prints the summary of all ranks; every rank returns the same exit code.
     """
@@ -244,7 +255,8 @@ def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, 
         out_dir.mkdir(parents=True, exist_ok=True)
         out_dir_or_die(out_dir)  # lock the folder now that it exists
     try:
-        return _consume(results, total, label, out_dir, checkpoint_id, problems, suffix, dist)
+        return _consume(results, total, label, out_dir, checkpoint_id, problems, suffix, dist, previous,
+                        counter if counter is not None else {})
     finally:
         from e4ecli.files.guard import release_all
 
@@ -252,8 +264,8 @@ def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, 
 
 
 def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
-             problems: Sequence[tuple[str, str]], suffix: str, dist) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+             problems: Sequence[tuple[str, str]], suffix: str, dist, previous, counter: dict) -> int:
+    from rich.progress import Progress
 
     from e4ecli.files.batch import Manifest, ManifestError, Record
 
@@ -264,19 +276,30 @@ def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoin
     start = time.perf_counter()
     name = "manifest.jsonl" if dist.world == 1 else f"manifest.rank{dist.rank}.jsonl"
     stopped = None
+    counter["done"] = 0
+    noted = previous is None
     try:
         with Manifest(out_dir, name) as manifest, Progress(
-            TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
-            disable=not dist.is_main,
+            *progress_columns(), console=console, transient=False, disable=not dist.is_main,
         ) as progress:
             for src, why in problems:
                 manifest.add(Record(src, "", "failed", why, checkpoint_id))
             task = progress.add_task(label if dist.world == 1 else f"{label} (rank 0 of {dist.world})", total=total)
             for r in results:
+                if not noted:  # every skip decision is made before the first result arrives
+                    noted = True
+                    changed = previous.summary()
+                    if changed:
+                        progress.console.print(f"[yellow]note:[/] redoing outputs an earlier run made differently: {escape(changed)}")
                 counts[r.status] += 1
-                out = str(r.outputs[0].relative_to(out_dir)) if r.outputs else r.item.key + suffix
-                manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id, extra=getattr(r, "extra", None) or {}))
+                counter["done"] += r.status != "failed"
+                out = r.outputs[0].relative_to(out_dir).as_posix() if r.outputs else r.item.key + suffix
+                extra = dict(getattr(r, "extra", None) or {})
+                if previous is not None:
+                    extra.update(previous.fields(r.item.source))
+                    if r.outputs:
+                        extra["files"] = [p.relative_to(out_dir).as_posix() for p in r.outputs]
+                manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id, extra=extra))
                 if r.status == "failed":
                     failures.append((str(r.item.source), r.error or "failed"))
                     progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, console, die, escape
+from e4ecli.cli.batch import (Job, batch_size_option, checkpoint_option, device_option, ident_hash, overwrite_option,
+                              precision_option, run_batch, size_option, workers_option)
+from e4ecli.cli.common import console, die
 from e4ecli.cli.styleflow import Attribute, StyleflowWeights
 
 if TYPE_CHECKING:
@@ -52,29 +54,51 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
     return edits
 
 
-def pair_strengths(edits: List["Edit"], strengths: List[str]):
-    """Pair each edit with its --strength (or its default); exits 2 with the reason when impossible."""
-    from e4ecli.edits.specs import Strength, parse_strength
+def check_options(direction: List[str], strength: List[str], pca: Optional[str], aligned: List[Path]) -> tuple[list, list[str]]:
+    """Everything about -d/-s/--pca/--aligned that can be checked without a model: (parsed strengths, problems)."""
+    from e4ecli.edits.specs import parse_strength, precheck
     from e4ecli.hub.directions import DirectionError
+
+    problems: list[str] = []
+    parsed = []
+    for text in strength:
+        try:
+            parsed.append(parse_strength(text))
+        except DirectionError as e:
+            problems.append(str(e))
+    if strength and len(strength) != len(direction):
+        problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction "
+                        "(in the same order), or none to use the registry's defaults")
+    if sum(s.is_sweep for s in parsed) > 1:
+        problems.append("only one --strength may be a sweep A:B:N; the others must be single numbers")
+    for spec in direction:
+        try:
+            default = precheck(spec, pca)
+        except DirectionError as e:
+            problems.append(str(e))
+            continue
+        if not strength and default is None:
+            problems.append(f"--direction {spec} has no default strength; give --strength (e.g. --strength 3 or --strength -3:3:7)")
+    for folder in aligned:
+        if not folder.is_dir():
+            problems.append(f"--aligned {folder}: no such folder")
+    return parsed, problems
+
+
+def pair_strengths(edits: List["Edit"], strengths: list):
+    """Pair each edit with its parsed --strength (or its default); exits 2 when one has none."""
+    from e4ecli.edits.specs import Strength
     from e4ecli.pipelines.edit import Step, format_strength
 
-    if strengths and len(strengths) != len(edits):
-        die(f"got {len(edits)} --direction but {len(strengths)} --strength; give one strength per direction "
-            "(in the same order), or none to use the registry's defaults")
     steps = []
     for i, edit in enumerate(edits):
         if strengths:
-            try:
-                strength = parse_strength(strengths[i])
-            except DirectionError as e:
-                die(str(e))
+            strength = strengths[i]
         elif edit.default_strength is not None:
             strength = Strength((edit.default_strength,), format_strength(edit.default_strength), False)
         else:
             die(f"--direction {edit.label} has no default strength; give --strength (e.g. --strength 3 or --strength -3:3:7)")
         steps.append(Step(edit, strength))
-    if sum(s.strength.is_sweep for s in steps) > 1:
-        die("only one --strength may be a sweep A:B:N; the others must be single numbers")
     return steps
 
 
@@ -96,70 +120,79 @@ def edit_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.png per latent (mirroring the input tree), plus manifest.jsonl."),
     direction: List[str] = typer.Option(..., "--direction", "-d", help=DIRECTION_HELP, show_default=False),
     strength: List[str] = typer.Option([], "--strength", "-s", help=STRENGTH_HELP, show_default=False),
-    pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions: a file or a registered name (default: the model domain's, e.g. ffhq_pca)."),
+    pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions: a file or a registered name "
+                                                          "(default: the model domain's, e.g. ffhq_pca)."),
     force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
-    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16) for the renders; edits stay fp32."),
-    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging "
-                                      f"(default: the generator's native size; at most {MAX_SIZE})."),
+    checkpoint: str = checkpoint_option(),
+    device: str = device_option(),
+    precision: str = precision_option(" (renders only; edits stay fp32)"),
+    batch_size: int = batch_size_option("Latents"),
+    workers: int = workers_option(),
+    size: Optional[int] = size_option("Output width"),
     save_latents: bool = typer.Option(False, "--save-latents", help="Also write the edited latents as <name>.npy."),
     latents_only: bool = typer.Option(False, "--latents-only", help="Write only the edited latents (.npy), render nothing."),
-    paste_back: bool = typer.Option(False, "--paste-back", help="Also write <name>.pasted.png: the edited face blended into the original photo (needs the alignment sidecar <name>.json)."),
-    aligned: List[Path] = typer.Option([], "--aligned", help="Folder(s) of `e4e align` outputs holding the <name>.json sidecars (default: beside each latent)."),
+    paste_back: bool = typer.Option(False, "--paste-back", help="Also write <name>.pasted.png: the edited face blended into the original photo "
+                                                                "(needs the alignment sidecar <name>.json; a latent without one fails)."),
+    aligned: List[Path] = typer.Option([], "--aligned", help="Folder(s) of `e4e align` outputs holding the <name>.json sidecars "
+                                                             "(default: beside each latent)."),
     feather: float = typer.Option(0.1, min=0.0, max=0.5, help="Paste-back: width of the soft edge, as a fraction of the aligned square's side."),
-    overwrite: bool = typer.Option(False, help="Redo latents whose outputs already exist (default: skip them)."),
+    overwrite: bool = overwrite_option("latent"),
     styleflow_weights: Optional[Path] = StyleflowWeights,
     attribute: List[str] = Attribute,
 ) -> None:
     """Edit W+ latents (InterFaceGAN, GANSpace, SeFa, StyleFlow) and render the results."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, run_with_progress
-    from e4ecli.cli.styleflow import overrides_or_die, setup_or_die
-    from e4ecli.files.batch import shard
+    from e4ecli.cli.common import capped_workers
+    from e4ecli.cli.styleflow import overrides_or_die
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
+    parsed, problems = check_options(direction, strength, pca, aligned)
     if latents_only and paste_back:
-        die("--paste-back needs renders; drop --latents-only")
+        problems.append("--paste-back needs renders; drop --latents-only")
     overrides = overrides_or_die(attribute, styleflow_weights, direction)
-    dist, dev = distributed_or_die(device, precision)
-    out_dir_or_die(out, lock=dist.is_main)
-    items, problems = discover_or_die(inputs, LATENT_EXTENSIONS, out)
-    if not items and not problems:
-        die("no .npy latents found in the given inputs")
-    ckpt, ident = load_model(checkpoint)
-    edits = resolve_edits(direction, ckpt, ident, pca, force=force)
-    steps = pair_strengths(edits, strength)
+    workers = capped_workers(workers)
+    sidecars: dict = {}
 
-    sidecars = {}
-    if paste_back:
-        from e4ecli.pasteback import find_sidecar
+    def check_items(items) -> list[str]:
+        """Every file each input will write (frames, strips, latents, pasted images) clashes with no other and
+        replaces no input or sidecar; found before any model loads."""
+        from e4ecli.cli.common import outputs_or_die
+        from e4ecli.files.guard import overwritten_inputs
+        from e4ecli.pipelines.edit import plan_outputs
 
-        for it in items:
-            found = find_sidecar(it.source, it.key, aligned)
-            if found is not None:
-                sidecars[it] = found
-        missing = len(items) - len(sidecars)
-        if missing and dist.is_main:
-            where = ", ".join(escape(a) for a in aligned) or "beside the latents"
-            console.print(f"[yellow]note:[/] {missing} of {len(items)} latents have no alignment sidecar (<name>.json) {where}; "
-                          "they get no paste-back (use --aligned with the `e4e align` output folder)")
+        if paste_back:
+            from e4ecli.pasteback import find_sidecar
 
-    from e4ecli.files.guard import overwritten_inputs
-    from e4ecli.pipelines.edit import edit, plan_outputs, sweep_values
+            for it in items:
+                found = find_sidecar(it.source, it.key, aligned)
+                if found is not None:
+                    sidecars[it] = found
+        sweeps = [s for s in parsed if s.is_sweep]
+        values = sweeps[0].values if sweeps else (0.0,)
+        plans = {it: plan_outputs(it, out, values, bool(sweeps), save_latents=save_latents, latents_only=latents_only,
+                                  sidecar=sidecars.get(it)).all_outputs() for it in items}
+        outputs_or_die(items, plans)
+        hits = overwritten_inputs(sidecars.values(), [p for paths in plans.values() for p in paths])
+        return [f"the output would overwrite the alignment sidecar {side}; choose another -o folder" for side, _ in hits[:1]]
 
-    sweep_at, values = sweep_values(steps)
-    plans = {it: plan_outputs(it, out, values, sweep_at is not None, save_latents=save_latents, latents_only=latents_only,
-                              sidecar=sidecars.get(it)).all_outputs() for it in items}
-    outputs_or_die(items, plans)  # frames, strips, latents and pasted images of every input, before any work
-    for side, _ in overwritten_inputs(sidecars.values(), [p for paths in plans.values() for p in paths])[:1]:
-        die(f"the output would overwrite the alignment sidecar {side}; choose another -o folder")
+    def work(job: Job):
+        from e4ecli.cli.common import load_model
+        from e4ecli.cli.styleflow import setup_or_die
+        from e4ecli.files.provenance import Settings
+        from e4ecli.pipelines.edit import edit
 
-    items = shard(items, dist.rank, dist.world)  # under torchrun each process takes its share
-    styleflow = setup_or_die(edits, items, styleflow_weights, overrides, quiet=not dist.is_main)
-    results = edit(items, ckpt, out, steps, device=dev, precision=precision, batch_size=batch_size, size=size,
-                   save_latents=save_latents, latents_only=latents_only, sidecars=sidecars, feather=feather, overwrite=overwrite,
-                   styleflow=styleflow)
-    code = run_with_progress(results, len(items), "edit", out, ident, problems, suffix=".png", dist=dist)
-    dist.close()
-    raise typer.Exit(code)
+        ckpt, ident = load_model(checkpoint)
+        edits = resolve_edits(direction, ckpt, ident, pca, force=force)
+        steps = pair_strengths(edits, parsed)
+        styleflow = setup_or_die(edits, job.items, styleflow_weights, overrides, quiet=not job.dist.is_main)
+        renders = not latents_only
+        settings = Settings("edit", checkpoint=ident_hash(ident), direction=[e.identity() for e in edits],
+                            strength=[list(s.strength.values) for s in steps], precision=precision if renders else None,
+                            size=size if renders else None, save_latents=save_latents or latents_only, latents_only=latents_only,
+                            paste_back={"feather": feather} if paste_back else None)  # StyleFlow sources: pipelines.styleflow
+        return edit(job.items, ckpt, out, steps, device=job.device, precision=precision, batch_size=batch_size, size=size,
+                    save_latents=save_latents, latents_only=latents_only, sidecars=sidecars, paste_back=paste_back, feather=feather,
+                    finished=job.start(settings, ident), workers=workers, styleflow=styleflow)
+
+    run_batch("edit", inputs, out, LATENT_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
+              checkpoint=checkpoint, suffix=".png", empty="no .npy latents found in the given inputs", usage=problems,
+              check_items=check_items)

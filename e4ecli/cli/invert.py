@@ -1,6 +1,7 @@
 """`e4e invert`: images -> W+ latents (.npy)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -8,7 +9,9 @@ import typer
 
 from e4ecli.cli.app import app
 from e4ecli.cli.align import DETECTOR_HELP, Detector
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, die
+from e4ecli.cli.batch import (Job, batch_size_option, checkpoint_option, device_option, ident_hash, overwrite_option,
+                              precision_option, run_batch, size_option, workers_option)
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, die
 from e4ecli.cli.refining import REFINE_HELP, PivotMode, RefineMode
 
 
@@ -28,15 +31,14 @@ from e4ecli.cli.refining import REFINE_HELP, PivotMode, RefineMode
 def invert_cmd(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively).", show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.npy per image, mirroring the input tree, plus manifest.jsonl."),
-    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
-    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(0, min=0, help="Processes decoding images in the background (0: decode inline; at most one per CPU)."),
+    checkpoint: str = checkpoint_option("e4e/pSp checkpoint: a zoo name (see `e4e weights list`) or a file path."),
+    device: str = device_option(),
+    precision: str = precision_option(),
+    batch_size: int = batch_size_option("Images"),
+    workers: int = workers_option("Processes decoding images in the background (0: decode inline; at most one per CPU)."),
     save_reconstructions: bool = typer.Option(False, "--save-reconstructions", help="Also write <name>.png: the generator's rendering of the latents."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Resize reconstructions to this width by area averaging "
-                                      f"(default: the generator's native size; at most {MAX_SIZE})."),
-    overwrite: bool = typer.Option(False, help="Redo inputs whose outputs already exist (default: skip them)."),
+    size: Optional[int] = size_option("With --save-reconstructions: their width"),
+    overwrite: bool = overwrite_option("image"),
     align: bool = typer.Option(False, "--align", help="Align the largest face of each photo first (FFHQ recipe at 256 px, as e4e's align_face) "
                                "and write the alignment sidecar <name>.json."),
     stage: Optional[int] = typer.Option(None, "--stage", min=0, help="e4e's distortion-editability dial: use the base code w plus only the first K offsets "
@@ -58,49 +60,54 @@ def invert_cmd(
     arcface: str = typer.Option("ir_se50", "--arcface", help="With --id-weight: ArcFace IR-SE50 weights, a file or the zoo name."),
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
-    from e4ecli.cli.common import capped_workers, discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
-    from e4ecli.files.batch import shard
-    from e4ecli.files.images import IMAGE_EXTENSIONS
-
-    dist, dev = distributed_or_die(device, precision)
-    out_dir_or_die(out, lock=dist.is_main)
-    workers = capped_workers(workers)
-    items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, out)
-    if not items and not problems:
-        die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
-    if save_aligned and not align:
-        die("--save-aligned keeps the crops of --align: add --align")
+    from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.cli.refining import base_record, loss_nets_with_notes, refine_options_or_die
-
-    opts = refine_options_or_die(refine, refine_steps, refine_lr, pivot, pivot_steps, pti_shared, lpips_weight, id_weight, reg_weight, len(items), dist.world)
+    from e4ecli.files.images import IMAGE_EXTENSIONS
     from e4ecli.pipelines.invert import output_suffixes
 
-    outputs_or_die(items, planned(items, out, output_suffixes(save_reconstructions, align, save_aligned, opts)))
-    items = shard(items, dist.rank, dist.world)
-    ckpt, ident = load_model(checkpoint)
-    if not ckpt.has_encoder:
-        die(f"{checkpoint} holds only a generator; `e4e invert` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
-    if stage is not None:
-        from e4ecli.pipelines.invert import set_stage
+    workers = capped_workers(workers)
+    problems = ["--save-aligned keeps the crops of --align: add --align"] if save_aligned and not align else []
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    chosen: dict = {}
 
-        try:
-            set_stage(ckpt.encoder, stage)
-        except ValueError as e:
-            die(f"--stage {stage}: {checkpoint}: {e}")
-    aligner = None
-    if align:
-        if not ckpt.domain.is_face:
-            die(f"--align aligns human faces; {checkpoint} is a {ckpt.domain.name} model (drop --align)")
-        from e4ecli.cli.align import open_detector_or_die
-        from e4ecli.pipelines.align import FaceAligner
+    def check_items(items) -> None:
+        chosen["opts"] = opts = refine_options_or_die(refine, refine_steps, refine_lr, pivot, pivot_steps, pti_shared, lpips_weight, id_weight,
+                                                      reg_weight, len(items), world)
+        outputs_or_die(items, planned(items, out, output_suffixes(save_reconstructions, align, save_aligned, opts)))
 
-        aligner = FaceAligner(open_detector_or_die(detector.value, str(dev)), size=256, supersample=1)
-    nets = loss_nets_with_notes(opts, dev, ckpt, arcface) if opts is not None else None
-    from e4ecli.pipelines.invert import invert
+    def work(job: Job):
+        from e4ecli.cli.common import load_model
+        from e4ecli.files.provenance import Settings
+        from e4ecli.pipelines.invert import invert
 
-    results = invert(items, ckpt, out, device=dev, precision=precision, batch_size=batch_size, workers=workers,
-                     save_reconstructions=save_reconstructions, size=size, overwrite=overwrite, aligner=aligner, stage=stage,
-                     save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident))
-    code = run_with_progress(results, len(items), "invert", out, ident, problems, suffix=".npy", dist=dist)
-    dist.close()
-    raise typer.Exit(code)
+        opts = chosen["opts"]
+        ckpt, ident = load_model(checkpoint)
+        if not ckpt.has_encoder:
+            die(f"{checkpoint} holds only a generator; `e4e invert` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
+        if stage is not None:
+            from e4ecli.pipelines.invert import set_stage
+
+            try:
+                set_stage(ckpt.encoder, stage)
+            except ValueError as e:
+                die(f"--stage {stage}: {checkpoint}: {e}")
+        aligner = None
+        if align:
+            if not ckpt.domain.is_face:
+                die(f"--align aligns human faces; {checkpoint} is a {ckpt.domain.name} model (drop --align)")
+            from e4ecli.cli.align import open_detector_or_die
+            from e4ecli.pipelines.align import FaceAligner
+
+            aligner = FaceAligner(open_detector_or_die(detector.value, str(job.device)), size=256, supersample=1)
+        nets = loss_nets_with_notes(opts, job.device, ckpt, arcface) if opts is not None else None
+        settings = Settings("invert", checkpoint=ident_hash(ident), precision=precision, stage=stage,
+                            reconstructions=({"size": size} if save_reconstructions else None),
+                            align=({"detector": aligner.backend.name, "size": 256, "supersample": 1, "save_aligned": save_aligned} if aligner else None),
+                            refine=opts.settings() if opts is not None else None)
+        return invert(job.items, ckpt, out, device=job.device, precision=precision, batch_size=batch_size, workers=workers,
+                      save_reconstructions=save_reconstructions, size=size, finished=job.start(settings, ident), aligner=aligner, stage=stage,
+                      save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident))
+
+    run_batch("invert", inputs, out, IMAGE_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
+              checkpoint=checkpoint, suffix=".npy", usage=problems, check_items=check_items,
+              empty="no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")

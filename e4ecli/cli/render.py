@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, die
+from e4ecli.cli.batch import (Job, batch_size_option, checkpoint_option, device_option, ident_hash, overwrite_option,
+                              precision_option, run_batch, size_option, workers_option)
 
 
 @app.command(
@@ -16,36 +17,36 @@ from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, MAX_SIZE, die
         "Examples:\n\n"
         "  e4e render latents/ -o renders/\n\n"
         "  e4e render latents/a.npy -o small/ --size 256\n\n"
-        "  e4e render latents/ -o renders/ --checkpoint stylegan2-ffhq-config-f.pt"
+        "  e4e render latents/ -o renders/ --checkpoint stylegan2-ffhq-config-f.pt --workers 2"
     ),
 )
 def render_cmd(
     inputs: List[Path] = typer.Argument(..., help=".npy latent files and/or folders (searched recursively).", show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.png per latent, mirroring the input tree, plus manifest.jsonl."),
-    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
-    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Latents per forward pass."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Output width, by area averaging "
-                                      f"(default: the generator's native size; at most {MAX_SIZE})."),
-    overwrite: bool = typer.Option(False, help="Redo latents whose images already exist (default: skip them)."),
+    checkpoint: str = checkpoint_option(),
+    device: str = device_option(),
+    precision: str = precision_option(),
+    batch_size: int = batch_size_option("Latents"),
+    workers: int = workers_option(),
+    size: Optional[int] = size_option("Output width"),
+    overwrite: bool = overwrite_option("latent"),
 ) -> None:
     """Render W+ latents (n_styles x 512 .npy files) through the StyleGAN2 generator."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, load_model, out_dir_or_die, outputs_or_die, planned, run_with_progress
-    from e4ecli.files.batch import shard
+    from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
-    dist, dev = distributed_or_die(device, precision)
-    out_dir_or_die(out, lock=dist.is_main)
-    items, problems = discover_or_die(inputs, LATENT_EXTENSIONS, out)
-    if not items and not problems:
-        die("no .npy latents found in the given inputs")
-    outputs_or_die(items, planned(items, out, [".png"]))
-    items = shard(items, dist.rank, dist.world)
-    ckpt, ident = load_model(checkpoint)
-    from e4ecli.pipelines.render import render
+    workers = capped_workers(workers)
 
-    results = render(items, ckpt, out, device=dev, precision=precision, batch_size=batch_size, size=size, overwrite=overwrite)
-    code = run_with_progress(results, len(items), "render", out, ident, problems, suffix=".png", dist=dist)
-    dist.close()
-    raise typer.Exit(code)
+    def work(job: Job):
+        from e4ecli.cli.common import load_model
+        from e4ecli.files.provenance import Settings
+        from e4ecli.pipelines.render import render
+
+        ckpt, ident = load_model(checkpoint)
+        settings = Settings("render", checkpoint=ident_hash(ident), precision=precision, size=size)
+        return render(job.items, ckpt, out, device=job.device, precision=precision, batch_size=batch_size, size=size,
+                      workers=workers, finished=job.start(settings, ident))
+
+    run_batch("render", inputs, out, LATENT_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
+              checkpoint=checkpoint, suffix=".png", empty="no .npy latents found in the given inputs",
+              check_items=lambda items: outputs_or_die(items, planned(items, out, [".png"])))

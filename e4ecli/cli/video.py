@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, MAX_SIZE, console, die
+from e4ecli.cli.batch import batch_size_option, checkpoint_option, device_option, precision_option, size_option
+from e4ecli.cli.common import EXIT_FAILED, console, die, escape
 from e4ecli.cli.styleflow import Attribute, StyleflowWeights
 
 MAX_FRAMES = 10_000  # 5.5 min at 30 fps; the latents of every frame are held in memory (~370 MB at 1024 px)
@@ -27,7 +28,8 @@ MAX_FPS = 240.0
 )
 def video_cmd(
     inputs: List[Path] = typer.Argument(..., help="Latent .npy files: keyframes in order (one latent with --direction).", show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Output video: .mp4 (also .mkv, .mov, .webm, .avi) or .gif."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output video: .mp4 (also .mkv, .mov, .webm, .avi) or .gif; "
+                                                      "manifest.jsonl beside it records how it was made."),
     frames: int = typer.Option(60, "--frames", "-n", min=1, max=MAX_FRAMES, help=f"Number of frames in the video (at most {MAX_FRAMES})."),
     fps: float = typer.Option(30.0, "--fps", min=0.1, max=MAX_FPS, help=f"Frames per second, 0.1 to {MAX_FPS:g} (duration = frames / fps)."),
     easing: str = typer.Option("linear", help="Motion between keyframes (and along a sweep): linear, smooth or cosine."),
@@ -37,52 +39,91 @@ def video_cmd(
     bounce: bool = typer.Option(True, "--bounce/--no-bounce", help="Sweep: A -> B -> A (default) or just A -> B."),
     pca: Optional[str] = typer.Option(None, "--pca", help="GANSpace PCA for ganspace:... directions (file or registered name)."),
     force: bool = typer.Option(False, "--force", help="Apply a registered direction even if it was found for another domain than the model's."),
-    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="e4e/pSp checkpoint or bare StyleGAN2 generator: zoo name or file path."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help="fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."),
-    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
-    size: Optional[int] = typer.Option(None, min=1, max=MAX_SIZE, help=f"Frame width, by area averaging (default: the native size; at most {MAX_SIZE})."),
-    overwrite: bool = typer.Option(False, help="Replace an existing output video (default: leave it and exit)."),
+    checkpoint: str = checkpoint_option(),
+    device: str = device_option(),
+    precision: str = precision_option(),
+    batch_size: int = batch_size_option("Frames"),
+    size: Optional[int] = size_option("Frame width"),
+    overwrite: bool = typer.Option(False, help="Replace an existing output video even when it was made with the same settings "
+                                               "(default: leave it; a video made with other settings is always redone)."),
     styleflow_weights: Optional[Path] = StyleflowWeights,
     attribute: List[str] = Attribute,
 ) -> None:
     """Render a video: linear interpolation in W+ through the latents, or one latent with an edit swept."""
-    import numpy as np
-    import torch
-    from e4ecli.cli.common import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from e4ecli.cli.common import device_or_die, load_model, out_file_or_die, precision_or_die, visible
+    from e4ecli.cli.batch import checkpoint_problem, usage_or_die
+    from e4ecli.cli.common import precision_or_die
     from e4ecli.edits.ops import EASINGS
-    from e4ecli.files.latents import LatentError, load_latent
+    from e4ecli.edits.specs import parse_range, precheck
     from e4ecli.hub.directions import DirectionError
-    from e4ecli.pipelines.video import VideoError, interpolation_latents, output_for, render_frames, sweep_latents, write_video
+    from e4ecli.pipelines.video import VideoError, output_for
 
     import math
 
     precision_or_die(precision)
+    problems: list[str | None] = []
     if not math.isfinite(fps):
-        die(f"--fps {fps}: give a number from 0.1 to {MAX_FPS:g}")
+        problems.append(f"--fps {fps}: give a number from 0.1 to {MAX_FPS:g}")
     if easing not in EASINGS:
-        die(f"--easing {easing}: use one of {', '.join(EASINGS)}")
+        problems.append(f"--easing {easing}: use one of {', '.join(EASINGS)}")
+    target = fallback = None
     try:
         target, fallback = output_for(out)
     except VideoError as e:
-        die(str(e))
+        problems.append(str(e))
+    if direction is None and (strength is not None or not bounce):
+        problems.append("--strength and --no-bounce sweep an edit; give --direction too")
+    if direction is not None and len(inputs) != 1:
+        problems.append(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
+    elif direction is not None:
+        try:
+            precheck(direction, pca)
+            if strength is not None:
+                parse_range(strength)
+        except DirectionError as e:
+            problems.append(str(e))
+    problems += [f"{p}: no such latent file" for p in inputs if not p.is_file()]
+    if target is not None and target.exists() and not overwrite:
+        from e4ecli.files.provenance import OK_STATUSES, manifest_paths, read_records
+
+        if read_records(manifest_paths(target.parent)).get(target.name, {}).get("status") not in OK_STATUSES:
+            problems.append(f"{target} exists and {target.parent / 'manifest.jsonl'} has no record of how it was made; --overwrite replaces it")
+    usage_or_die(problems)
+    assert target is not None
+    from e4ecli.cli.common import out_file_or_die
+    from e4ecli.cli.styleflow import overrides_or_die
+
+    out_file_or_die(target, inputs)
+    overrides = overrides_or_die(attribute, styleflow_weights, [direction] if direction else [])
+    usage_or_die([checkpoint_problem(checkpoint)])  # last: the problems above are found without looking at it
     if fallback:
         console.print(f"[yellow]note:[/] ffmpeg (the imageio-ffmpeg package) is not installed; writing {escape(str(target))} instead "
                       "(pip install imageio-ffmpeg for MP4)")
-    out_file_or_die(target, inputs)
-    if target.exists() and not overwrite:
-        console.print(f"{escape(str(target))} already exists; nothing to do (--overwrite replaces it)")
-        raise typer.Exit(0)
-    if direction is None and (strength is not None or not bounce):
-        die("--strength and --no-bounce sweep an edit; give --direction too")
-    if direction is not None and len(inputs) != 1:
-        die(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
-    from e4ecli.cli.styleflow import overrides_or_die
+    try:
+        _render_video(inputs, target, frames=frames, fps=fps, easing=easing, loop=loop, direction=direction, strength=strength,
+                      bounce=bounce, pca=pca, checkpoint=checkpoint, device=device, precision=precision, batch_size=batch_size,
+                      size=size, overwrite=overwrite, styleflow_weights=styleflow_weights, overrides=overrides, force=force)
+    except KeyboardInterrupt:
+        from e4ecli.cli.batch import interrupted
 
-    overrides = overrides_or_die(attribute, styleflow_weights, [direction] if direction else [])
+        interrupted(0, 1)
+
+
+def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, easing: str, loop: bool, direction: Optional[str],
+                  strength: Optional[str], bounce: bool, pca: Optional[str], checkpoint: str, device: str, precision: str,
+                  batch_size: int, size: Optional[int], overwrite: bool, styleflow_weights: Optional[Path], overrides: dict,
+                  force: bool = False) -> None:
+    import numpy as np
+    import torch
+    from rich.progress import Progress
+
+    from e4ecli.cli.batch import ident_hash, progress_columns
+    from e4ecli.cli.common import device_or_die, load_model, visible
+    from e4ecli.files.batch import Manifest, Record
+    from e4ecli.files.latents import LatentError, load_latent
+    from e4ecli.files.provenance import Previous, Settings, content_id
+    from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.video import VideoError, interpolation_latents, render_frames, sweep_latents, write_video
+
     dev = device_or_die(device)
     ckpt, ident = load_model(checkpoint)
     gen = ckpt.generator
@@ -91,13 +132,12 @@ def video_cmd(
     for path in inputs:
         try:
             keys.append(load_latent(path, gen.n_latent, gen.style_dim))
-        except LatentError as e:
-            console.print(f"[red]✗[/] {escape(str(path))}: {escape(str(e))}")
-            raise typer.Exit(EXIT_FAILED) from None
-        except OSError as e:
+        except (LatentError, OSError) as e:
             console.print(f"[red]✗[/] {escape(str(path))}: {escape(str(e))}")
             raise typer.Exit(EXIT_FAILED) from None
     keyframes = torch.from_numpy(np.stack(keys)).to(dev)
+    settings = Settings("video", checkpoint=ident_hash(ident), precision=precision, size=size, frames=frames, fps=fps,
+                        easing=easing, keyframes=[content_id(k) for k in keys])
 
     if direction is not None:
         from e4ecli.cli.edit import resolve_edits
@@ -113,16 +153,25 @@ def video_cmd(
         if edit.kind == "styleflow":
             from e4ecli.cli.styleflow import bind_or_die
 
+            settings = settings.with_(styleflow={"weights": str(styleflow_weights or "zoo:styleflow_flow"), "attributes": overrides or None})
             edit = bind_or_die(edit, inputs[0], keys[0], styleflow_weights, overrides)
         latents = sweep_latents(keyframes[0], edit, low, high, frames, easing, bounce)
         what = f"{edit.label} {low:g} -> {high:g}" + (f" -> {low:g}" if bounce else "")
+        settings = settings.with_(direction=edit.identity(), range=[low, high], bounce=bounce)
     else:
         latents = interpolation_latents(keyframes, frames, easing, loop)
         what = f"{len(inputs)} keyframe(s)" + (" (loop)" if loop else "")
+        settings = settings.with_(loop=loop)
+
+    previous = Previous(target.parent, settings, overwrite)
+    if previous.finished_source(None, [target]):
+        console.print(f"{escape(str(target))} already exists, made with these settings; nothing to do (--overwrite redoes it)")
+        raise typer.Exit(0)
+    if target.exists() and not overwrite:
+        console.print(f"[yellow]note:[/] redoing {escape(str(target))}: it was made differently ({escape(previous.summary() or '?')})")
 
     gen.to(dev).eval()
-    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
-                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+    with Progress(*progress_columns(), console=console) as progress:
         task = progress.add_task(visible(f"video: {what}"), total=frames)
 
         def counted():
@@ -134,4 +183,7 @@ def video_cmd(
             written = write_video(target, counted(), fps)
         except (VideoError, OSError) as e:
             die(f"cannot write {target}: {e}", EXIT_FAILED)
+    with Manifest(written.parent) as manifest:
+        fields = dict(previous.fields(None), files=[written.name])
+        manifest.add(Record(", ".join(str(p) for p in inputs), written.name, "ok", None, ident, fields))
     console.print(f"wrote {escape(str(written))}: {frames} frames at {fps:g} fps ({frames / fps:.2f} s)")

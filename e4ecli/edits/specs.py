@@ -58,6 +58,20 @@ class Edit:
         out[:, idx] = edited[:, idx]
         return out
 
+    def identity(self) -> dict:
+        """What makes this edit move latents the way it does (for e4ecli.files.provenance): its kind, styles
+        and a content id of its direction or PCA component -- not its file's path."""
+        from e4ecli.files.provenance import content_id
+
+        if self.kind == "ganspace":
+            assert self.pca is not None
+            content = content_id(self.pca.mean, self.pca.comp, self.pca.std, self.component)
+        elif self.direction is not None:
+            content = content_id(self.direction)
+        else:  # styleflow: the label names the attribute; the flow's weights and conditions are run settings
+            content = None
+        return {"label": self.label, "kind": self.kind, "styles": list(self.styles) if self.styles else None, "content": content}
+
     def check(self, n_styles: int, style_dim: int) -> None:
         """Raise DirectionError when this edit cannot apply to latents (N, n_styles, style_dim)."""
         if self.kind == "styleflow" and (n_styles, style_dim) != (18, 512):
@@ -197,6 +211,56 @@ def _npz_row(path: Path, k: int, spec: str) -> Edit:
         raise DirectionError(f"{spec}: row {k} contains NaN or infinite values")
     layers = tuple(int(v) for v in data["layers"].reshape(-1)) if "layers" in data else None
     return Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=row, styles=layers)
+
+
+def precheck(spec: str, pca: str | Path | None = None) -> float | None:
+    """Check a `--direction` spec without a model (syntax, files, registry names); returns its default
+    strength when known without the model (registry entries, sefa), else None. Raises DirectionError.
+    Mirrors `resolve`: a new kind of spec gets its branch in both."""
+    import re
+
+    from e4ecli.hub import directions as hub
+
+    spec = spec.strip()
+    head, _, rest = spec.partition(":")
+    path = Path(spec)
+    if head == "ganspace" and not path.is_file():
+        usage = "ganspace:COMP:START:END (e.g. ganspace:54:7:8)"
+        parts = rest.split(":")
+        if len(parts) != 3:
+            raise DirectionError(f"direction {spec!r}: use {usage}")
+        _, start, end = _ints(parts, spec, usage)
+        if not 0 <= start < end:
+            raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
+        if pca is not None and not Path(pca).is_file():
+            registry = hub.load_registry()
+            if str(pca) not in registry or registry[str(pca)].kind != "pca":
+                raise DirectionError(f"--pca {pca}: neither an existing file nor a registered PCA "
+                                     f"({', '.join(n for n, e in registry.items() if e.kind == 'pca')})")
+        return None
+    if head == "styleflow" and not path.is_file():
+        from e4ecli.edits.styleflow import StyleflowSpecError, parse_name
+
+        try:
+            parse_name(rest)
+        except StyleflowSpecError as e:
+            raise DirectionError(str(e)) from None
+        return None
+    if head == "sefa" and not path.is_file():
+        _ints([rest.partition(":")[0]], spec, "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)")
+        return 10.0
+    if (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and Path(row.group(1)).is_file():
+        return 10.0
+    if path.is_file():
+        if path.suffix.lower() not in DIRECTION_SUFFIXES:
+            raise DirectionError(f"{spec}: a direction file must be {', '.join(DIRECTION_SUFFIXES)}")
+        return None
+    if path.suffix.lower() in DIRECTION_SUFFIXES or "/" in spec or "\\" in spec:
+        raise DirectionError(f"{spec}: no such direction file")
+    entry = hub.lookup(spec)
+    if entry.kind == "pca":
+        raise DirectionError(f"'{spec}' is a PCA file, not an edit; use --direction ganspace:COMP:START:END --pca {spec}")
+    return entry.strength
 
 
 def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name: str = "ffhq_encode",

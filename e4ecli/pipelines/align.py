@@ -26,7 +26,7 @@ from e4ecli.alignment import AlignError, AlignPlan, apply_alignment, plan_alignm
 from e4ecli.files.batch import Item, output_path, save_image, write_text
 from e4ecli.files.images import ImageError, load_rgb
 from e4ecli.landmarks import Face, LandmarkBackend
-from e4ecli.pipelines.common import Result
+from e4ecli.pipelines.common import Finished, Result
 
 SIDECAR_VERSION = 1
 
@@ -173,14 +173,15 @@ def _work(item: Item) -> Result:
 
 
 def align(items: Sequence[Item], aligner: FaceAligner, out_dir: Path, *, workers: int = 0,
-          overwrite: bool = False) -> Iterator[Result]:
+          finished: Finished | None = None) -> Iterator[Result]:
     """Yield one Result per item: skipped ones first, then in order of completion.
 
-    workers > 0: that many processes (spawned, each loading its own landmark model)."""
+    workers > 0: that many processes (spawned, each loading its own landmark model).
+    finished: see pipelines.common.Finished (None: redo every item)."""
     todo: list[Item] = []
     for it in items:
-        done = None if overwrite else finished_outputs(it, out_dir, aligner.all_faces)
-        if done is not None:
+        done = finished_outputs(it, out_dir, aligner.all_faces) if finished is not None else None
+        if done is not None and finished(it, done):
             yield Result(it, "skipped", done)
         else:
             todo.append(it)

@@ -1,4 +1,5 @@
-"""What every batch pipeline shares: results, skip-finished, decoding in a DataLoader."""
+"""What every batch pipeline shares: results, skip-finished, decoding in a DataLoader, and the
+decode -> batch -> compute -> write loop (`run_batches`) with one write step per item (`write_item`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,16 +22,50 @@ def outputs_for(item: Item, out_dir: Path, suffixes: Sequence[str]) -> list[Path
     return [output_path(out_dir, item.key, s) for s in suffixes]
 
 
-def split_finished(items: Sequence[Item], out_dir: Path, suffixes: Sequence[str], overwrite: bool) -> tuple[list[Item], list[Result]]:
-    """(items still to do, 'skipped' results for items whose every output already exists)."""
+Finished = Callable[[Item, Sequence[Path]], bool]
+"""(item, its planned outputs, main output first) -> True when an earlier run made exactly these outputs
+with this run's settings (e4ecli.files.provenance.Previous.finished); None: redo everything."""
+
+
+def split_finished(items: Sequence[Item], outputs_of: Callable[[Item], list[Path]],
+                   finished: Finished | None) -> tuple[list[Item], list[Result]]:
+    """(items still to do, 'skipped' results for items that `finished` says are done)."""
     todo, skipped = [], []
     for it in items:
-        outs = outputs_for(it, out_dir, suffixes)
-        if not overwrite and all(p.exists() for p in outs):
+        outs = outputs_of(it)
+        if finished is not None and finished(it, outs):
             skipped.append(Result(it, "skipped", outs))
         else:
             todo.append(it)
     return todo, skipped
+
+
+def write_item(item: Item, write: Callable[[], list[Path]], errors: dict[type, str] | None = None) -> Result:
+    """Run one item's write step -> 'ok' Result with the paths it wrote (main output first), or a 'failed'
+    Result naming the reason (OSError: 'cannot write output'; `errors` maps more types to a prefix)."""
+    try:
+        return Result(item, "ok", write())
+    except OSError as e:
+        return Result(item, "failed", error=f"cannot write output: {e}")
+    except tuple(errors or ()) as e:
+        prefix = next(v for k, v in (errors or {}).items() if isinstance(e, k))
+        return Result(item, "failed", error=f"{prefix}: {e}")
+
+
+def run_batches(todo: Sequence[Item], decode: Callable[[Path], Any], batch_size: int, workers: int,
+                expected: tuple[type, ...], compute: Callable[[list[Any]], Sequence[Any]],
+                write: Callable[[Item, Any, Any], list[Path]], errors: dict[type, str] | None = None) -> Iterator[Result]:
+    """The batch loop of every pipeline: decode `todo` (in `workers` processes), yield a failed Result per
+    undecodable item, `compute(payloads) -> one product per payload` per batch, then
+    `write(item, payload, product) -> paths written` per item through `write_item`."""
+    for batch in decoded_batches(todo, decode, batch_size, workers, expected=expected):
+        good, failed = partition(batch)
+        yield from failed
+        if not good:
+            continue
+        products = compute([payload for _, payload in good])
+        for (it, payload), product in zip(good, products):
+            yield write_item(it, lambda it=it, payload=payload, product=product: write(it, payload, product), errors)
 
 
 class _DecodeDataset:

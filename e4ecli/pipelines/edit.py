@@ -9,6 +9,7 @@ Several (edit, strength) steps compose in order; at most one of them sweeps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,7 +21,7 @@ from e4ecli.files.batch import Item, output_path, save_image, save_npy
 from e4ecli.files.images import area_resize, to_uint8
 from e4ecli.files.latents import LatentError, LatentReader
 from e4ecli.hub.checkpoints import LoadedCheckpoint
-from e4ecli.pipelines.common import Result, decoded_batches, partition
+from e4ecli.pipelines.common import Finished, Result, decoded_batches, partition, split_finished, write_item
 from e4ecli.runtime import autocast
 
 PASTED_SUFFIX = ".pasted.png"
@@ -157,31 +158,49 @@ def _paste(plan: Plan, frames: np.ndarray, feather: float) -> None:
 
 def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Sequence[Step], *, device: torch.device,
          precision: str = "fp32", batch_size: int = 4, size: int | None = None, save_latents: bool = False, latents_only: bool = False,
-         sidecars: dict[Item, Path] | None = None, feather: float = 0.1, overwrite: bool = False,
+         sidecars: dict[Item, Path] | None = None, paste_back: bool = False, feather: float = 0.1, finished: Finished | None = None,
          workers: int = 0, styleflow=None) -> Iterator[Result]:
     """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back;
+    with `paste_back`, an item without one fails (its pasted image cannot be made);
     `styleflow`: a pipelines.styleflow.StyleflowSetup when the steps include StyleFlow edits."""
     from e4ecli.pasteback import PasteBackError
 
     sweep_at, values = sweep_values(steps)
     sweep = sweep_at is not None
     sidecars = sidecars or {}
+    if paste_back:
+        for it in items:
+            if it not in sidecars:
+                yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the --aligned folders")
+        items = [it for it in items if it in sidecars]
     plans = {it: plan_outputs(it, out_dir, values, sweep, save_latents=save_latents, latents_only=latents_only,
                               sidecar=sidecars.get(it)) for it in items}
-    todo = []
-    same_source = None
-    if styleflow is not None and not overwrite:  # a changed attributes file, override, flow or estimator redoes the output
+    if styleflow is not None and finished is not None:  # a changed attributes file, override, flow or estimator redoes the output
         from e4ecli.pipelines.styleflow import sources_unchanged
 
-        same_source = sources_unchanged(styleflow, out_dir)
-    for it in items:
-        if not overwrite and all(p.exists() for p in plans[it].all_outputs()) and (same_source is None or same_source(it, plans[it].all_outputs())):
-            yield Result(it, "skipped", [plans[it].main_output()])
-        else:
-            todo.append(it)
+        same_source, settings_same = sources_unchanged(styleflow, out_dir), finished
+
+        def finished(it: Item, outs: Sequence[Path]) -> bool:
+            return settings_same(it, outs) and same_source(it, outs)
+
+    todo, skipped = split_finished(items, lambda it: plans[it].all_outputs(), finished)
+    yield from skipped
     gen = ckpt.generator.to(device).eval()
     name = steps[sweep_at].edit.label if sweep_at is not None else ""
     labels = ["reconstruction"] + [f"{name} {format_strength(v)}" for v in values]
+
+    def write(plan: Plan, lat, mine, full, recon) -> list[Path]:
+        for k, path in enumerate(plan.latents):
+            save_npy(path, lat[k])
+        if mine is not None:
+            for k, path in enumerate(plan.images):
+                save_image(path, mine[k])
+            if plan.strip is not None and recon is not None:
+                save_image(plan.strip, labelled_strip([recon, *mine], labels))
+            if plan.pasted:
+                _paste(plan, full, feather)
+        return plan.all_outputs()
+
     for batch in decoded_batches(todo, LatentReader(gen.n_latent, gen.style_dim), batch_size, workers, expected=(LatentError,)):
         good, failed = partition(batch)
         yield from failed
@@ -195,10 +214,11 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
             context = (styleflow, sources)
         if not good:
             continue
+        n = len(good)
         w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
         with torch.inference_mode():
             edited = edited_latents(w, steps, context)  # (n, F, S, D)
-        frames_per = edited.shape[1]
+        f = edited.shape[1]
         renders = native = recon = None
         if not latents_only:
             flat = edited.reshape(-1, *edited.shape[2:])
@@ -206,27 +226,14 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
                 flat = torch.cat([flat, w])
             renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size, precision)
             if sweep:
-                recon, renders = renders[len(good) * frames_per:], renders[: len(good) * frames_per]
-                native = native[: len(good) * frames_per] if native is not None else None
-        lat_np = edited.float().cpu().numpy()
+                recon, renders = renders[n * f:], renders[: n * f]
+                native = native[: n * f] if native is not None else None
+        lat = edited.float().cpu().numpy()
         for j, (it, _) in enumerate(good):
-            plan = plans[it]
-            try:
-                for f, path in enumerate(plan.latents):
-                    save_npy(path, lat_np[j, f])
-                if renders is not None:
-                    mine = renders[j * frames_per:(j + 1) * frames_per]
-                    for f, path in enumerate(plan.images):
-                        save_image(path, mine[f])
-                    if plan.strip is not None and recon is not None:
-                        save_image(plan.strip, labelled_strip([recon[j], *mine], labels))
-                    if plan.pasted:
-                        full = native[j * frames_per:(j + 1) * frames_per] if native is not None else mine
-                        _paste(plan, full, feather)
-            except PasteBackError as e:
-                yield Result(it, "failed", error=f"paste-back: {e}")
-                continue
-            except OSError as e:
-                yield Result(it, "failed", error=f"cannot write output: {e}")
-                continue
-            yield Result(it, "ok", [plan.main_output()], extra={"styleflow": flow_info[it]} if it in flow_info else {})
+            mine = renders[j * f:(j + 1) * f] if renders is not None else None
+            full = native[j * f:(j + 1) * f] if native is not None else mine
+            one = recon[j] if recon is not None else None
+            result = write_item(it, partial(write, plans[it], lat[j], mine, full, one), errors={PasteBackError: "paste-back"})
+            if it in flow_info and result.status == "ok":
+                result.extra = {"styleflow": flow_info[it]}
+            yield result

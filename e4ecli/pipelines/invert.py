@@ -17,7 +17,7 @@ from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.hub.tuned import save_tuned
 from e4ecli.runtime import autocast, store_for
 from e4ecli.pipelines.align import sidecar_text
-from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
+from e4ecli.pipelines.common import Finished, Result, decoded_batches, outputs_for, split_finished, partition
 from e4ecli.pipelines.refine import RefineOptions, refine_batch
 from e4ecli.refine.losses import LossNets
 from e4ecli.refine.pti import tunable
@@ -60,12 +60,13 @@ def output_suffixes(save_reconstructions: bool, align: bool, save_aligned: bool,
 
 
 def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
-           workers: int = 0, save_reconstructions: bool = False, size: int | None = None, overwrite: bool = False,
+           workers: int = 0, save_reconstructions: bool = False, size: int | None = None, finished: Finished | None = None,
            aligner: Callable[[Path], list] | None = None, stage: int | None = None, save_aligned: bool = False,
            refine: RefineOptions | None = None, nets: LossNets | None = None, base: dict | None = None,
            on_step: Callable[[int, float], None] | None = None) -> Iterator[Result]:
     """Yield one Result per item, in order of completion (skipped ones first).
 
+    finished: which items an earlier run already did with these settings (None: redo every item).
     stage: e4e's progressive stage K (w plus offsets 1..K; 0 = pure W); None: the full code.
     save_aligned: with an aligner, also write the aligned crop OUT/<key>.aligned.png.
     refine: optimise each code after the encoder (e4ecli.pipelines.refine), with the loss networks `nets`;
@@ -73,7 +74,7 @@ def invert(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, devi
     ({'path', 'id', 'name'}: the checkpoint the generator is tuned from)."""
     pti = refine is not None and refine.is_pti
     suffixes = output_suffixes(save_reconstructions, aligner is not None, save_aligned, refine)
-    todo, skipped = split_finished(items, out_dir, suffixes, overwrite)
+    todo, skipped = split_finished(items, lambda it: outputs_for(it, out_dir, suffixes), finished)
     shared_file = out_dir / SHARED_PTI_FILE if pti and refine.shared else None
     if shared_file is not None and todo or (shared_file is not None and not shared_file.exists()):
         todo, skipped = list(items), []  # one generator serves every image: redo them all together

@@ -12,31 +12,27 @@ from e4ecli.files.images import area_resize, to_uint8
 from e4ecli.files.latents import LatentError, LatentReader
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.runtime import autocast
-from e4ecli.pipelines.common import Result, decoded_batches, outputs_for, split_finished, partition
+from e4ecli.pipelines.common import Finished, Result, outputs_for, run_batches, split_finished
 
 
 def render(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, *, device: torch.device, precision: str = "fp32", batch_size: int = 4,
-           size: int | None = None, overwrite: bool = False, workers: int = 0) -> Iterator[Result]:
-    todo, skipped = split_finished(items, out_dir, [".png"], overwrite)
+           size: int | None = None, finished: Finished | None = None, workers: int = 0) -> Iterator[Result]:
+    """Yield one Result per item (skipped ones first); finished: see pipelines.common.Finished."""
+    todo, skipped = split_finished(items, lambda it: outputs_for(it, out_dir, [".png"]), finished)
     yield from skipped
     gen = ckpt.generator.to(device).eval()
-    read = LatentReader(gen.n_latent, gen.style_dim)
-    for batch in decoded_batches(todo, read, batch_size, workers, expected=(LatentError,)):
-        good, failed = partition(batch)
-        yield from failed
-        if not good:
-            continue
-        w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
+
+    def compute(payloads):
+        w = torch.from_numpy(np.stack(payloads)).to(device)
         with torch.inference_mode(), autocast(device, precision):
             images = ckpt.domain.crop(gen.synthesis(w))
             if size:
                 images = area_resize(images, size)
-        pix = to_uint8(images)
-        for j, (it, _) in enumerate(good):
-            out = outputs_for(it, out_dir, [".png"])[0]
-            try:
-                save_image(out, pix[j])
-            except OSError as e:
-                yield Result(it, "failed", error=f"cannot write output: {e}")
-                continue
-            yield Result(it, "ok", [out])
+        return to_uint8(images)
+
+    def write(it, _, pix):
+        out = outputs_for(it, out_dir, [".png"])[0]
+        save_image(out, pix)
+        return [out]
+
+    yield from run_batches(todo, LatentReader(gen.n_latent, gen.style_dim), batch_size, workers, (LatentError,), compute, write)
