@@ -32,7 +32,10 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         z = x.new_zeros(n, c, h, up, w, up)
         z[:, :, :, 0, :, 0] = x
         x = z.view(n, c, h * up, w * up)
-    if p0 > 0 or p1 > 0:
+    conv_pad = 0
+    if p0 == p1 > 0:  # symmetric (the blur after every upsampling conv): the convolution pads, no padded copy
+        conv_pad = p0
+    elif p0 > 0 or p1 > 0:
         x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[2], x.shape[3]
@@ -42,11 +45,11 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     if torch.onnx.is_in_onnx_export():
         # traced channel counts are not constants: one single-channel filter over N*C planes (same sums)
         hh, ww = x.shape[2], x.shape[3]
-        out = F.conv2d(x.reshape(-1, 1, hh, ww), flipped.view(1, 1, kh, kw), stride=down)
+        out = F.conv2d(x.reshape(-1, 1, hh, ww), flipped.view(1, 1, kh, kw), stride=down, padding=conv_pad)
         out = out.reshape(n, c, out.shape[2], out.shape[3])
         return out if bias is None else out + bias.to(x.dtype).view(1, -1, 1, 1)
     weight = flipped.view(1, 1, kh, kw).expand(c, 1, kh, kw)
-    return F.conv2d(x, weight, bias=None if bias is None else bias.to(x.dtype), stride=down, groups=c)
+    return F.conv2d(x, weight, bias=None if bias is None else bias.to(x.dtype), stride=down, padding=conv_pad, groups=c)
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, scale: float = math.sqrt(2)) -> torch.Tensor:
