@@ -117,3 +117,22 @@ def test_bad_refine_options_stop_before_any_work(setup, tmp_path, extra, message
     res = run("invert", photos, "-o", tmp_path / "o", "-c", ckpt, *extra)
     assert res.exit_code == 2 and message in res.output, res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_rerun_with_other_refinement_or_stage_redoes_the_image(setup, tmp_path):
+    ckpt, photos, _ = setup
+    out = tmp_path / "o"
+    base = ("invert", photos / "a.png", "-o", out, "-c", ckpt, "--device", "cpu")
+    assert run(*base, "--refine", "w+", "--refine-steps", 2).exit_code == 0
+    first = np.load(out / "a.npy")
+    res = run(*base, "--refine", "w+", "--refine-steps", 3)
+    assert res.exit_code == 0 and "skipped" not in res.output.split("summary")[0]
+    assert manifest(out)["a.npy"]["refine"]["steps"] == 3 and not np.array_equal(np.load(out / "a.npy"), first)
+    res = run(*base)  # no refinement any more: the encoder's code again
+    assert res.exit_code == 0 and "refine" not in manifest(out)["a.npy"]
+    plain = np.load(out / "a.npy")
+    res = run(*base, "--stage", 0)
+    assert res.exit_code == 0 and manifest(out)["a.npy"]["settings"]["stage"] == 0 and not np.array_equal(np.load(out / "a.npy"), plain)
+    res = run(*base, "--stage", 0)
+    assert manifest(out)["a.npy"]["settings"]["stage"] == 0 and manifest(out)["a.npy"]["status"] in ("ok", "skipped")

@@ -103,7 +103,7 @@ def invert_cmd(
         settings = Settings("invert", checkpoint=ident_hash(ident), precision=precision, stage=stage,
                             reconstructions=({"size": size} if save_reconstructions else None),
                             align=({"detector": aligner.backend.name, "size": 256, "supersample": 1, "save_aligned": save_aligned} if aligner else None),
-                            refine=opts.settings() if opts is not None else None)
+                            refine=dict(opts.settings(), left_out=sorted(nets.missing)) if opts is not None else None)
         return invert(job.items, ckpt, out, device=job.device, precision=precision, batch_size=batch_size, workers=workers,
                       save_reconstructions=save_reconstructions, size=size, finished=job.start(settings, ident), aligner=aligner, stage=stage,
                       save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident))
