@@ -155,9 +155,9 @@ def test_every_odd_but_valid_image_becomes_an_encoder_input(head, tmp_path):
     make_images(tmp_path, head, ODD_VALID)
     pre = _Preprocess(domain_for("ffhq_encode"))
     for name in ODD_VALID:
-        x, info = pre(tmp_path / name)
+        x, info, face = pre(tmp_path / name)
         assert x.shape == (3, 256, 256) and torch.isfinite(x).all() and x.abs().max() <= 1, name
-        assert info is None
+        assert info is None and face is None
 
 
 def test_invert_decides_each_hostile_image_alone(head, e4e_64, tmp_path):

@@ -65,6 +65,27 @@ def test_edit_with_another_direction_or_sweep_is_redone(tmp_path, latents, g64_p
     assert r.exit_code == 0 and Image.open(out / "a.png").width == 4 * 64  # now the strip of a sweep
 
 
+def test_files_of_the_earlier_settings_that_this_run_does_not_write_are_removed(tmp_path, latents, g64_path):
+    root, dfile = latents
+    out = tmp_path / "out"
+    base = ["edit", root / "a.npy", "-o", out, "-c", g64_path, "--device", "cpu", "-d", dfile, "--size", 16]
+    assert run_cli([*base, "-s", "-1:1:3", "--save-latents"]).exit_code == 0
+    assert sorted(p.name for p in (out / "a").iterdir()) == ["00_s-1.npy", "00_s-1.png", "01_s+0.npy", "01_s+0.png", "02_s+1.npy", "02_s+1.png"]
+    r = run_cli([*base, "-s", "-1:1:5"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "a").iterdir()) == ["00_s-1.png", "01_s-0.5.png", "02_s+0.png", "03_s+0.5.png", "04_s+1.png"]
+    assert records(out)["a.png"]["files"][0] == "a.png" and len(records(out)["a.png"]["files"]) == 6
+    # a forged manifest cannot make a rerun delete anything outside the folder or an input
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    lines[0]["files"] += ["../victim.txt", str(victim), "../latents/a.npy"]
+    lines[0]["fingerprint"] = "0"
+    (out / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert run_cli([*base, "-s", "-1:1:5"]).exit_code == 0
+    assert victim.read_text() == "keep me" and (root / "a.npy").is_file()
+
+
 def test_invert_with_another_checkpoint_is_redone(tmp_path, kit_weights, e4e_64):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -119,7 +119,10 @@ class Job:
         pipelines take as `finished=`."""
         from e4ecli.files.provenance import Previous
 
+        import os
+
         self.previous = Previous(self.out, settings, self.overwrite)
+        self.previous.keep = {os.path.realpath(it.source) for it in self.all_items}  # never removed as obsolete
         self.checkpoint_id = checkpoint_id
         return self.previous.finished
 

@@ -299,6 +299,9 @@ def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoin
                     extra.update(previous.fields(r.item.source))
                     if r.outputs:
                         extra["files"] = [p.relative_to(out_dir).as_posix() for p in r.outputs]
+                    if r.status == "ok":  # what the earlier run wrote and this one did not must not pass for its result
+                        for stale in previous.obsolete(r.outputs, previous.keep):
+                            stale.unlink(missing_ok=True)
                 manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id, extra=extra))
                 if r.status == "failed":
                     failures.append((str(r.item.source), r.error or "failed"))

@@ -32,7 +32,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 OK_STATUSES = ("ok", "skipped")
 
@@ -151,8 +151,9 @@ class Previous:
 
     def __init__(self, out_dir: Path, settings: Mapping, overwrite: bool = False, manifest: str = "manifest.jsonl"):
         self.out_dir, self.settings, self.overwrite = Path(out_dir), dict(settings), overwrite
-        self.records = {} if overwrite else read_records(manifest_paths(self.out_dir, manifest))
+        self.records = read_records(manifest_paths(self.out_dir, manifest))  # --overwrite: still know what was written
         self.redo_reasons: Counter = Counter()
+        self.keep: set[str] = set()  # realpaths never removed as obsolete (the run's inputs)
 
     def fields(self, source: Path | str | None) -> dict:
         return record_fields(self.settings, source)
@@ -178,6 +179,29 @@ class Previous:
         if rec.get("input") != mine["input"]:
             self.redo_reasons["input file changed"] += 1
         return False
+
+    def obsolete(self, outputs: Sequence[Path], keep: Collection[str] = ()) -> list[Path]:
+        """Files the earlier record of these outputs lists that this run did not write again (frames of a longer
+        sweep, a latent no longer saved, faces no longer found): left in place they would pass for results of
+        this command. Only existing files inside the folder; never a path in `keep` (realpaths of the inputs)."""
+        if not outputs:
+            return []
+        rec = self.records.get(self.key(outputs[0])) or {}
+        old = rec.get("files")
+        if not isinstance(old, list):
+            return []
+        base = os.path.realpath(self.out_dir)
+        now = {os.path.realpath(p) for p in outputs}
+        stale = []
+        for name in old:
+            if not isinstance(name, str) or not name or name == "manifest.jsonl":
+                continue
+            path = os.path.realpath(self.out_dir / name)
+            if os.path.commonpath([base, path]) != base or path == base or path in now or path in keep:
+                continue
+            if os.path.isfile(path) and not os.path.islink(self.out_dir / name):
+                stale.append(Path(path))
+        return stale
 
     def summary(self) -> str | None:
         """'settings changed (strength: 2), input file changed (1)' or None."""
