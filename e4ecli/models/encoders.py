@@ -62,7 +62,11 @@ class BottleneckIRSE(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
+        shortcut = self.shortcut_layer
+        if isinstance(shortcut, nn.MaxPool2d):  # a 1x1 max pool is a strided view: no pooling pass, no index map
+            s = shortcut.stride if isinstance(shortcut.stride, int) else shortcut.stride[0]
+            return self.res_layer(x) + (x if s == 1 else x[:, :, ::s, ::s])
+        return self.res_layer(x) + shortcut(x)
 
 
 def input_layer() -> nn.Sequential:
