@@ -2,6 +2,7 @@
 per setting, distortion on x, editability on y, written atomically as PNG."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -12,8 +13,10 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+def _fmt(v: float, span: float) -> str:
+    """Enough decimals that neighbouring ticks (span / 4 apart) read differently."""
+    decimals = max(0, math.ceil(-math.log10(span / 4)) + 1) if span > 0 else 3
+    return f"{v:.{min(decimals, 8)}f}"
 
 
 def save_curve(path: Path, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], x_label: str, y_label: str, title: str) -> None:
@@ -35,11 +38,11 @@ def save_curve(path: Path, xs: Sequence[float], ys: Sequence[float], labels: Seq
     for t in _ticks(x0, x1):
         u, _ = px(t, y0)
         d.line([u, H - MARGIN, u, H - MARGIN + 5], fill="black")
-        d.text((u - 15, H - MARGIN + 8), _fmt(t), fill="black")
+        d.text((u - 15, H - MARGIN + 8), _fmt(t, x1 - x0), fill="black")
     for t in _ticks(y0, y1):
         _, v = px(x0, t)
         d.line([MARGIN - 5, v, MARGIN, v], fill="black")
-        d.text((8, v - 6), _fmt(t), fill="black")
+        d.text((8, v - 6), _fmt(t, y1 - y0), fill="black")
     d.text((W / 2 - 60, H - MARGIN + 30), f"distortion: {x_label} (lower is better)", fill="black")
     d.text((8, MARGIN - 30), f"editability: {y_label} (lower is better)", fill="black")
     d.text((MARGIN, 20), title, fill="black")
