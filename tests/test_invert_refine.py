@@ -136,3 +136,11 @@ def test_rerun_with_other_refinement_or_stage_redoes_the_image(setup, tmp_path):
     assert res.exit_code == 0 and manifest(out)["a.npy"]["settings"]["stage"] == 0 and not np.array_equal(np.load(out / "a.npy"), plain)
     res = run(*base, "--stage", 0)
     assert manifest(out)["a.npy"]["settings"]["stage"] == 0 and manifest(out)["a.npy"]["status"] in ("ok", "skipped")
+
+
+def test_long_refinements_report_their_steps():
+    from e4ecli.cli.refining import step_reporter
+    from e4ecli.pipelines.refine import RefineOptions
+
+    assert step_reporter(None) is None and step_reporter(RefineOptions("w+", steps=5)) is None
+    assert step_reporter(RefineOptions("w+", steps=40)) is not None

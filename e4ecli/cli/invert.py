@@ -78,6 +78,7 @@ def invert_cmd(
     def work(job: Job):
         from e4ecli.cli.common import load_model
         from e4ecli.files.provenance import Settings
+        from e4ecli.cli.refining import step_reporter
         from e4ecli.pipelines.invert import invert
 
         opts = chosen["opts"]
@@ -106,7 +107,8 @@ def invert_cmd(
                             refine=dict(opts.settings(), left_out=sorted(nets.missing)) if opts is not None else None)
         return invert(job.items, ckpt, out, device=job.device, precision=precision, batch_size=batch_size, workers=workers,
                       save_reconstructions=save_reconstructions, size=size, finished=job.start(settings, ident), aligner=aligner, stage=stage,
-                      save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident))
+                      save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident),
+                      on_step=step_reporter(opts))
 
     run_batch("invert", inputs, out, IMAGE_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
               checkpoint=checkpoint, suffix=".npy", usage=problems, check_items=check_items,

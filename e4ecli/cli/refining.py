@@ -68,3 +68,20 @@ def base_record(checkpoint: str, ckpt, ident: str) -> dict:
     """What a tuned generator records of its base: path, content id, zoo name (when given by name)."""
     path = Path(ckpt.path)
     return {"path": str(path.resolve()), "id": ident.rsplit(":", 1)[-1], "name": checkpoint if not Path(checkpoint).exists() else None}
+
+
+def step_reporter(opts):
+    """on_step for long refinements (>= 20 steps): a line every quarter of the steps, above the progress bar."""
+    if opts is None:
+        return None
+    counts = [opts.steps] + ([opts.pivot_steps] if opts.is_pti and opts.pivot else [])
+    if max(counts) < 20:
+        return None
+    every = max(1, min(c for c in counts if c > 0) // 4)
+    what = "tuning" if opts.is_pti else "refining"
+
+    def report(step: int, loss: float) -> None:
+        if (step + 1) % every == 0:
+            console.print(f"  {what}: step {step + 1}, loss {loss:.5f}", highlight=False)
+
+    return report
