@@ -30,7 +30,8 @@ def e4e_inverted(case_checkpoint, case_arrays, tmp_path_factory):
     (photos / "sub").mkdir(parents=True)
     Image.fromarray(z["input_0"]).save(photos / "a.png")
     Image.fromarray(z["input_1"]).save(photos / "sub" / "b.png")
-    res = run("invert", photos, "-o", root / "out", "--checkpoint", case_checkpoint("e4e_256"), "--save-reconstructions", "--device", "cpu", "--batch-size", "3")
+    res = run("invert", photos, "-o", root / "out", "--checkpoint", case_checkpoint("e4e_256"), "--save-reconstructions",
+              "--device", "cpu", "--batch-size", "3")
     return root, res
 
 

@@ -92,7 +92,8 @@ def build_generator_meta(cfg):
     return Generator(**cfg)
 
 
-@pytest.mark.parametrize("manifest,size", [("Encoder4Editing_1024", 1024), ("Encoder4Editing_256", 256), ("GradualStyleEncoder_256", 256), ("SingleStyleCodeEncoder_256", 256)])
+@pytest.mark.parametrize("manifest,size", [("Encoder4Editing_1024", 1024), ("Encoder4Editing_256", 256),
+                                           ("GradualStyleEncoder_256", 256), ("SingleStyleCodeEncoder_256", 256)])
 def test_published_encoder_layouts_load_strictly(manifest, size, kit_weights):
     parts = kit_weights.load_manifest(manifest)["parts"]
     with torch.device("meta"):

@@ -40,7 +40,10 @@ def test_one_strength_writes_renders_and_latents_named_like_the_inputs(tmp_path,
     want = np.load(root / "a.npy") - 2 * d
     assert np.abs(np.load(out / "a.npy") - want).max() <= 1e-5
     assert (out / "sub" / "b.npy").is_file() and (out / "sub" / "b.png").is_file()
-    assert np.array_equal(np.asarray(Image.open(out / "a.png")), _render(g64, want))
+    # the CLI renders a and sub/b as one batch, _render one latent alone: the batch changes the float sums in the
+    # last bits, which can move a truncated uint8 by one grey level (as in the conformance tests)
+    got = np.asarray(Image.open(out / "a.png")).astype(int)
+    assert np.abs(got - _render(g64, want).astype(int)).max() <= 1
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(rec["output"] for rec in records) == ["a.png", "sub/b.png"]
     # a rerun skips finished inputs and leaves their files alone

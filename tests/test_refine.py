@@ -111,7 +111,7 @@ def test_tuned_file_round_trip_and_base_checks(case_checkpoint, case_arrays, tmp
     moved.write_bytes(base.read_bytes())
     meta_path = tmp_path / "b.pti.safetensors"
     save_tuned(meta_path, t.generator, gen, tunable(t.generator), tmp_path / "gone" / base.name, file_id(base))
-    assert load_tuned(meta_path).kind == "generator"
+    assert load_tuned(meta_path, load_checkpoint, file_id).kind == "generator"
     # a different file under the recorded name is refused
     other = tmp_path / "other" / base.name
     other.parent.mkdir()

@@ -372,7 +372,7 @@ def kill_and_rerun(args: list, out: Path, expected: dict[str, list[Path]], momen
         assert len(finished) < len(expected), "the kill came after the run had finished"
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    for key, outs in expected.items():
+    for outs in expected.values():
         for p in outs:
             assert p.is_file(), p
             _assert_complete(p)

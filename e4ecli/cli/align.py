@@ -71,9 +71,11 @@ def _numbered_outputs_or_die(items, out: Path) -> None:
 )
 def align_cmd(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively).", show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder: <name>.png + <name>.json (sidecar) per photo, mirroring the input tree, plus manifest.jsonl."),
+    out: Path = typer.Option(..., "-o", "--out",
+                           help="Output folder: <name>.png + <name>.json (sidecar) per photo, mirroring the input tree, plus manifest.jsonl."),
     size: int = typer.Option(1024, min=8, help="Side of the aligned square, in pixels."),
-    supersample: int = typer.Option(4, min=1, max=16, help="Resample the face at SUPERSAMPLE x size, then Lanczos down (4: the FFHQ dataset; 1: e4e's align_face)."),
+    supersample: int = typer.Option(4, min=1, max=16,
+                                   help="Resample the face at SUPERSAMPLE x size, then Lanczos down (4: the FFHQ dataset; 1: e4e's align_face)."),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help=DETECTOR_HELP),
     all_faces: bool = typer.Option(False, "--all-faces", help="Write every face as <name>_<k>.png (k = 0, 1, ... left to right) instead of only the largest."),
     workers: int = typer.Option(0, min=0, help="Processes aligning in parallel (0: align in this process). Landmark detection on CPU is the bottleneck. "

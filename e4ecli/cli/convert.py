@@ -31,7 +31,9 @@ def convert_cmd(
 
     The output holds {'g_ema', 'latent_avg'} with rosinality's state-dict keys; latent_avg is G_ema's w_avg.
 
-    When rosinality's own code cannot express the generator (a channel plan other than multiplier 1 or 2, not 8 mapping layers, or the conv_clamp of fp16 training), the file also holds 'e4ecli_generator_config' (size, style_dim, n_mlp, channels, conv_clamp), which every e4e command reads.
+    When rosinality's own code cannot express the generator (a channel plan other than multiplier 1 or 2, not 8 mapping
+    layers, or the conv_clamp of fp16 training), the file also holds 'e4ecli_generator_config'
+    (size, style_dim, n_mlp, channels, conv_clamp), which every e4e command reads.
     """
     from e4ecli.cli.common import escape
     from rich.table import Table

@@ -40,7 +40,7 @@ def to_rgb(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
     """Any PIL mode -> RGB; transparent areas are composited over `background`."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         img = _to_8bit(img)
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info) or (img.mode in ("L", "RGB") and "transparency" in img.info)
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")
         base = Image.new("RGBA", rgba.size, tuple(background) + (255,))

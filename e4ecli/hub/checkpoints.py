@@ -204,7 +204,7 @@ def _load_any(path: Path) -> LoadedCheckpoint:
     from e4ecli.hub import tuned
 
     if path.is_file() and tuned.is_tuned_file(path):
-        return tuned.load_tuned(path)
+        return tuned.load_tuned(path, load_checkpoint, file_id)
     if ada.is_plain_pickle(path):
         return ada.load_ada(path)
     ckpt = safe_load(path)

@@ -8,11 +8,12 @@ generator weights: e4e/pSp bases keep their encoder, so `e4e eval` can still inv
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from e4ecli.hub.checkpoints import CheckpointError, LoadedCheckpoint, file_id, load_checkpoint
+from e4ecli.hub.types import CheckpointError, LoadedCheckpoint
 
 FORMAT = "e4ecli-pti-delta/1"
 SUFFIX = ".safetensors"
@@ -78,17 +79,18 @@ def _find_base(path: Path, meta: dict[str, str]) -> Path:
                           f"put that checkpoint back at {recorded} or beside {path.name}")
 
 
-def load_tuned(path: str | Path) -> LoadedCheckpoint:
-    """The base checkpoint with its generator replaced by base + deltas; CheckpointError when the base is
-    missing or is not the file the generator was tuned from."""
+def load_tuned(path: str | Path, load_base: Callable[[Path], LoadedCheckpoint], base_id: Callable[[Path], str]) -> LoadedCheckpoint:
+    """The base checkpoint (read by `load_base`) with its generator replaced by base + deltas; CheckpointError
+    when the base is missing or its content id (`base_id`) is not the one the generator was tuned from.
+    The loaders come from the caller (hub.checkpoints), so this module does not import it back."""
     path = Path(path)
     meta, deltas = read_tuned(path)
     base_path = _find_base(path, meta)
-    found = file_id(base_path)
+    found = base_id(base_path)
     if found != meta.get("base_id"):
         raise CheckpointError(f"{path}: tuned from a checkpoint with id {meta.get('base_id')}, but {base_path} has id {found} "
                               "(a different file); use the checkpoint it was tuned from")
-    ckpt = load_checkpoint(base_path)
+    ckpt = load_base(base_path)
     params = dict(ckpt.generator.named_parameters())
     bad = [k for k, v in deltas.items() if k not in params or tuple(params[k].shape) != tuple(v.shape)]
     if bad:

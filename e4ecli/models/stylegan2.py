@@ -109,7 +109,8 @@ class ModulatedConv2d(nn.Module):
     output inside the convolution (or the blur) when possible.
     """
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, demodulate: bool = True, upsample: bool = False, blur_kernel=BLUR_KERNEL):
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, demodulate: bool = True, upsample: bool = False,
+                 blur_kernel=BLUR_KERNEL):
         super().__init__()
         self.eps = 1e-8
         self.kernel_size = kernel_size
@@ -186,7 +187,8 @@ class StyledConv(nn.Module):
     layer's `input_gain` (what Generator.synthesis does), saving a pass over every feature map.
     """
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel=BLUR_KERNEL, demodulate: bool = True,
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel=BLUR_KERNEL,
+                 demodulate: bool = True,
                  clamp: float | None = None):
         super().__init__()
         self.clamp = clamp
@@ -194,7 +196,8 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None, input_gain: float = 1.0, fold_gain: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None, input_gain: float = 1.0,
+                fold_gain: bool = False) -> torch.Tensor:
         out = self.conv(x, style, input_gain, bias=self.activate.bias)
         if noise is None:
             n, _, h, w = out.shape
@@ -229,7 +232,8 @@ class Generator(nn.Module):
     """rosinality's StyleGAN2 generator; `channels` maps resolution -> feature channels;
     `conv_clamp` (None: off) clamps every StyledConv/ToRGB output to [-conv_clamp, conv_clamp]."""
 
-    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2, channels: dict[int, int] | None = None, blur_kernel=BLUR_KERNEL, lr_mlp: float = 0.01,
+    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2, channels: dict[int, int] | None = None,
+                 blur_kernel=BLUR_KERNEL, lr_mlp: float = 0.01,
                  conv_clamp: float | None = None):
         super().__init__()
         if size < 4 or size & (size - 1):
