@@ -49,7 +49,7 @@ def print_table(report: dict, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)  # a long backend note folds; the metric's name never splits
     table.add_column("value", justify="right", style="bold")
     table.add_column("group")
     table.add_column("backend / note", overflow="fold")
