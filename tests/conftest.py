@@ -11,12 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT.parent / "shared" / "conformance"
 
 
-def kit_or_skip() -> Path:
-    if not (KIT / "weights.py").is_file():
-        pytest.skip(f"conformance kit not found at {KIT} (it lives in ../shared beside the repository)")
+def kit_or_skip(needed: str = "weights.py") -> Path:
+    """The kit's folder (its `weights` module importable), or skip the test saying where the kit was looked for."""
+    if not (KIT / needed).is_file():
+        pytest.skip(f"conformance kit not found at {KIT} (it lives in ../shared beside the repository; no {needed})")
     if str(KIT) not in sys.path:
         sys.path.insert(0, str(KIT))
     return KIT
+
+
+def run(*args, catch_exceptions: bool = True):
+    """`e4e ARGS` in-process on a wide terminal (messages stay whole); the click Result (exit_code, output)."""
+    from typer.testing import CliRunner
+
+    from e4ecli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250"}, catch_exceptions=catch_exceptions)
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-KIT = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+from conftest import KIT, kit_or_skip, run
+
 KIT_DIRECTIONS = KIT / "directions"
 PUBLISHED = ("age.pt", "smile.pt", "pose.pt", "ffhq_pca.pt", "cars_pca.pt")
 
 
 def need_kit() -> None:
-    if not (KIT / "weights.py").is_file():
-        pytest.skip(f"conformance kit not found at {KIT} (it ships with the project's shared folder, not with e4ecli)")
+    kit_or_skip()
 
 
 def kit_module():
@@ -34,10 +33,8 @@ def kit_module():
 
 
 def run_cli(args: list[str]):
-    """Invoke `e4e ARGS` in-process; returns the click Result (exit_code, output)."""
-    from e4ecli.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    """Invoke `e4e ARGS` in-process, exceptions raised; returns the click Result (exit_code, output)."""
+    return run(*args, catch_exceptions=False)
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import KIT
 from e4ecli.cli import app
 from e4ecli.files.images import to_uint8
 from e4ecli.hub.ada import PersistentRecord, convert_pickle, is_plain_pickle, read_pickle
 from e4ecli.hub.checkpoints import GENERATOR_CONFIG_KEY, CheckpointError, load_checkpoint, safe_load
 from e4ecli.models.stylegan2 import Generator
 
-KIT = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 ADA_PKL = KIT / "ada" / "ada_64_map2.pkl"
 ADA_NPZ = KIT / "ada" / "ada_64_map2.npz"
 TOL = 1e-3

@@ -10,24 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from e4ecli.alignment import AlignError, align_face, apply_alignment, face_quad, plan_alignment
-from e4ecli.cli import app
+from conftest import kit_or_skip as _kit_or_skip, run
 
-KIT = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
-runner = CliRunner()
 MEAN_TOL = 0.5  # grey levels, the conformance kit's tolerance for aligned images
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
 
 def kit_or_skip() -> Path:
-    if not (KIT / "cases" / "align.npz").is_file():
-        pytest.skip(f"conformance kit not found at {KIT} (it lives in ../shared beside the repository)")
-    return KIT
+    return _kit_or_skip("cases/align.npz")
 
 
 def dlib_or_skip():

@@ -8,15 +8,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from e4ecli.cli import app
-
-runner = CliRunner()
+from conftest import run
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 

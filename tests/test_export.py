@@ -4,18 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from e4ecli.cli import app
+from conftest import run
 from e4ecli.hub.checkpoints import load_checkpoint
 
 ort = pytest.importorskip("onnxruntime", reason="ONNX export tests need the [onnx] extra (onnxruntime)")
 pytest.importorskip("onnx", reason="ONNX export tests need the [onnx] extra (onnx)")
-runner = CliRunner()
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 def session(path):

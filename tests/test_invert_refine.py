@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from e4ecli.cli import app
+from conftest import run
 from e4ecli.files.images import to_uint8
 
-runner = CliRunner()
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 def manifest(folder) -> dict:

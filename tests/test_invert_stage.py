@@ -4,15 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from e4ecli.cli import app
-
-runner = CliRunner()
+from conftest import run
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from e4ecli.cli import app
+from conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
 
 
 def manifest(out: Path) -> list[dict]:

@@ -15,17 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from e4ecli.cli import app
+from conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250", "OMP_NUM_THREADS": "1"}
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
 
 
 def cli(*args, cwd=None, timeout=300, **kw):
