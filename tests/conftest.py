@@ -81,6 +81,27 @@ def write_e4e_64(weights, path: Path, **opts) -> Path:
     return path
 
 
+def e4e_64_with_photos(weights, root: Path, seed: int) -> tuple[Path, Path]:
+    """A 64 px e4e reading 64 px inputs (root/e4e_64.pt) and root/photos/{a,b}.png that its own generator
+    renders from two random codes around the latent average."""
+    import torch
+    from PIL import Image
+
+    from e4ecli.files.images import to_uint8
+    from e4ecli.hub.checkpoints import load_checkpoint
+
+    ckpt_path = write_e4e_64(weights, root / "e4e_64.pt", input_size=64)
+    ckpt = load_checkpoint(ckpt_path)
+    codes = ckpt.latent_avg + 0.7 * torch.randn(2, *ckpt.latent_avg.shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = to_uint8(ckpt.generator.synthesis(codes))
+    photos = root / "photos"
+    photos.mkdir()
+    for name, img in zip("ab", images):
+        Image.fromarray(img).save(photos / f"{name}.png")
+    return ckpt_path, photos
+
+
 @pytest.fixture(scope="session")
 def e4e_64(kit_weights, tmp_path_factory) -> Path:
     return write_e4e_64(kit_weights, tmp_path_factory.mktemp("e4e64") / "e4e_64.pt")

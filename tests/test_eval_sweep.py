@@ -5,33 +5,20 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import run
-from e4ecli.files.images import to_uint8
+from conftest import e4e_64_with_photos, run
 
 
 
 
 @pytest.fixture(scope="module")
 def setup(kit_weights, tmp_path_factory):
-    from conftest import write_e4e_64
-
-    from e4ecli.hub.checkpoints import load_checkpoint
-
     root = tmp_path_factory.mktemp("sweep")
-    ckpt_path = write_e4e_64(kit_weights, root / "e4e_64.pt", input_size=64)
-    ckpt = load_checkpoint(ckpt_path)
-    codes = ckpt.latent_avg + 0.7 * torch.randn(2, *ckpt.latent_avg.shape, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        images = to_uint8(ckpt.generator.synthesis(codes))
-    (root / "photos").mkdir()
-    for name, img in zip("ab", images):
-        Image.fromarray(img).save(root / "photos" / f"{name}.png")
+    ckpt_path, photos = e4e_64_with_photos(kit_weights, root, seed=2)
     direction = root / "dir.npy"
     np.save(direction, np.random.default_rng(0).standard_normal(512).astype(np.float32))
-    return ckpt_path, root / "photos", direction
+    return ckpt_path, photos, direction
 
 
 @pytest.mark.parametrize("dial,values", [("stage", "0,3,9"), ("refine", "0,3")])

@@ -6,11 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import run
-from e4ecli.files.images import to_uint8
+from conftest import e4e_64_with_photos, run
 
 
 
@@ -22,20 +20,8 @@ def manifest(folder) -> dict:
 @pytest.fixture(scope="module")
 def setup(kit_weights, tmp_path_factory):
     """A 64 px e4e reading 64 px inputs, and two photos its generator renders from random codes."""
-    from conftest import write_e4e_64
-
-    from e4ecli.hub.checkpoints import load_checkpoint
-
     root = tmp_path_factory.mktemp("refine_cli")
-    ckpt_path = write_e4e_64(kit_weights, root / "e4e_64.pt", input_size=64)
-    ckpt = load_checkpoint(ckpt_path)
-    codes = ckpt.latent_avg + 0.7 * torch.randn(2, *ckpt.latent_avg.shape, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        images = to_uint8(ckpt.generator.synthesis(codes))
-    photos = root / "photos"
-    photos.mkdir()
-    for name, img in zip("ab", images):
-        Image.fromarray(img).save(photos / f"{name}.png")
+    ckpt_path, photos = e4e_64_with_photos(kit_weights, root, seed=5)
     return ckpt_path, photos, root
 
 

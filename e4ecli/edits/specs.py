@@ -152,6 +152,18 @@ def _ints(parts: list[str], spec: str, usage: str) -> list[int]:
         raise DirectionError(f"direction {spec!r}: use {usage}") from None
 
 
+def _ganspace_numbers(spec: str, rest: str) -> tuple[int, int, int]:
+    """COMP, START, END of `ganspace:COMP:START:END` (rest = what follows 'ganspace:'); DirectionError when malformed."""
+    usage = "ganspace:COMP:START:END (e.g. ganspace:54:7:8)"
+    parts = rest.split(":")
+    if len(parts) != 3:
+        raise DirectionError(f"direction {spec!r}: use {usage}")
+    comp, start, end = _ints(parts, spec, usage)
+    if not 0 <= start < end:
+        raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
+    return comp, start, end
+
+
 def _registry_edit(name: str, fetch: Callable) -> Edit:
     from e4ecli.hub import directions as hub
 
@@ -225,13 +237,7 @@ def precheck(spec: str, pca: str | Path | None = None) -> float | None:
     head, _, rest = spec.partition(":")
     path = Path(spec)
     if head == "ganspace" and not path.is_file():
-        usage = "ganspace:COMP:START:END (e.g. ganspace:54:7:8)"
-        parts = rest.split(":")
-        if len(parts) != 3:
-            raise DirectionError(f"direction {spec!r}: use {usage}")
-        _, start, end = _ints(parts, spec, usage)
-        if not 0 <= start < end:
-            raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
+        _ganspace_numbers(spec, rest)
         if pca is not None and not Path(pca).is_file():
             registry = hub.load_registry()
             if str(pca) not in registry or registry[str(pca)].kind != "pca":
@@ -281,13 +287,7 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
     head, _, rest = spec.partition(":")
     path = Path(spec)
     if head == "ganspace" and not path.is_file():
-        usage = "ganspace:COMP:START:END (e.g. ganspace:54:7:8)"
-        parts = rest.split(":")
-        if len(parts) != 3:
-            raise DirectionError(f"direction {spec!r}: use {usage}")
-        comp, start, end = _ints(parts, spec, usage)
-        if not 0 <= start < end:
-            raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
+        comp, start, end = _ganspace_numbers(spec, rest)
         edit = Edit(spec, "ganspace", styles=tuple(range(start, end)), pca=resolve_pca(pca, domain_name, fetch), component=comp)
     elif head == "styleflow" and not path.is_file():
         from e4ecli.edits.styleflow import StyleflowSpecError, parse_name
