@@ -56,6 +56,14 @@ def case_checkpoint(kit_weights, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def styleflow_case(kit, case_arrays):
+    """The kit's styleflow_flow case: (its json, which spells the calls and the edits; its arrays)."""
+    import json
+
+    return json.loads((kit / "cases" / "styleflow_flow.json").read_text()), case_arrays("styleflow_flow")
+
+
+@pytest.fixture(scope="session")
 def case_arrays(kit):
     cache: dict[str, dict] = {}
 

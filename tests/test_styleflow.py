@@ -1,7 +1,6 @@
 """StyleFlow: the flow reproduces StyleFlow's own numbers (kit case `styleflow_flow`); its files are read safely."""
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -23,25 +22,15 @@ def flow_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def sf_case():
-    from conftest import kit_or_skip
-
-    kit = kit_or_skip()
-    meta = json.loads((kit / "cases" / "styleflow_flow.json").read_text())
-    with np.load(kit / "cases" / "styleflow_flow.npz") as z:
-        return meta, {k: z[k] for k in z.files}
-
-
 def source_conditions(arrays) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([arrays["lighting"], arrays["attributes"]], axis=1))
 
 
-def test_flow_reproduces_styleflow_forward_round_trip_and_edits(flow_file, sf_case):
+def test_flow_reproduces_styleflow_forward_round_trip_and_edits(flow_file, styleflow_case):
     from e4ecli.edits.ops import styleflow_edit
     from e4ecli.hub.styleflow import load_flow
 
-    meta, arrays = sf_case
+    meta, arrays = styleflow_case
     flow = load_flow(flow_file)
     w, source = torch.from_numpy(arrays["wplus"]), source_conditions(arrays)
     diffs = {}

@@ -19,17 +19,7 @@ NAMES = ["gender", "glasses", "yaw", "pitch", "baldness", "beard", "age", "expre
 
 
 @pytest.fixture(scope="module")
-def kit_case():
-    from conftest import kit_or_skip
-
-    kit = kit_or_skip()
-    meta = json.loads((kit / "cases" / "styleflow_flow.json").read_text())
-    with np.load(kit / "cases" / "styleflow_flow.npz") as z:
-        return meta, {k: z[k] for k in z.files}
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, kit_case):
+def files(tmp_path_factory, styleflow_case):
     """A 1024 px generator with 4 channels per layer (18 styles, renders fast), the kit's flow, the kit's latents."""
     import weights
 
@@ -40,7 +30,7 @@ def files(tmp_path_factory, kit_case):
     g = Generator(1024, 512, n_mlp=2, channels={2 ** k: 4 for k in range(2, 11)})
     torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(512)}, root / "g1024.pt")
     torch.save(weights.make_state_dict(weights.load_manifest("styleflow_cnf"), "flow", 71), root / "flow.pt")
-    _, arrays = kit_case
+    _, arrays = styleflow_case
     (root / "in").mkdir()
     for i in range(2):
         np.save(root / "in" / f"f{i}.npy", arrays["wplus"][i])
@@ -58,8 +48,8 @@ def manifest(out):
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
-def test_cli_reproduces_the_kit_edits_and_round_trip(files, kit_case, tmp_path):
-    meta, arrays = kit_case
+def test_cli_reproduces_the_kit_edits_and_round_trip(files, styleflow_case, tmp_path):
+    meta, arrays = styleflow_case
     diffs = {}
     for e in meta["edits"]:
         out = tmp_path / e["array"]
@@ -95,8 +85,8 @@ def _library(files, arrays, targets: dict[str, float]):
         return styleflow_edit(torch.from_numpy(arrays["wplus"]), source, target, flow=flow).numpy()
 
 
-def test_several_styleflow_edits_compose_into_one_round_trip(files, kit_case, tmp_path):
-    _, arrays = kit_case
+def test_several_styleflow_edits_compose_into_one_round_trip(files, styleflow_case, tmp_path):
+    _, arrays = styleflow_case
     out = tmp_path / "both"
     r = edit(files, out, "-d", "styleflow:age", "-s", "0.8", "-d", "styleflow:gender", "-s", "-0.6", "--latents-only")
     assert r.exit_code == 0, r.output
@@ -106,8 +96,8 @@ def test_several_styleflow_edits_compose_into_one_round_trip(files, kit_case, tm
     assert np.abs(both - arrays["w_edit0"]).max() > 50 * TOL  # gender changed too, not just age
 
 
-def test_styleflow_sweep_writes_one_frame_per_value(files, kit_case, tmp_path):
-    _, arrays = kit_case
+def test_styleflow_sweep_writes_one_frame_per_value(files, styleflow_case, tmp_path):
+    _, arrays = styleflow_case
     out = tmp_path / "sweep"
     r = edit(files, out, "-d", "styleflow:age", "-s", "0:1:3", "--save-latents")
     assert r.exit_code == 0, r.output
@@ -119,8 +109,8 @@ def test_styleflow_sweep_writes_one_frame_per_value(files, kit_case, tmp_path):
     assert (out / "f0.png").is_file()  # the labelled strip
 
 
-def test_attribute_override_wins_and_is_recorded(files, kit_case, tmp_path):
-    _, arrays = kit_case
+def test_attribute_override_wins_and_is_recorded(files, styleflow_case, tmp_path):
+    _, arrays = styleflow_case
     out = tmp_path / "override"
     r = edit(files, out, "-d", "styleflow:expression", "-s", "1", "--attribute", "age=0.8", "--latents-only")
     assert r.exit_code == 0, r.output
