@@ -187,3 +187,53 @@ def test_file_id_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
     second = checkpoints.file_id(p)
     assert second != first and second == hashlib.sha256(b"b" * 1000).hexdigest()[:16]
+
+
+def test_loading_runs_no_python_meta_kernels(case_checkpoint):
+    """Building on the meta device must not pull in sympy / torch._dynamo (torch's Python meta kernels for
+    randn, div_, mul, ...): about a second of every load of the published file."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from e4ecli.hub.checkpoints import load_checkpoint\n"
+        "before = set(sys.modules)\n"
+        f"ck = load_checkpoint({str(case_checkpoint('e4e_256'))!r}); ck.inverter()\n"
+        "new = sorted(m for m in set(sys.modules) - before if m == 'sympy' or m.startswith(('sympy.', 'torch._dynamo', 'torch._refs')))\n"
+        "print(new[:5])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bomb_scan_is_remembered_until_the_file_changes(tmp_path, case_checkpoint, monkeypatch):
+    import shutil
+
+    from e4ecli.hub import picklescan
+
+    p = tmp_path / "e4e.pt"
+    shutil.copy(case_checkpoint("e4e_256"), p)
+    scans = []
+    real = picklescan.check_file
+    monkeypatch.setattr(picklescan, "check_file", lambda path, *a: (scans.append(path), real(path, *a))[1])
+    load_checkpoint(p)
+    load_checkpoint(p)
+    assert len(scans) == 1  # the unchanged file passed once: not scanned again
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    load_checkpoint(p)
+    assert len(scans) == 2  # a touched file is scanned again
+
+
+def test_a_refused_file_is_scanned_every_time(tmp_path, monkeypatch):
+    from e4ecli.hub import picklescan
+
+    p = tmp_path / "bomb.pt"
+    p.write_bytes(pickle.dumps([[[[1]]]]))
+    calls = []
+    monkeypatch.setattr(picklescan, "check_file", lambda path, *a: (calls.append(path), (_ for _ in ()).throw(picklescan.PickleBomb(f"{path}: test")))[1])
+    for _ in range(2):
+        with pytest.raises(CheckpointError, match="refused"):
+            load_checkpoint(p)
+    assert len(calls) == 2

@@ -8,13 +8,32 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from e4ecli.hub.types import CheckpointError
+
+_RANDOM_FACTORIES = {torch.randn, torch.rand}
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """On the meta device a tensor is a shape only, so random factories become `torch.empty` and
+    in-place initialisation (`div_`, `fill_`, `normal_`, ...) does nothing: torch would run them
+    through Python meta references that import sympy and torch._dynamo (about 1 s of every load)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in _RANDOM_FACTORIES:
+            kwargs.pop("generator", None)
+            func = torch.empty
+        elif args and isinstance(args[0], torch.Tensor) and args[0].is_meta and getattr(func, "__name__", "").endswith("_") \
+                and not getattr(func, "__name__", "").startswith("_"):
+            return args[0]
+        return func(*args, **kwargs)
 
 
 def on_meta(factory, sd: dict, where: str) -> nn.Module:
     """`factory()` built on the meta device (no initialisation), its tensors then taken from `sd` (load_strict)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _ShapesOnly():
         module = factory()
     load_strict(module, sd, where)
     return module

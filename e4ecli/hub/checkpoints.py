@@ -55,10 +55,10 @@ def safe_load(path: str | Path) -> Any:
     if looks_like_html(path):
         raise CheckpointError(f"{path}: a web page (HTML), not a checkpoint: a download that saved Google Drive's quota or "
                               "virus-scan page? Delete it and download the file again (`e4e weights download NAME` tries the mirrors).")
-    from e4ecli.hub.picklescan import PickleBomb, check_file, check_tensors
+    from e4ecli.hub.picklescan import PickleBomb, check_tensors
 
     try:
-        check_file(path)  # memo and nesting bombs, before any unpickler runs
+        _scan(path)  # memo and nesting bombs, before any unpickler runs
         mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -76,16 +76,16 @@ def safe_load(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
-FILE_IDS = "file_ids.json"  # in the weights cache: content hashes of checkpoints already hashed
+FILE_IDS = "file_ids.json"  # in the weights cache: what is known about checkpoints already read
 FILE_IDS_KEPT = 256
+SCAN_FACT = "bomb scan v1"  # a stricter scanner renames this, and every file is scanned again
 
 
-def file_id(path: str | Path) -> str:
-    """Short content hash used to identify a checkpoint in manifests and caches.
-
-    Hashing the published 1.2 GB file takes about a second, so the result is remembered in the weights
-    cache under the file's absolute path, size, modification time (ns) and inode: a rewritten or
-    replaced file is hashed again. An unwritable cache only means hashing every time."""
+def remembered(path: str | Path, fact: str, compute) -> str:
+    """`compute()` for this file, remembered in the weights cache under the file's absolute path, size,
+    modification time (ns) and inode: a rewritten or replaced file is looked at again. Used for the
+    content hash (about a second for the published 1.2 GB file) and the pickle bomb scan (about 0.4 s).
+    A `compute` that raises stores nothing. An unwritable cache only means computing every time."""
     path = Path(path)
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
@@ -96,10 +96,13 @@ def file_id(path: str | Path) -> str:
         known = {}
     if not isinstance(known, dict):
         known = {}
-    if isinstance(known.get(key), str):
-        return known[key]
-    digest = (recorded_sha256(path) or sha256_of(path))[:16]  # a fetched file's sha256 is kept beside it
-    known = dict(list(known.items())[-(FILE_IDS_KEPT - 1):] + [(key, digest)])
+    facts = known.get(key)
+    facts = {"id": facts} if isinstance(facts, str) else facts if isinstance(facts, dict) else {}
+    if isinstance(facts.get(fact), str):
+        return facts[fact]
+    value = compute()
+    known.pop(key, None)
+    known = dict(list(known.items())[-(FILE_IDS_KEPT - 1):] + [(key, {**facts, fact: value})])
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         tmp = store.with_name(f".{FILE_IDS}.{os.getpid()}.tmp")
@@ -107,7 +110,24 @@ def file_id(path: str | Path) -> str:
         os.replace(tmp, store)
     except OSError:
         pass
-    return digest
+    return value
+
+
+def file_id(path: str | Path) -> str:
+    """Short content hash used to identify a checkpoint in manifests and caches (remembered per file)."""
+    return remembered(path, "id", lambda: (recorded_sha256(Path(path)) or sha256_of(Path(path)))[:16])  # a fetched file's sha256 is kept beside it
+
+
+def _scan(path: Path) -> None:
+    """The pickle bomb scan (memo indices, nesting depth), once per file version: a file that passed is
+    not scanned again until it changes."""
+    from e4ecli.hub.picklescan import check_file
+
+    def run() -> str:
+        check_file(path)  # raises on a bomb: nothing remembered
+        return "clean"
+
+    remembered(path, SCAN_FACT, run)
 
 
 def strip_prefix(state: dict, prefix: str) -> dict:

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 
 
 def make_kernel(k) -> torch.Tensor:
-    """1-D taps -> normalised 2-D separable kernel (sum 1); a 2-D input is only normalised."""
-    k = torch.as_tensor(k, dtype=torch.float32)
+    """1-D taps -> normalised 2-D separable kernel (sum 1); a 2-D input is only normalised. Always built on
+    the CPU: under a meta-device build (checkpoint loading) arithmetic on meta tensors would import
+    torch._dynamo (about 1.4 s); the checkpoint's kernel replaces this one anyway."""
+    k = torch.as_tensor(k, dtype=torch.float32, device="cpu")
     if k.ndim == 1:
         k = k[None, :] * k[:, None]
     return k / k.sum()
