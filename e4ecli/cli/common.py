@@ -160,12 +160,15 @@ def device_error(e) -> str:
 
 
 def device_or_die(spec: str):
-    from e4ecli.runtime import DeviceError, resolve_device
+    """The torch.device for --device, backend tuned (runtime.tune_for), or a one-line exit."""
+    from e4ecli.runtime import DeviceError, resolve_device, tune_for
 
     try:
-        return resolve_device(spec)
+        device = resolve_device(spec)
     except DeviceError as e:
         die(device_error(e))
+    tune_for(device)
+    return device
 
 
 def precision_or_die(precision: str) -> None:
