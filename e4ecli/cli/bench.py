@@ -26,12 +26,14 @@ def bench_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Images per forward pass."),
     precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast)."),
-    iters: int = typer.Option(3, min=1, help="Timed repetitions (the median is reported) after one warm-up."),
+    iters: int = typer.Option(3, min=1, help="Rounds (each times the peak and the model side by side; medians are reported) after one warm-up."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time the same graphs in: onnxruntime (CPU, fp32; needs the [onnx] extra)."),
 ) -> None:
     """Measure per-image encoder, generator and end-to-end time, the machine's peak (the best of a large matmul and
-    a large NHWC convolution, at the chosen precision) and the efficiency; optionally against ONNX Runtime."""
+    a large NHWC convolution, at the chosen precision) and the efficiency; optionally against ONNX Runtime.
+    Every round times the peak, the model (and ONNX Runtime) side by side; medians are reported. With
+    --checkpoint it also reports the time to a ready model (load + build) and the first encoder pass."""
     from rich.table import Table
 
     from e4ecli.cli.common import distributed_or_die, load_model
@@ -51,11 +53,16 @@ def bench_cmd(
     _, dev = distributed_or_die(device, precision)
     if compare and dev.type != "cpu":
         die("--compare onnxruntime runs on the CPU; use --device cpu")
+    ready = None
     if checkpoint:
+        import time
+
+        t = time.perf_counter()
         ckpt, _ = load_model(checkpoint)
         if not ckpt.has_encoder:
             die(f"{checkpoint} holds only a generator; bench needs an e4e/pSp checkpoint")
         model, input_size = ckpt.inverter(), ckpt.domain.input_size
+        ready = time.perf_counter() - t
     else:
         if size < 16 or size & (size - 1):
             die(f"--size must be a power of two >= 16, got {size}")
@@ -68,27 +75,32 @@ def bench_cmd(
         torch.manual_seed(0)
         gen = Generator(size)
         model, input_size = Inverter(Encoder4Editing(size), gen, None, False), (256, 256)
-    with console.status(f"timing on {dev} (batch {batch_size}, {precision})"):
-        r = bench(model, dev, input_size=input_size, batch_size=batch_size, precision=precision, iters=iters)
+    import contextlib
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory())) if compare else None
+        stack.enter_context(console.status(f"timing on {dev} (batch {batch_size}, {precision}, {iters} rounds{' with onnxruntime' if compare else ''})"))
+        r = bench(model, dev, input_size=input_size, batch_size=batch_size, precision=precision, iters=iters, onnxruntime_dir=work)
     table = Table(title=f"e4e bench: {r.size} px, batch {r.batch_size}, {r.precision} on {r.device}", title_justify="left")
     for col in ("", "GFLOP / image", "s / image", "images / s"):
         table.add_column(col, justify="right")
-    table.add_row("encoder", f"{r.encoder_gflop_per_image:.1f}", f"{r.encoder_s_per_image:.3f}", f"{1 / r.encoder_s_per_image:.2f}")
-    table.add_row("generator", f"{r.generator_gflop_per_image:.1f}", f"{r.generator_s_per_image:.3f}", f"{1 / r.generator_s_per_image:.2f}")
-    table.add_row("end to end", f"{r.encoder_gflop_per_image + r.generator_gflop_per_image:.1f}", f"{r.end_to_end_s_per_image:.3f}", f"{r.images_per_s:.2f}")
+    if compare:
+        table.add_column("onnxruntime s / image", justify="right")
+    ort = r.onnxruntime or {}
+    rows = (("encoder", r.encoder_gflop_per_image, r.encoder_s_per_image, ort.get("encoder_s_per_image")),
+            ("generator", r.generator_gflop_per_image, r.generator_s_per_image, ort.get("generator_s_per_image")),
+            ("end to end", r.encoder_gflop_per_image + r.generator_gflop_per_image, r.end_to_end_s_per_image,
+             ort and ort["encoder_s_per_image"] + ort["generator_s_per_image"]))
+    for name, gflop, sec, ort_sec in rows:
+        table.add_row(name, f"{gflop:.1f}", f"{sec:.3f}", f"{1 / sec:.2f}", *([f"{ort_sec:.3f}"] if compare else []))
     console.print(table)
     console.print(f"{r.precision} peak: {r.peak_gflops:.0f} GFLOP/s (matmul {r.matmul_gflops:.0f}, NHWC convolution {r.conv_gflops:.0f})   "
-                  f"efficiency: [bold]{100 * r.efficiency:.0f}%[/] of peak")
+                  f"efficiency: [bold]{100 * r.efficiency:.0f}%[/] of peak (medians of {r.rounds} rounds, each timing the peak "
+                  "and the model side by side)")
     data = r.as_dict()
-    if compare:
-        import tempfile
-
-        from e4ecli.pipelines.export import onnxruntime_times
-
-        with console.status("timing the same graphs in onnxruntime"), tempfile.TemporaryDirectory() as tmp:
-            enc, gen = onnxruntime_times(model, input_size, batch_size, iters, Path(tmp))
-        console.print(f"onnxruntime: encoder {enc:.3f} s / image (e4ecli {r.encoder_s_per_image:.3f}), "
-                      f"generator {gen:.3f} s / image (e4ecli {r.generator_s_per_image:.3f})")
-        data["onnxruntime"] = {"encoder_s_per_image": enc, "generator_s_per_image": gen}
+    if ready is not None:
+        data["ready_s"] = ready
+        console.print(f"ready model: {ready:.2f} s to load {checkpoint} and build the inverter, first encoder pass {r.first_encode_s:.2f} s")
     if json_out:
         write_text(json_out, json.dumps(data, indent=2) + "\n")

@@ -2,14 +2,15 @@
 
 Peak = the best of a large matmul and a large NHWC 3x3 convolution, at the run's precision (the
 convolutions reach more than a matmul on oneDNN CPUs). Efficiency = (model FLOPs per image) /
-(seconds per image) / peak. FLOPs are counted by torch's FlopCounterMode on one forward pass
+(seconds per image) / peak, taken in each round from that round's peak and times (a shared VM's
+speed drifts by ±30% within a minute), and the median over rounds reported. FLOPs are counted by torch's FlopCounterMode on one forward pass
 (convolutions and matmuls, 2 per MAC).
 """
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -88,47 +89,75 @@ class BenchResult:
     precision: str
     size: int
     batch_size: int
-    peak_gflops: float  # best of matmul_gflops and conv_gflops
+    rounds: int
+    peak_gflops: float  # median over rounds of the better of matmul_gflops and conv_gflops
     matmul_gflops: float
     conv_gflops: float
     encoder_gflop_per_image: float
     generator_gflop_per_image: float
-    encoder_s_per_image: float
+    encoder_s_per_image: float  # medians over rounds
     generator_s_per_image: float
     end_to_end_s_per_image: float
     images_per_s: float
-    efficiency: float  # FLOPs per image / time per image / peak
+    efficiency: float  # median over rounds of (FLOPs per image / time per image / that round's peak)
+    first_encode_s: float  # the first encoder pass after building (oneDNN / cuDNN set-up included)
+    per_round: list = field(default_factory=list)
+    onnxruntime: dict | None = None  # same graphs in ONNX Runtime, timed in the same rounds
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def bench(inverter, device: torch.device, *, input_size: tuple[int, int] = (256, 256), batch_size: int = 1,
-          precision: str = "fp32", iters: int = 3, peak: float | None = None) -> BenchResult:
-    """Time `inverter.encode` on (B, 3, H, W) inputs and `inverter.decode` on its latents."""
+          precision: str = "fp32", iters: int = 3, onnxruntime_dir=None) -> BenchResult:
+    """Time `inverter.encode` on (B, 3, H, W) inputs and `inverter.decode` on its latents, side by side
+    with the machine's peak: each of `iters` rounds measures the peak, the encoder and the generator
+    (and the same graphs in ONNX Runtime when `onnxruntime_dir` is given, exported there), so a
+    machine whose speed drifts (a shared VM) drifts in numerator and denominator alike."""
     inverter = inverter.to(device).eval()
     x = torch.randn(batch_size, 3, *input_size, device=device).clamp_(-1, 1)
-    with torch.no_grad():  # FlopCounterMode does not work under inference_mode
-        one = x[:1]
-        enc_flops = count_flops(lambda: inverter.encode(one))
-        lat1 = inverter.encode(one)
-        gen_flops = count_flops(lambda: inverter.decode(lat1))
     store_for(inverter, device, precision)
-    with torch.inference_mode():
-        with autocast(device, precision):
-            latents = inverter.encode(x)
-            t_enc = _median_time(lambda: inverter.encode(x), device, iters)
-            t_gen = _median_time(lambda: inverter.decode(latents), device, iters)
-    if peak is None:
-        peak, mm, conv = machine_peak(device, precision)
-    else:
-        mm = conv = float("nan")
-    per_enc, per_gen = t_enc / batch_size, t_gen / batch_size
+    with torch.inference_mode(), autocast(device, precision):
+        t = time.perf_counter()
+        latents = inverter.encode(x)
+        _sync(device)
+        first = time.perf_counter() - t
+        inverter.decode(latents)  # warm-up
+        _sync(device)
+    with torch.no_grad():  # FlopCounterMode does not work under inference_mode
+        one = x[:1].float()
+        enc_flops = count_flops(lambda: inverter.encode(one.to(next(inverter.encoder.parameters()).dtype)))
+        gen_flops = count_flops(lambda: inverter.decode(latents[:1].float()))
+    ort = None
+    if onnxruntime_dir is not None:
+        from e4ecli.pipelines.export import onnxruntime_runners
+
+        ort = onnxruntime_runners(inverter, x, latents.float(), onnxruntime_dir)
+    rounds = []
+    for _ in range(iters):
+        mm, conv = matmul_peak(device, iters=2, precision=precision), conv_peak(device, iters=2, precision=precision)
+        with torch.inference_mode(), autocast(device, precision):
+            t_enc = _median_time(lambda: inverter.encode(x), device, 1, warmup=0) / batch_size
+            t_gen = _median_time(lambda: inverter.decode(latents), device, 1, warmup=0) / batch_size
+        r = {"matmul_gflops": mm / 1e9, "conv_gflops": conv / 1e9, "peak_gflops": max(mm, conv) / 1e9,
+             "encoder_s_per_image": t_enc, "generator_s_per_image": t_gen,
+             "efficiency": (enc_flops + gen_flops) / (t_enc + t_gen) / max(mm, conv)}
+        if ort is not None:
+            r["onnxruntime_encoder_s_per_image"] = _median_time(ort[0], device, 1, warmup=0) / batch_size
+            r["onnxruntime_generator_s_per_image"] = _median_time(ort[1], device, 1, warmup=0) / batch_size
+        rounds.append(r)
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    per_enc, per_gen = med("encoder_s_per_image"), med("generator_s_per_image")
     total = per_enc + per_gen
     return BenchResult(
-        device=str(device), precision=precision, size=inverter.decoder.size, batch_size=batch_size,
-        peak_gflops=peak / 1e9, matmul_gflops=mm / 1e9, conv_gflops=conv / 1e9,
+        device=str(device), precision=precision, size=inverter.decoder.size, batch_size=batch_size, rounds=iters,
+        peak_gflops=med("peak_gflops"), matmul_gflops=med("matmul_gflops"), conv_gflops=med("conv_gflops"),
         encoder_gflop_per_image=enc_flops / 1e9, generator_gflop_per_image=gen_flops / 1e9,
         encoder_s_per_image=per_enc, generator_s_per_image=per_gen, end_to_end_s_per_image=total,
-        images_per_s=1 / total, efficiency=(enc_flops + gen_flops) / total / peak,
+        images_per_s=1 / total, efficiency=med("efficiency"), first_encode_s=first, per_round=rounds,
+        onnxruntime=None if ort is None else {"encoder_s_per_image": med("onnxruntime_encoder_s_per_image"),
+                                              "generator_s_per_image": med("onnxruntime_generator_s_per_image")},
     )

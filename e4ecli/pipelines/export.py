@@ -111,31 +111,22 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def onnxruntime_times(inverter, input_size: tuple[int, int], batch_size: int, iters: int, work_dir: Path) -> tuple[float, float]:
-    """Seconds per image of the same encoder and synthesis graphs in onnxruntime (CPU, PyTorch's thread
-    count), median of `iters` runs after one warm-up: (encoder, generator)."""
-    import statistics
-    import time
-
+def onnxruntime_runners(inverter, images: torch.Tensor, wplus: torch.Tensor, work_dir: Path):
+    """(encode, synthesise): callables that run the same encoder and synthesis graphs, exported to
+    `work_dir`, in ONNX Runtime (CPU, PyTorch's thread count) on `images` and `wplus`; each has run once."""
     import onnxruntime as ort
 
-    x = torch.rand(batch_size, 3, *input_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    with torch.inference_mode():
-        wplus = inverter.encode(x)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    out = []
-    for name, module, example, input_name, output_name in (("encoder", _Encode(inverter), x, "image", "wplus"),
+    # its threads would otherwise spin after each run and slow the PyTorch timing that follows them
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    runners = []
+    for name, module, example, input_name, output_name in (("encoder", _Encode(inverter), images, "image", "wplus"),
                                                            ("synthesis", _Synthesis(inverter.decoder), wplus, "wplus", "image")):
         path = Path(work_dir) / f"{name}.onnx"
-        export_graph(module, example, path, input_name, output_name)
+        export_graph(module, example.float(), path, input_name, output_name)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {input_name: example.float().numpy()}
         session.run(None, feed)
-        times = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - t)
-        out.append(statistics.median(times) / batch_size)
-    return out[0], out[1]
+        runners.append(lambda session=session, feed=feed: session.run(None, feed))
+    return runners[0], runners[1]
