@@ -8,6 +8,7 @@ speed drifts by ±30% within a minute), and the median over rounds reported. FLO
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -108,56 +109,83 @@ class BenchResult:
         return asdict(self)
 
 
+class _Timed:
+    """One precision's model, inputs and FLOP counts, ready to be timed in rounds."""
+
+    def __init__(self, inverter, device: torch.device, precision: str, x: torch.Tensor):
+        self.model, self.device, self.precision, self.x = inverter, device, precision, x
+        store_for(inverter, device, precision)
+        with torch.inference_mode(), autocast(device, precision):
+            t = time.perf_counter()
+            self.latents = inverter.encode(x)
+            _sync(device)
+            self.first_encode_s = time.perf_counter() - t
+            inverter.decode(self.latents)  # warm-up
+            _sync(device)
+        with torch.no_grad():  # FlopCounterMode does not work under inference_mode
+            one = x[:1].to(next(inverter.encoder.parameters()).dtype)
+            self.enc_flops = count_flops(lambda: inverter.encode(one))
+            self.gen_flops = count_flops(lambda: inverter.decode(self.latents[:1].float()))
+        self.rounds: list[dict] = []
+
+    def round(self, ort=None) -> None:
+        device, precision, n = self.device, self.precision, self.x.shape[0]
+        mm, conv = matmul_peak(device, iters=2, precision=precision), conv_peak(device, iters=2, precision=precision)
+        with torch.inference_mode(), autocast(device, precision):
+            t_enc = _median_time(lambda: self.model.encode(self.x), device, 1, warmup=0) / n
+            t_gen = _median_time(lambda: self.model.decode(self.latents), device, 1, warmup=0) / n
+        r = {"matmul_gflops": mm / 1e9, "conv_gflops": conv / 1e9, "peak_gflops": max(mm, conv) / 1e9,
+             "encoder_s_per_image": t_enc, "generator_s_per_image": t_gen,
+             "efficiency": (self.enc_flops + self.gen_flops) / (t_enc + t_gen) / max(mm, conv)}
+        if ort is not None:
+            r["onnxruntime_encoder_s_per_image"] = _median_time(ort[0], device, 1, warmup=0) / n
+            r["onnxruntime_generator_s_per_image"] = _median_time(ort[1], device, 1, warmup=0) / n
+        self.rounds.append(r)
+
+    def result(self) -> BenchResult:
+        def med(key: str) -> float:
+            return statistics.median(r[key] for r in self.rounds)
+
+        per_enc, per_gen = med("encoder_s_per_image"), med("generator_s_per_image")
+        total = per_enc + per_gen
+        ort = "onnxruntime_encoder_s_per_image" in self.rounds[0]
+        return BenchResult(
+            device=str(self.device), precision=self.precision, size=self.model.decoder.size, batch_size=self.x.shape[0],
+            rounds=len(self.rounds), peak_gflops=med("peak_gflops"), matmul_gflops=med("matmul_gflops"), conv_gflops=med("conv_gflops"),
+            encoder_gflop_per_image=self.enc_flops / 1e9, generator_gflop_per_image=self.gen_flops / 1e9,
+            encoder_s_per_image=per_enc, generator_s_per_image=per_gen, end_to_end_s_per_image=total,
+            images_per_s=1 / total, efficiency=med("efficiency"), first_encode_s=self.first_encode_s, per_round=self.rounds,
+            onnxruntime={"encoder_s_per_image": med("onnxruntime_encoder_s_per_image"),
+                         "generator_s_per_image": med("onnxruntime_generator_s_per_image")} if ort else None,
+        )
+
+
 def bench(inverter, device: torch.device, *, input_size: tuple[int, int] = (256, 256), batch_size: int = 1,
-          precision: str = "fp32", iters: int = 3, onnxruntime_dir=None) -> BenchResult:
+          precision: str | tuple[str, ...] = "fp32", iters: int = 3, onnxruntime_dir=None):
     """Time `inverter.encode` on (B, 3, H, W) inputs and `inverter.decode` on its latents, side by side
     with the machine's peak: each of `iters` rounds measures the peak, the encoder and the generator
     (and the same graphs in ONNX Runtime when `onnxruntime_dir` is given, exported there), so a
-    machine whose speed drifts (a shared VM) drifts in numerator and denominator alike."""
+    machine whose speed drifts (a shared VM) drifts in numerator and denominator alike.
+
+    `precision` may be several (e.g. ("fp32", "bf16")): every round then times each in turn, on its
+    own copy of the model where the precision changes the stored weights (bf16 on CPU), and a list of
+    results comes back, one per precision. ONNX Runtime runs in the rounds of fp32."""
+    several = not isinstance(precision, str)
+    precisions = tuple(precision) if several else (precision,)
     inverter = inverter.to(device).eval()
     x = torch.randn(batch_size, 3, *input_size, device=device).clamp_(-1, 1)
-    store_for(inverter, device, precision)
-    with torch.inference_mode(), autocast(device, precision):
-        t = time.perf_counter()
-        latents = inverter.encode(x)
-        _sync(device)
-        first = time.perf_counter() - t
-        inverter.decode(latents)  # warm-up
-        _sync(device)
-    with torch.no_grad():  # FlopCounterMode does not work under inference_mode
-        one = x[:1].float()
-        enc_flops = count_flops(lambda: inverter.encode(one.to(next(inverter.encoder.parameters()).dtype)))
-        gen_flops = count_flops(lambda: inverter.decode(latents[:1].float()))
+    timed = []
+    for p in precisions:
+        own = len(precisions) > 1 and p != "fp32" and device.type == "cpu"  # store_for changes the weights: not the shared model
+        timed.append(_Timed(copy.deepcopy(inverter) if own else inverter, device, p, x))
     ort = None
     if onnxruntime_dir is not None:
         from e4ecli.pipelines.export import onnxruntime_runners
 
-        ort = onnxruntime_runners(inverter, x, latents.float(), onnxruntime_dir)
-    rounds = []
+        fp32 = next(t for t in timed if t.precision == "fp32")
+        ort = onnxruntime_runners(fp32.model, x, fp32.latents.float(), onnxruntime_dir)
     for _ in range(iters):
-        mm, conv = matmul_peak(device, iters=2, precision=precision), conv_peak(device, iters=2, precision=precision)
-        with torch.inference_mode(), autocast(device, precision):
-            t_enc = _median_time(lambda: inverter.encode(x), device, 1, warmup=0) / batch_size
-            t_gen = _median_time(lambda: inverter.decode(latents), device, 1, warmup=0) / batch_size
-        r = {"matmul_gflops": mm / 1e9, "conv_gflops": conv / 1e9, "peak_gflops": max(mm, conv) / 1e9,
-             "encoder_s_per_image": t_enc, "generator_s_per_image": t_gen,
-             "efficiency": (enc_flops + gen_flops) / (t_enc + t_gen) / max(mm, conv)}
-        if ort is not None:
-            r["onnxruntime_encoder_s_per_image"] = _median_time(ort[0], device, 1, warmup=0) / batch_size
-            r["onnxruntime_generator_s_per_image"] = _median_time(ort[1], device, 1, warmup=0) / batch_size
-        rounds.append(r)
-
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in rounds)
-
-    per_enc, per_gen = med("encoder_s_per_image"), med("generator_s_per_image")
-    total = per_enc + per_gen
-    return BenchResult(
-        device=str(device), precision=precision, size=inverter.decoder.size, batch_size=batch_size, rounds=iters,
-        peak_gflops=med("peak_gflops"), matmul_gflops=med("matmul_gflops"), conv_gflops=med("conv_gflops"),
-        encoder_gflop_per_image=enc_flops / 1e9, generator_gflop_per_image=gen_flops / 1e9,
-        encoder_s_per_image=per_enc, generator_s_per_image=per_gen, end_to_end_s_per_image=total,
-        images_per_s=1 / total, efficiency=med("efficiency"), first_encode_s=first, per_round=rounds,
-        onnxruntime=None if ort is None else {"encoder_s_per_image": med("onnxruntime_encoder_s_per_image"),
-                                              "generator_s_per_image": med("onnxruntime_generator_s_per_image")},
-    )
+        for t in timed:
+            t.round(ort if t.precision == "fp32" else None)
+    results = [t.result() for t in timed]
+    return results if several else results[0]
