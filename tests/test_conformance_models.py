@@ -135,3 +135,21 @@ def test_both_modulated_conv_paths_reproduce_original(case_checkpoint, case_arra
         nchw = gen.synthesis(wplus)
     for out in (per_image, batched.detach(), nchw):
         assert maxdiff(out, z["images_wplus"]) <= TOL
+
+
+def test_cpu_batch_renders_image_by_image_with_its_own_noise(case_checkpoint):
+    """A CPU batch is rendered image by image: each image gets its own slice of per-image noise, and
+    shared (1, 1, H, W) noise is shared; the result is the batch the batched path computes."""
+    gen = load_checkpoint(case_checkpoint("stylegan2_64_cm1")).generator
+    g = torch.Generator().manual_seed(3)
+    wplus = torch.randn(3, gen.n_latent, gen.style_dim, generator=g) * 0.5
+    noise = [torch.randn(3 if i % 2 else 1, 1, *t.shape[2:], generator=g) for i, t in enumerate(gen.stored_noise())]
+    with torch.no_grad():
+        split = gen.synthesis(wplus, noise)
+        singles = torch.cat([gen.synthesis(wplus[k : k + 1], [t if t.shape[0] == 1 else t[k : k + 1] for t in noise]) for k in range(3)])
+    with torch.enable_grad():
+        batched = gen.synthesis(wplus.clone().requires_grad_(True), noise).detach()  # grad enabled -> the batched path
+    assert torch.equal(split, singles)
+    assert (split - batched).abs().max() < 1e-4
+    with torch.no_grad():  # random noise (None) still renders the whole batch
+        assert gen.synthesis(wplus, [None] * gen.num_layers).shape == (3, 3, 64, 64)
