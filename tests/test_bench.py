@@ -91,3 +91,14 @@ def test_bench_several_precisions_side_by_side(tmp_path):
 def test_bench_rejects_unknown_precision_in_a_list():
     res = CliRunner().invoke(app, ["bench", "--size", "16", "--precision", "fp32,fp64"])
     assert res.exit_code == 2 and "fp64" in res.output
+
+
+@pytest.mark.parametrize("args", [["--precision", "fp32,fp65"], ["--size", "100"], ["--compare", "tensorrt"]])
+def test_bench_bad_options_fail_before_torch_loads(args):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom e4ecli.cli import app\n"
+            f"r = CliRunner().invoke(app, ['bench', *{args!r}])\n"
+            "sys.exit(0 if r.exit_code == 2 and 'torch' not in sys.modules else 1)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -39,8 +39,6 @@ def bench_cmd(
     from rich.table import Table
 
     from e4ecli.cli.common import distributed_or_die, load_model, precision_or_die
-    from e4ecli.files.batch import write_text
-    from e4ecli.pipelines.bench import bench
 
     precisions = tuple(dict.fromkeys(p.strip() for p in precision.split(",") if p.strip()))
     if not precisions:
@@ -59,6 +57,9 @@ def bench_cmd(
             die("--compare onnxruntime compares fp32 graphs; use --precision fp32 (or fp32,bf16)")
     if not checkpoint and (size < 16 or size & (size - 1)):
         die(f"--size must be a power of two >= 16, got {size}")
+    from e4ecli.files.batch import write_text
+    from e4ecli.pipelines.bench import bench  # torch: only once the options are known to be good
+
     _, dev = distributed_or_die(device, "bf16" if "bf16" in precisions else precisions[0])  # the note on emulated bf16
     if compare and dev.type != "cpu":
         die("--compare onnxruntime runs on the CPU; use --device cpu")
