@@ -232,7 +232,12 @@ def test_a_refused_file_is_scanned_every_time(tmp_path, monkeypatch):
     p = tmp_path / "bomb.pt"
     p.write_bytes(pickle.dumps([[[[1]]]]))
     calls = []
-    monkeypatch.setattr(picklescan, "check_file", lambda path, *a: (calls.append(path), (_ for _ in ()).throw(picklescan.PickleBomb(f"{path}: test")))[1])
+
+    def refuse(path, *_a):
+        calls.append(path)
+        raise picklescan.PickleBomb(f"{path}: test")
+
+    monkeypatch.setattr(picklescan, "check_file", refuse)
     for _ in range(2):
         with pytest.raises(CheckpointError, match="refused"):
             load_checkpoint(p)

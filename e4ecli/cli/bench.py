@@ -105,10 +105,10 @@ def bench_cmd(
     if compare:
         table.add_column("onnxruntime s / image", justify="right")
     ort = next((r.onnxruntime for r in results if r.onnxruntime), None) or {}
-    parts = (("encoder", "encoder_s_per_image"), ("generator", "generator_s_per_image"), ("end to end", "end_to_end_s_per_image"))
-    for name, key in parts:
-        gflop = {"encoder": first.encoder_gflop_per_image, "generator": first.generator_gflop_per_image}.get(
-            name, first.encoder_gflop_per_image + first.generator_gflop_per_image)
+    enc_gflop, gen_gflop = first.encoder_gflop_per_image, first.generator_gflop_per_image
+    parts = (("encoder", "encoder_s_per_image", enc_gflop), ("generator", "generator_s_per_image", gen_gflop),
+             ("end to end", "end_to_end_s_per_image", enc_gflop + gen_gflop))
+    for name, key, gflop in parts:
         cells = [name, f"{gflop:.1f}"]
         for r in results:
             cells += [f"{getattr(r, key):.3f}", f"{1 / getattr(r, key):.2f}"]
@@ -125,7 +125,7 @@ def bench_cmd(
     console.print(f"medians of {first.rounds} rounds; each round times the peak and the model side by side"
                   + (", every precision in turn" if several else ""))
     data = first.as_dict() if not several else {"precisions": {r.precision: r.as_dict() for r in results},
-                                                "speedup": {key: getattr(first, key) / getattr(results[-1], key) for _, key in parts}}
+                                                "speedup": {key: getattr(first, key) / getattr(results[-1], key) for _, key, _ in parts}}
     if ready is not None:
         data["ready_s"] = ready
         console.print(f"ready model: {ready:.2f} s to load {checkpoint} and build the inverter, first encoder pass {first.first_encode_s:.2f} s")

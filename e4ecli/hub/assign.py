@@ -22,12 +22,12 @@ class _ShapesOnly(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", "")
         if func in _RANDOM_FACTORIES:
             kwargs.pop("generator", None)
             func = torch.empty
-        elif args and isinstance(args[0], torch.Tensor) and args[0].is_meta and getattr(func, "__name__", "").endswith("_") \
-                and not getattr(func, "__name__", "").startswith("_"):
-            return args[0]
+        elif args and isinstance(args[0], torch.Tensor) and args[0].is_meta and name.endswith("_") and not name.startswith("_"):
+            return args[0]  # an in-place method (div_, fill_, normal_, ...) on a shape: nothing to do
         return func(*args, **kwargs)
 
 

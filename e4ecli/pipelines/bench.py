@@ -3,8 +3,8 @@
 Peak = the best of a large matmul and a large NHWC 3x3 convolution, at the run's precision (the
 convolutions reach more than a matmul on oneDNN CPUs). Efficiency = (model FLOPs per image) /
 (seconds per image) / peak, taken in each round from that round's peak and times (a shared VM's
-speed drifts by ±30% within a minute), and the median over rounds reported. FLOPs are counted by torch's FlopCounterMode on one forward pass
-(convolutions and matmuls, 2 per MAC).
+speed drifts by ±30% within a minute), and the median over rounds reported. FLOPs are counted by
+torch's FlopCounterMode on one forward pass (convolutions and matmuls, 2 per MAC).
 """
 from __future__ import annotations
 
@@ -23,18 +23,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, device: torch.device, iters: int, warmup: int = 1) -> float:
-    """Median seconds of `iters` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
+def _seconds(fn, device: torch.device) -> float:
+    """Seconds of one call (the rounds repeat it; the warm-up ran before them)."""
     _sync(device)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
 
 
 def _best_rate(fn, flops: float, device: torch.device, iters: int) -> float:
@@ -70,9 +65,9 @@ def conv_peak(device: torch.device, channels: int = 256, size: int = 128, batch:
         return _best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), flops, device, iters)
 
 
-def machine_peak(device: torch.device, precision: str = "fp32") -> tuple[float, float, float]:
+def machine_peak(device: torch.device, precision: str = "fp32", iters: int = 5) -> tuple[float, float, float]:
     """(peak, matmul, convolution) FLOP/s: peak is the better of the two."""
-    mm, conv = matmul_peak(device, precision=precision), conv_peak(device, precision=precision)
+    mm, conv = matmul_peak(device, iters=iters, precision=precision), conv_peak(device, iters=iters, precision=precision)
     return max(mm, conv), mm, conv
 
 
@@ -130,16 +125,16 @@ class _Timed:
 
     def round(self, ort=None) -> None:
         device, precision, n = self.device, self.precision, self.x.shape[0]
-        mm, conv = matmul_peak(device, iters=2, precision=precision), conv_peak(device, iters=2, precision=precision)
+        peak, mm, conv = machine_peak(device, precision, iters=2)
         with torch.inference_mode(), autocast(device, precision):
-            t_enc = _median_time(lambda: self.model.encode(self.x), device, 1, warmup=0) / n
-            t_gen = _median_time(lambda: self.model.decode(self.latents), device, 1, warmup=0) / n
-        r = {"matmul_gflops": mm / 1e9, "conv_gflops": conv / 1e9, "peak_gflops": max(mm, conv) / 1e9,
+            t_enc = _seconds(lambda: self.model.encode(self.x), device) / n
+            t_gen = _seconds(lambda: self.model.decode(self.latents), device) / n
+        r = {"matmul_gflops": mm / 1e9, "conv_gflops": conv / 1e9, "peak_gflops": peak / 1e9,
              "encoder_s_per_image": t_enc, "generator_s_per_image": t_gen,
-             "efficiency": (self.enc_flops + self.gen_flops) / (t_enc + t_gen) / max(mm, conv)}
+             "efficiency": (self.enc_flops + self.gen_flops) / (t_enc + t_gen) / peak}
         if ort is not None:
-            r["onnxruntime_encoder_s_per_image"] = _median_time(ort[0], device, 1, warmup=0) / n
-            r["onnxruntime_generator_s_per_image"] = _median_time(ort[1], device, 1, warmup=0) / n
+            r["onnxruntime_encoder_s_per_image"] = _seconds(ort[0], device) / n
+            r["onnxruntime_generator_s_per_image"] = _seconds(ort[1], device) / n
         self.rounds.append(r)
 
     def result(self) -> BenchResult:
