@@ -57,9 +57,13 @@ def safe_load(path: str | Path) -> Any:
                               "virus-scan page? Delete it and download the file again (`e4e weights download NAME` tries the mirrors).")
     from e4ecli.hub.picklescan import PickleBomb, check_tensors
 
+    mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
+    if not mmap:
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x80":  # every torch.save file is a zip archive or a protocol-2+ pickle
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         _scan(path)  # memo and nesting bombs, before any unpickler runs
-        mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         check_tensors(data, str(path))  # stride-0 views, before anything copies them
