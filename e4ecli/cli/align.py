@@ -39,7 +39,7 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
             return open_landmarks(detector, dev, threads=threads,
                                   notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
     except LandmarkError as e:
-        die(str(e))
+        die(e)
 
 
 def _numbered_outputs_or_die(items, out: Path) -> None:

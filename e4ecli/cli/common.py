@@ -55,11 +55,34 @@ def escape(text: object) -> str:
     return _markup_escape(visible(text))
 
 
-def die(message: str, code: int = EXIT_USAGE) -> None:
+def message_lines(message: "str | BaseException") -> list[str]:
+    """The lines of a message: a string is one line (a line break in it came from a name and is shown as \\n);
+    an error laid out on several lines by this program says so with a `lines` attribute (hub.fetch.FetchError),
+    also when it was re-raised as another error with the same text (`raise X(str(e)) from None`)."""
+    if isinstance(message, str):
+        return [message]
+    text, seen, error = str(message), set(), message
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        lines = getattr(error, "lines", None)
+        if lines and len(lines) > 1 and "\n".join(lines) == text:
+            return list(lines)
+        error = error.__cause__ or error.__context__
+    return [text]
+
+
+def error_text(message: "str | BaseException", prefix: str = "[bold red]error:[/] ") -> str:
+    """`error: ...` in rich markup: each line of the message escaped on its own (names stay on their line),
+    the lines joined by real line breaks."""
+    return prefix + "\n".join(escape(line) for line in message_lines(message))
+
+
+def die(message: "str | BaseException", code: int = EXIT_USAGE) -> None:
+    """Print `error: message` and exit. Pass the error itself (not str(e)) when it may span several lines."""
     from e4ecli.files.guard import release_all
 
     release_all()
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(error_text(message))
     raise typer.Exit(code)
 
 
@@ -93,7 +116,7 @@ def out_dir_or_die(out: Path, lock: bool = True) -> None:
         try:
             lock_output(out)
         except OutputLocked as e:
-            die(str(e))
+            die(e)
 
 
 def out_file_or_die(out: Path, inputs: Iterable[Path] = (), option: str = "-o") -> None:
@@ -209,7 +232,7 @@ def load_model(spec: str) -> tuple["LoadedCheckpoint", str]:
             ckpt = load_checkpoint(path)
             ident = f"{path.name}:{file_id(path)}"
     except (CheckpointError, FetchError) as e:  # fetch errors (offline, unknown zoo name) carry their own instructions
-        die(str(e))
+        die(e)
     if ckpt.latent_avg_source != "file":
         console.print(f"[yellow]note:[/] {escape(str(path))} has no latent_avg; using the {ckpt.latent_avg_source}")
     return ckpt, ident

@@ -61,7 +61,7 @@ def convert_cmd(
         with console.status(f"reading {escape(str(source))}"):
             conv = convert_pickle(source)
     except CheckpointError as e:
-        die(str(e))
+        die(e)
     ckpt = conv.checkpoint()
     save_or_die(out, ckpt, "torch")
 

@@ -41,7 +41,7 @@ def list_cmd() -> None:
     try:
         registry = hub.load_registry()
     except hub.DirectionError as e:
-        die(str(e))
+        die(e)
     table = Table(title=f"editing directions (cache: {escape(str(hub.cache_dir()))})", title_justify="left")
     table.add_column("name", overflow="fold", min_width=14)
     for col in ("kind", "domain", "styles", "strength (range)", "cached"):
@@ -177,7 +177,7 @@ def fit_cmd(
             console.print(f"[red]✗[/] {escape(where)}: {escape(why)}")
         boundary = fit_boundary(codes, y, wplus=wplus, val_fraction=val_fraction, seed=seed, c=c)
     except FitError as e:
-        die(str(e))
+        die(e)
     if out.suffix.lower() == ".pt":
         import torch
 

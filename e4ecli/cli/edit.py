@@ -47,7 +47,7 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
         except OtherDomain as e:
             die(f"{e}; --force applies it anyway")
         except DirectionError as e:
-            die(str(e))
+            die(e)
         if force and edit.domain and edit.domain not in ("any", ckpt.domain.short):
             console.print(f"[yellow]note:[/] '{spec}' was found for {edit.domain} images; this model's domain is {ckpt.domain.short}")
         edits.append(edit)

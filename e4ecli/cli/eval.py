@@ -129,7 +129,7 @@ def eval_cmd(
     except NeedsEdit as e:
         die(f"{e}: give --direction (e.g. --direction age --strength 3)")
     except ValueError as e:
-        die(str(e))
+        die(e)
     if json_out.is_dir():
         die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'eval.json'}")
     out_file_or_die(json_out, option="--json")
@@ -151,7 +151,7 @@ def eval_cmd(
         try:
             edit.check(ckpt.generator.n_latent, ckpt.generator.style_dim)
         except DirectionError as e:
-            die(str(e))
+            die(e)
         if strength is None and edit.default_strength is None:
             die(f"--direction {edit.label} has no default strength; give --strength (e.g. --strength 3)")
         s = float(strength if strength is not None else edit.default_strength)

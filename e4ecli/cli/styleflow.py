@@ -33,7 +33,7 @@ def overrides_or_die(texts: List[str], weights: Optional[Path], directions: Sequ
     try:
         return parse_overrides(texts)
     except StyleflowSpecError as e:
-        die(str(e))
+        die(e)
 
 
 def setup_or_die(edits: Sequence["Edit"], items: Sequence["Item"], weights: Optional[Path], overrides: dict[str, float],
@@ -65,7 +65,7 @@ def setup_or_die(edits: Sequence["Edit"], items: Sequence["Item"], weights: Opti
                 console.print("[yellow]note:[/] latents without a complete <name>.attributes.json get estimated attributes "
                               "(recorded in manifest.jsonl under 'styleflow')")
     except (ZooError, hub.StyleflowFileError, StyleflowSpecError) as e:
-        die(str(e))
+        die(e)
     return pipe.StyleflowSetup(flow, presets, overrides, estimator, flow_id=file_id(flow_path), estimator_id=estimator_id)
 
 
@@ -83,7 +83,7 @@ def bind_or_die(edit: "Edit", path: Path, latent, weights: Optional[Path], overr
     try:
         cond, info = setup.source_for(item, latent)
     except StyleflowSpecError as e:
-        die(str(e))
+        die(e)
     if info["estimated"]:
         console.print(f"[yellow]note:[/] estimated {', '.join(info['estimated'])} of {escape(str(path))}: "
                       + ", ".join(f"{k} {v:.3g}" for k, v in info["attributes"].items() if k in info["estimated"]))

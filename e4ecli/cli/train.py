@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from e4ecli.cli.app import app
-from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, die, escape
+from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, console, die, error_text, escape
 from e4ecli.training.options import OPTIONS, Option
 
 EPILOG = (
@@ -67,7 +67,7 @@ def train_cmd(ctx: typer.Context, **values: Any) -> None:
         opts = optmod.merge(given, config)
         opts["config"] = str(values["config"]) if values.get("config") else None
     except optmod.OptionsError as e:
-        die(str(e))
+        die(e)
     from e4ecli.cli.common import capped_workers
 
     for name in ("workers", "test_workers"):  # at most one DataLoader process per CPU (the loader caps resumed runs too)
@@ -100,7 +100,7 @@ def _run(opts: dict[str, Any], overrides: set[str]) -> int:
         try:
             plan = loop.prepare(opts, overrides)
         except (OptionsError, loop.TrainError, CheckpointError) as e:
-            die(str(e))
+            die(e)
         dist.barrier()
         if dist.is_main:
             for name, (old, new) in plan.changed.items():
@@ -164,9 +164,9 @@ def _consume(events, dist) -> int:
         return EXIT_FAILED
     except (loop.TrainError, CheckpointError) as e:
         if started is None:
-            console.print(f"{tag}[bold red]error:[/] {escape(str(e))}")
+            console.print(error_text(e, f"{tag}[bold red]error:[/] "))
             return EXIT_USAGE
-        console.print(f"{tag}[bold red]error:[/] {escape(str(e))}")
+        console.print(error_text(e, f"{tag}[bold red]error:[/] "))
         return EXIT_FAILED
     return EXIT_FAILED if skipped else EXIT_OK
 

@@ -147,7 +147,7 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
         try:
             low, high = parse_range(strength) if strength is not None else (edit.default_range or (None, None))
         except DirectionError as e:
-            die(str(e))
+            die(e)
         if low is None:
             die(f"--direction {edit.label} has no default range; give --strength A:B")
         if edit.kind == "styleflow":

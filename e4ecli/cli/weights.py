@@ -20,15 +20,16 @@ weights_app = typer.Typer(
 )
 
 
-def _print_error(message: str) -> None:
-    """Print `error: message` to stderr, unwrapped so that paths and URLs can be copied."""
+def _print_error(message: "str | BaseException") -> None:
+    """Print `error: message` to stderr, unwrapped so that paths and URLs can be copied (an error laid out on
+    several lines keeps its lines)."""
     from rich.console import Console
-    from e4ecli.cli.common import escape
+    from e4ecli.cli.common import error_text
 
-    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False).print(f"[bold red]error:[/] {escape(message)}")
+    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False).print(error_text(message))
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: "str | BaseException") -> NoReturn:
     """Print `error: message` to stderr and exit 1."""
     _print_error(message)
     raise typer.Exit(EXIT_FAILED)
@@ -47,7 +48,7 @@ def list_cmd() -> None:
     try:
         registry = zoo.entries()
     except zoo.ZooError as e:
-        _fail(str(e))
+        _fail(e)
     table = Table(title=f"weights zoo (cache: {escape(str(zoo.cache_dir()))})", title_justify="left")
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("kind")
@@ -104,14 +105,14 @@ def download_cmd(
         try:
             zoo.lookup(name)
         except zoo.ZooError as e:
-            _fail(str(e))
+            _fail(e)
     failed = []
     for name in names:
         try:
             path = zoo.download(name, url=url, force=force, progress=not quiet)
         except zoo.ZooError as e:
             failed.append(name)
-            _print_error(str(e))
+            _print_error(e)
             continue
         typer.echo(str(path))
     if failed and len(names) > 1:
@@ -131,5 +132,5 @@ def path_cmd(
     try:
         path = zoo.resolve(name, download=False)
     except zoo.ZooError as e:
-        _fail(str(e))
+        _fail(e)
     typer.echo(str(path))

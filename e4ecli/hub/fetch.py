@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +43,14 @@ HTML_SNIFF_BYTES = 1024
 class FetchError(RuntimeError):
     """A file that could not be fetched or verified; str() says what to do.
 
-    Fields: `name` (the file's label), `dest` (where it belongs), `failures` (one line per source tried).
+    Fields: `name` (the file's label), `dest` (where it belongs), `failures` (one line per source tried),
+    `lines` (the message's lines: a message given as a sequence of lines is laid out on several lines; a string
+    is one line, whatever it holds, so that a name with a line break cannot forge a line).
     """
 
-    def __init__(self, message: str, *, name: str = "", dest: Path | None = None, failures: tuple[str, ...] = ()):
-        super().__init__(message)
+    def __init__(self, message: str | Sequence[str], *, name: str = "", dest: Path | None = None, failures: tuple[str, ...] = ()):
+        self.lines: tuple[str, ...] = (message,) if isinstance(message, str) else tuple(message)
+        super().__init__("\n".join(self.lines))
         self.name, self.dest, self.failures = name, dest, failures
 
 
@@ -117,16 +120,17 @@ def human_size(n: int | None) -> str:
     return f"{size:.1f} {unit}"
 
 
-def offline_message(remote: Remote, dest: Path, headline: str | None = None) -> str:
-    """Exactly which file to put where, for machines that cannot (or may not) download it."""
+def offline_message(remote: Remote, dest: Path, headline: str | Sequence[str] | None = None) -> list[str]:
+    """Exactly which file to put where, for machines that cannot (or may not) download it: the lines of the
+    message (FetchError lays them out one per line)."""
     if headline is None:
         headline = (f"{remote.name}: {dest} has the wrong size ({dest.stat().st_size} bytes, expected {remote.size})."
                     if dest.is_file() else f"{remote.name} ({remote.filename}) is not downloaded.")
     expect = [f"sha256 {remote.sha256}" if remote.sha256 else "sha256 not recorded"]
     if remote.size is not None:
         expect.append(f"size {remote.size} bytes ({human_size(remote.size)})")
-    return "\n".join([
-        headline,
+    return [
+        *([headline] if isinstance(headline, str) else headline),
         f"To work offline, download {remote.filename} from one of:",
         *(f"  {source_url(s)}" for s in remote.sources),
         "and place it at:",
@@ -134,7 +138,7 @@ def offline_message(remote: Remote, dest: Path, headline: str | None = None) -> 
         f"(expected: {', '.join(expect)}).",
         f"A mirror of your own: set {MIRROR_ENV} to a base URL that serves {remote.filename}.",
         *remote.extra_hint,
-    ])
+    ]
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ def fetch(remote: Remote, dest: Path, *, download: bool = True, force: bool = Fa
         raise FetchError(f"cannot write {dest.parent} ({e}); set E4E_HOME to a writable folder",
                          name=remote.name, dest=dest) from None
     if failures:
-        headline = "\n".join([f"could not download {remote.name}:", *failures])
+        headline = [f"could not download {remote.name}:", *failures]
         raise FetchError(offline_message(remote, dest, headline), name=remote.name, dest=dest, failures=tuple(failures))
     return dest
 

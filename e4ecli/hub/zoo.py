@@ -168,8 +168,8 @@ def remote(entry: Entry, sources: tuple[str, ...] | None = None) -> fetcher.Remo
                                      f"or run `e4e weights download {entry.name}` where the internet is reachable.",))
 
 
-def offline_message(entry: Entry, headline: str | None = None) -> str:
-    """Exactly which file to put where, for machines that cannot (or may not) download it."""
+def offline_message(entry: Entry, headline: str | None = None) -> list[str]:
+    """Exactly which file to put where, for machines that cannot (or may not) download it (the message's lines)."""
     if headline is None and not entry.path.is_file():
         headline = f"weights '{entry.name}' ({entry.filename}) are not in the cache ({cache_dir()})."
     return fetcher.offline_message(remote(entry), entry.path, headline)

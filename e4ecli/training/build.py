@@ -128,8 +128,7 @@ def locate_weights(plan: Plan) -> dict[str, Path]:
             what = f"LPIPS ({o['lpips_type']}) needs torchvision's ImageNet weights {path.name}"
             problems.append(f"{L.WeightsUnavailable(what, path, url, reason)}, or train without LPIPS: --lpips-lambda 0.")
     if problems:
-        head = f"{len(problems)} weights file(s) missing:\n  " if len(problems) > 1 else ""
-        raise TrainError(head + "\n  ".join(problems))
+        raise TrainError([f"{len(problems)} weights file(s) missing:", *(f"  {p}" for p in problems)] if len(problems) > 1 else problems)
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from e4ecli.hub.checkpoints import safe_load
 from e4ecli.training import checkpoint as ckpts
@@ -12,7 +12,12 @@ from e4ecli.training import options as optmod
 
 
 class TrainError(RuntimeError):
-    """Training cannot start or go on; the message says why and what to do."""
+    """Training cannot start or go on; the message says why and what to do. A message given as a sequence of
+    lines is laid out one per line (`lines`); a string is one line."""
+
+    def __init__(self, message: "str | Sequence[str]"):
+        self.lines: tuple[str, ...] = (message,) if isinstance(message, str) else tuple(message)
+        super().__init__("\n".join(self.lines))
 
 
 @dataclass
