@@ -55,7 +55,7 @@ PUBLISHED_IDS = {
 
 def test_packaged_registry_lists_the_published_files():
     registry = zoo.entries()
-    assert [n for n in registry if not n.startswith("styleflow_")] == list(PUBLISHED_IDS)
+    assert [n for n in registry if not n.startswith("styleflow_") and n != "face_parsing"] == list(PUBLISHED_IDS)
     for name, (filename, drive_id) in PUBLISHED_IDS.items():
         e = registry[name]
         assert e.filename == filename
@@ -63,6 +63,13 @@ def test_packaged_registry_lists_the_published_files():
         assert e.kind in zoo.KINDS and e.description
     assert registry["stylegan2_ffhq_1024"].kind == "generator"
     assert {registry[n].kind for n in ("ir_se50", "moco_v2_resnet50")} == {"identity"}
+
+
+def test_the_face_parser_is_face_parsing_pytorchs_file_with_its_published_hash():
+    e = zoo.entries()["face_parsing"]
+    assert e.filename == "79999_iter.pth" and e.kind == "parser" and e.licence == "MIT"
+    assert "gdrive:154JgKpzCPW82qINcVieuPH3fZ2e0P812" in e.sources
+    assert e.sha256 == "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567"
 
 
 def test_styleflow_files_come_from_its_repository_with_their_licence():

@@ -1,7 +1,8 @@
-"""The weight files training needs, read safely: StyleGAN2 generator, IR-SE50 encoder init,
-ArcFace (identity loss for faces) and MoCo v2 (similarity loss for other domains).
+"""The weight files training and the metrics need, read safely: StyleGAN2 generator, IR-SE50 encoder init,
+ArcFace (identity loss for faces), MoCo v2 (similarity loss for other domains) and the BiSeNet face parser
+(face masks of video stitching).
 
-Each is named by a file path or a zoo name (`stylegan2_ffhq_1024`, `ir_se50`, `moco_v2_resnet50`);
+Each is named by a file path or a zoo name (`stylegan2_ffhq_1024`, `ir_se50`, `moco_v2_resnet50`, `face_parsing`);
 a missing file raises CheckpointError saying which file, where to put it and which flag changes it.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 
 from e4ecli.hub.assign import on_meta
 from e4ecli.hub.checkpoints import CheckpointError, load_checkpoint, safe_load, strip_prefix
+from e4ecli.models.bisenet import BiSeNet
 from e4ecli.models.identity import ArcFaceIRSE50, moco_resnet50
 from e4ecli.models.stylegan2 import Generator, channel_plan
 
@@ -119,6 +121,19 @@ def load_moco(path: str | Path) -> nn.Module:
     if not trunk:
         raise CheckpointError(f"{path}: no '{MOCO_PREFIX}*' weights: not a MoCo v2 checkpoint")
     net = on_meta(moco_resnet50, trunk, f"{path} [MoCo v2 ResNet-50]")
+    return _frozen(net)
+
+
+def load_face_parser(path: str | Path) -> BiSeNet:
+    """face-parsing.PyTorch's `79999_iter.pth` (a bare BiSeNet state dict, 19 classes) -> network, eval, frozen.
+
+    Strict: every key and shape of the published layout. A file saved without the batch norms'
+    `num_batches_tracked` counters (not used in eval) gets zeros for them."""
+    path = Path(path)
+    sd = dict(_state_dict(safe_load(path), path))
+    for key in [k for k in sd if k.endswith(".running_var")]:
+        sd.setdefault(key[: -len("running_var")] + "num_batches_tracked", torch.zeros((), dtype=torch.long))
+    net = on_meta(BiSeNet, sd, f"{path} [BiSeNet face parser]")
     return _frozen(net)
 
 
