@@ -17,6 +17,9 @@ Paste-back inverts that map: every photo pixel inside the quad samples the edite
 (bilinear; the render is first area-downscaled when the quad is smaller than it), and is blended
 over the photo with a mask that is 1 inside the square and falls smoothly to 0 over the outer
 `feather` fraction of its side. Pixels outside the quad are the photo's own, untouched.
+
+With `mask` (a soft mask in the face's own pixel grid, e.g. the blend mask of video stitching) the weight is
+that mask, sampled like the face, instead of the feathered square; still nothing changes outside the quad.
 """
 from __future__ import annotations
 
@@ -140,11 +143,12 @@ def feather_mask(u: np.ndarray, v: np.ndarray, size: float, feather: float = DEF
 
 
 def paste_back(photo: np.ndarray, face: np.ndarray, source_from_output: np.ndarray, output_size: int,
-               feather: float = DEFAULT_FEATHER) -> np.ndarray:
+               feather: float = DEFAULT_FEATHER, mask: np.ndarray | None = None) -> np.ndarray:
     """photo uint8 (H, W, 3), face uint8 (h, w, 3) covering the aligned square -> uint8 (H, W, 3).
 
     source_from_output: (2, 3) affine, aligned continuous coords (u, v in [0, output_size]) ->
-    photo continuous coords. Only the quad's bounding box is computed.
+    photo continuous coords. Only the quad's bounding box is computed. mask: optional float (h, w) in
+    [0, 1] over the face's pixels, the blend weight in place of the feathered square (`feather` unused).
     """
     import torch
     import torch.nn.functional as F
@@ -166,6 +170,11 @@ def paste_back(photo: np.ndarray, face: np.ndarray, source_from_output: np.ndarr
     v = inv[1, 0] * du + inv[1, 1] * dv
 
     tile = torch.from_numpy(np.array(face, dtype=np.float64)).permute(2, 0, 1)[None]
+    if mask is not None:
+        mask = np.asarray(mask, dtype=np.float64)
+        if mask.shape != tile.shape[-2:]:
+            raise ValueError(f"the paste mask must cover the face's pixels, {tuple(tile.shape[-2:])}; got {mask.shape}")
+        tile = torch.cat([tile, torch.from_numpy(np.clip(mask, 0.0, 1.0))[None, None]], 1)  # sampled with the face
     side = s * float(np.hypot(a[0, 0], a[1, 0]))  # the square's side in photo pixels
     if side < tile.shape[-1]:  # shrink by area first so the bilinear lookup does not alias
         new_w = max(1, int(round(side)))
@@ -174,7 +183,10 @@ def paste_back(photo: np.ndarray, face: np.ndarray, source_from_output: np.ndarr
     grid = torch.from_numpy(np.stack([2 * u / s - 1, 2 * v / s - 1], axis=-1))[None]
     warped = F.grid_sample(tile, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
     warped_np = warped.permute(1, 2, 0).numpy()
-    m = feather_mask(u, v, s, feather)[..., None]
+    if mask is None:
+        m = feather_mask(u, v, s, feather)[..., None]
+    else:
+        warped_np, m = warped_np[..., :3], warped_np[..., 3:] * feather_mask(u, v, s, 0.0)[..., None]
     region = photo[y0:y1, x0:x1].astype(np.float64)
     out[y0:y1, x0:x1] = np.clip(np.rint(region * (1 - m) + warped_np * m), 0, 255).astype(np.uint8)
     return out

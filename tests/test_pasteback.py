@@ -108,3 +108,38 @@ def test_sidecar_search_order(tmp_path):
     aligned.parent.mkdir(parents=True)
     aligned.write_text("{}")
     assert find_sidecar(lat, "sub/a", [tmp_path / "aligned"]) == aligned
+
+
+def test_a_soft_mask_replaces_the_feathered_square(face):
+    """With the stitching blend mask: pasted where it is 1, untouched where it is 0 (also inside the quad), blended
+    in between; without it, today's feathered square."""
+    _, photo, quad = face
+    size = 64
+    red = np.zeros((size, size, 3), np.uint8)
+    red[..., 0] = 255
+    mask = np.zeros((size, size), np.float32)
+    mask[16:48, 16:48] = 1.0
+    mask[16:48, 30:34] = 0.5
+    a = affine_from_quad(quad, size)
+    out = paste_back(photo, red, a, size, mask=mask)
+
+    def at(u, v):
+        x, y = (a @ np.array([u, v, 1.0])).astype(int)
+        return out[y, x].astype(int), photo[y, x].astype(int)
+
+    got, _ = at(20, 20)
+    assert tuple(got) == (255, 0, 0)
+    got, orig = at(8, 32)  # inside the quad, outside the mask: the photo's own pixel
+    assert np.array_equal(got, orig)
+    got, orig = at(32, 32)  # half weight
+    assert abs(got[0] - (orig[0] + 255) / 2) < 3 and abs(got[1] - orig[1] / 2) < 3
+    changed = np.any(out != photo, axis=-1)
+    ys, xs = np.nonzero(changed)
+    corners = a @ np.array([[16, 48, 16, 48], [16, 16, 48, 48], [1, 1, 1, 1]], dtype=float)
+    reach = np.hypot(a[0, 0], a[1, 0]) + 1  # bilinear sampling spreads the mask's edge by one face pixel
+    assert xs.min() >= corners[0].min() - reach and xs.max() <= corners[0].max() + reach
+    assert ys.min() >= corners[1].min() - reach and ys.max() <= corners[1].max() + reach
+    # the default is unchanged: feathered square
+    assert np.array_equal(paste_back(photo, red, a, size), paste_back(photo, red, a, size, feather=0.1))
+    with pytest.raises(ValueError, match="mask"):
+        paste_back(photo, red, a, size, mask=np.ones((32, 32)))
