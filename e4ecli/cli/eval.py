@@ -9,6 +9,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from e4ecli.cli.align import DETECTOR_HELP, Detector
 from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
 from e4ecli.cli.sweep import SWEEP_HELP
@@ -33,6 +34,10 @@ LABELS = {
     "fid": ("FID", "↓", "perceptual quality"), "swd": ("SWD ×10³", "↓", "perceptual quality"),
     "fid_edit": ("FID (edited)", "↓", "editability"), "swd_edit": ("SWD ×10³ (edited)", "↓", "editability"),
     "lec": ("LEC", "↓", "editability"),
+    "tl_id": ("TL-ID (consecutive frames)", "→1", "temporal"), "tg_id": ("TG-ID (all frame pairs)", "→1", "temporal"),
+    "flicker": ("flicker (output / source)", "↓", "temporal"),
+    "flicker_output": ("flicker of the output, grey levels", "↓", "temporal"),
+    "flicker_source": ("flicker of the source, grey levels", "", "temporal"),
 }
 
 ARCFACE_DEFAULT = "ir_se50"
@@ -82,7 +87,9 @@ def print_table(report: dict, title: str) -> None:
         "  e4e eval ./faces --metrics all --direction age --strength 3 --json edit.json\n\n"
         "  e4e eval ./faces --sweep stage -d age -s 3 --json sweep.json   # + sweep.png: distortion vs editability per stage\n\n"
         "  e4e eval ./faces -m lec --direction age --strength 3 --lec-filter --json lec.json\n\n"
-        "Inputs are used as they are: align photos first (`e4e align`) for face models."
+        "  e4e eval edited.mp4 --source clip.mp4 --json temporal.json   # a clip: TL-ID, TG-ID, flicker\n\n"
+        "Inputs are used as they are: align photos first (`e4e align`) for face models. A video (with --source, the clip it "
+        "was made from) is judged for temporal coherence instead: no checkpoint is needed."
     ),
 )
 def eval_cmd(
@@ -106,8 +113,18 @@ def eval_cmd(
     sweep_values: Optional[str] = typer.Option(None, "--sweep-values", help="The settings, e.g. 0,3,8,13 (default: stages 0, 1, 3, middle, last; "
                                                "refine steps 0,10,30)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="With --sweep: the PNG plot (default: the --json path with .png)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="For an edited video: the clip it was made from. Reports STIT's TL-ID "
+                                          "and TG-ID (ArcFace identity of frame pairs relative to the source) and flicker.", show_default=False),
+    detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help="With --source: " + DETECTOR_HELP),
 ) -> None:
-    """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC)."""
+    """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC); or an edited clip
+    against its source: TL-ID, TG-ID and flicker."""
+    from e4ecli.files.video import VIDEO_SUFFIXES
+
+    if source is not None or (len(inputs) == 1 and inputs[0].suffix.lower() in VIDEO_SUFFIXES):
+        if direction is not None or sweep is not None or metrics != "default":
+            die("a clip is judged on TL-ID, TG-ID and flicker only: drop --direction, --sweep and --metrics")
+        raise typer.Exit(eval_clip(inputs, source, json_out, arcface, detector.value, device))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, capped_workers, device_or_die, discover_or_die, escape, load_model, out_file_or_die
@@ -197,3 +214,79 @@ def eval_cmd(
         console.print(f"[red]{len(report['failed'])} input(s) failed[/] (listed under 'failed' in {escape(str(json_out))})")
     console.print(f"numbers in {escape(str(json_out))}")
     raise typer.Exit(EXIT_FAILED if report["failed"] else EXIT_OK)
+
+
+def eval_clip(inputs: List[Path], source: Optional[Path], json_out: Path, arcface: str, detector: str, device: str) -> int:
+    """`e4e eval OUT.mp4 --source CLIP.mp4`: the temporal metrics of pipelines.temporal, as a table and JSON."""
+    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, escape, out_file_or_die
+    from e4ecli.files.video import VIDEO_SUFFIXES, VideoError, probe
+
+    if len(inputs) != 1:
+        die(f"a clip is compared with its source one at a time: give one edited video, not {len(inputs)} inputs")
+    output = inputs[0]
+    if source is None:
+        die(f"{output} is a video: give --source CLIP, the clip it was made from (e.g. e4e eval {output} --source clip.mp4 --json m.json)")
+    for what, path in (("the edited clip", output), ("--source", source)):
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            die(f"{what} {path}: not a video file name (expected {', '.join(VIDEO_SUFFIXES)})")
+        if not path.is_file():
+            die(f"{what} {path}: no such file")
+    if output.resolve() == source.resolve():
+        die(f"{output} is its own --source: compare the edit with the clip it was made from")
+    if json_out.is_dir():
+        die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'temporal.json'}")
+    out_file_or_die(json_out, [output, source], option="--json")
+    try:
+        info = probe(source)
+        probe(output)
+    except VideoError as e:
+        die(str(e))
+
+    from rich.progress import Progress
+
+    from e4ecli.cli.align import open_detector_or_die
+    from e4ecli.cli.common import device_or_die, progress_columns
+    from e4ecli.files.batch import write_text
+    from e4ecli.metrics import MetricUnavailable, pairwise
+    from e4ecli.pipelines.temporal import ClipMismatch, clip_metrics
+
+    dev = device_or_die(device)
+    with console.status("loading the identity network"):
+        try:
+            features, backend = pairwise.arcface_features(arcface, dev), "arcface_ir_se50"
+        except MetricUnavailable as e:
+            if arcface != ARCFACE_DEFAULT:
+                die(f"--arcface {arcface}: {e}")
+            try:
+                features, backend = pairwise.dlib_features(), "dlib_resnet_v1 (dlib's face descriptor: ArcFace is unavailable)"
+            except MetricUnavailable as e2:
+                die(f"no identity network can run: ArcFace: {e}; dlib: {e2} (--arcface FILE names the ArcFace weights)")
+            console.print(f"[yellow]note:[/] ArcFace unavailable ({escape(str(e))}); TL-ID and TG-ID use dlib's face descriptor")
+    backend_lm = open_detector_or_die(detector, device)
+    try:
+        with Progress(*progress_columns(), console=console) as progress:
+            task = progress.add_task("eval clip", total=info.frame_count)
+            result = clip_metrics(output, source, backend_lm.detect, features, on_frame=lambda t: progress.advance(task))
+    except (ClipMismatch, VideoError) as e:
+        die(str(e), EXIT_FAILED)
+    names = ("tl_id", "tg_id", "flicker", "flicker_output", "flicker_source")
+    report = {**{k: result.values[k] for k in names}, "n_frames": result.frames, "output": str(output), "source": str(source),
+              "frames_without_face": result.frames_without_face, "flicker_pairs": result.values["flicker_pairs"],
+              "metric_backends": {"tl_id": backend, "tg_id": backend, "flicker": f"face region: landmark hull ({backend_lm.name})"},
+              "unavailable": {}, "failed": {}}
+    if result.values["flicker_output"] is not None and result.values["flicker"] is None:
+        report["unavailable"]["flicker"] = "the source does not change at all inside the face while the output does"
+    try:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(json_out, json.dumps(report, indent=1) + "\n")
+    except OSError as e:
+        die(f"cannot write {json_out}: {e}", EXIT_FAILED)
+    print_table(report, f"e4e eval: {output} against {source}, {result.frames} frame(s)")
+    if result.frames_without_face:
+        console.print(f"[yellow]{len(result.frames_without_face)} frame(s) without a face[/] (left out of the pairs they are in; "
+                      f"listed under 'frames_without_face')")
+    console.print(f"numbers in {escape(str(json_out))}")
+    if report["tl_id"] is None:
+        console.print("[red]no face found in two consecutive frames:[/] nothing to measure")
+        return EXIT_FAILED
+    return EXIT_OK

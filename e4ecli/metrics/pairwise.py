@@ -39,9 +39,9 @@ def lpips_metric(device: torch.device, net_type: str = "alex") -> PairMetric:
     return lpips
 
 
-def arcface_metric(path: str | Path, device: torch.device) -> PairMetric:
-    """Cosine similarity of ArcFace IR-SE50 embeddings, as the original calc_id_loss: face crop
-    (rows 35:223, cols 32:220 at 256 px), average-pooled to 112x112."""
+def arcface_features(path: str | Path, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ArcFace IR-SE50 unit embeddings (N, 512) of aligned faces (N, 3, 256, 256) in [-1, 1], as the original
+    calc_id_loss: face crop (rows 35:223, cols 32:220 at 256 px), average-pooled to 112x112."""
     from e4ecli.hub.checkpoints import CheckpointError
     from e4ecli.hub.networks import load_arcface, resolve_weights
     from e4ecli.models.identity import IdentityLoss
@@ -52,8 +52,19 @@ def arcface_metric(path: str | Path, device: torch.device) -> PairMetric:
         raise MetricUnavailable(str(e)) from None
     ident = IdentityLoss(net.to(device), "arcface")
 
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return ident.features(x.to(device)).float().cpu()
+
+    return features
+
+
+def arcface_metric(path: str | Path, device: torch.device) -> PairMetric:
+    """Cosine similarity of ArcFace IR-SE50 embeddings (arcface_features) per image pair."""
+    features = arcface_features(path, device)
+
     def similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (ident.features(y.to(device)) * ident.features(x.to(device))).sum(1).float().cpu()
+        return (features(y) * features(x)).sum(1).float().cpu()
 
     return similarity
 
@@ -69,8 +80,8 @@ def dlib_model_file() -> Path:
     return path
 
 
-def dlib_metric() -> PairMetric:
-    """Cosine similarity of dlib's 128-d face descriptors of the aligned face region (150x150 chip)."""
+def dlib_features() -> Callable[[torch.Tensor], torch.Tensor]:
+    """dlib's 128-d unit face descriptors (N, 128) of the aligned face region (150x150 chip) of (N, 3, 256, 256)."""
     try:
         import dlib
     except ImportError:
@@ -83,6 +94,13 @@ def dlib_metric() -> PairMetric:
         chips = ((chips.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         feats = torch.tensor([list(net.compute_face_descriptor(c.copy())) for c in chips], dtype=torch.float64)
         return F.normalize(feats, dim=1)
+
+    return describe
+
+
+def dlib_metric() -> PairMetric:
+    """Cosine similarity of dlib's 128-d face descriptors (dlib_features) per image pair."""
+    describe = dlib_features()
 
     def similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (describe(x) * describe(y)).sum(1).float()

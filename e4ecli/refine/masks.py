@@ -59,26 +59,31 @@ def convex_hull(points) -> np.ndarray:
     return np.asarray(half(pts) + half(pts[::-1]))
 
 
-def hull_mask(points_crop, size: int, dilation: float = LANDMARK_DILATION) -> np.ndarray:
-    """Landmarks in crop pixel-index coordinates -> their convex hull filled, dilated by `dilation` pixels
-    of a 1024 px crop (a disc), as float32 (size, size)."""
+def hull_mask(points, size: int | tuple[int, int], dilation: float = LANDMARK_DILATION, *, radius: float | None = None) -> np.ndarray:
+    """Points in pixel-index coordinates -> their convex hull filled and dilated by a disc, float32 (H, W).
+
+    size: S for an S x S crop, or (H, W); the disc's radius is `dilation` pixels of a 1024 px crop scaled to S
+    (`radius` in pixels overrides it)."""
     from PIL import Image, ImageDraw
 
-    hull = convex_hull(points_crop)
-    img = Image.new("L", (size, size), 0)
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    hull = convex_hull(points)
+    img = Image.new("L", (w, h), 0)
     if len(hull) >= 3:
         ImageDraw.Draw(img).polygon([(float(x) + 0.5, float(y) + 0.5) for x, y in hull], fill=1)
     mask = np.asarray(img, dtype=np.float32)
-    radius = dilation * size / 1024
+    radius = dilation * w / 1024 if radius is None else radius
     if radius >= 0.5 and mask.any():
         import torch
         import torch.nn.functional as F
 
         r = int(np.ceil(radius))
+        ys, xs = np.nonzero(mask)
+        y0, y1, x0, x1 = max(0, ys.min() - r), min(h, ys.max() + r + 1), max(0, xs.min() - r), min(w, xs.max() + r + 1)
         yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
         disc = torch.from_numpy(((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float32))[None, None]
-        m = F.conv2d(torch.from_numpy(mask)[None, None], disc, padding=r)
-        mask = (m[0, 0].numpy() > 0.5).astype(np.float32)
+        m = F.conv2d(torch.from_numpy(np.ascontiguousarray(mask[y0:y1, x0:x1]))[None, None], disc, padding=r)
+        mask[y0:y1, x0:x1] = (m[0, 0].numpy() > 0.5).astype(np.float32)
     return mask
 
 
