@@ -79,3 +79,22 @@ def test_bad_options_are_refused():
         StitchConfig(steps=-1)
     with pytest.raises(ValueError, match="threshold"):
         StitchConfig(border_threshold=float("nan"))
+
+
+def test_stylespace_offsets_are_the_edit(small):
+    """A text (StyleSpace) edit: zero offsets stitch exactly as the plain W+ code; without StyleSpace rendering
+    in the generator the offsets are refused with the reason."""
+    import inspect
+
+    gen, w, w_edit, mask = small
+    cfg = StitchConfig(steps=2, lr=3e-3, border_threshold=0.0)
+    if "style_offsets" not in inspect.signature(gen.synthesis).parameters:
+        with pytest.raises(ValueError, match="style vectors"):
+            stitch_frame(gen, w_edit, w, mask, cfg, s_offsets=[None])
+        pytest.skip("this generator has no StyleSpace rendering yet (synthesis(style_offsets=))")
+    zeros = [torch.zeros(1, c) for c in gen.style_channels()]
+    plain = stitch_frame(gen, w_edit, w, mask, cfg)
+    with_s = stitch_frame(gen, w_edit, w, mask, cfg, s_offsets=zeros)
+    assert with_s.border_loss_start == pytest.approx(plain.border_loss_start, rel=1e-4)
+    moved = stitch_frame(gen, w, w, mask, StitchConfig(steps=0), s_offsets=[z + 1.0 for z in zeros])
+    assert moved.border_loss_start > 0

@@ -1,7 +1,7 @@
 """Stitching tuning (STIT, Tzaban et al. 2022): tune the generator once more, per frame, so that the edited
 face blends into its frame without a seam.
 
-    stitch_frame(generator, w_edit, w_unedited, mask, config=StitchConfig(), *, target=None, on_step=None)
+    stitch_frame(generator, w_edit, w_unedited, mask, config=StitchConfig(), *, target=None, s_offsets=None, on_step=None)
         -> StitchResult(crop uint8 (S, S, 3), blend_mask float32 (S, S) in [0, 1], steps_run, border_loss,
                         border_loss_start)
 
@@ -9,7 +9,9 @@ generator: the clip's (PTI-tuned) generator, left untouched (a copy is tuned); w
 (n_styles, D) or (1, n_styles, D) of the edited and the unedited frame; mask: the face mask of the aligned crop,
 (H, W) in [0, 1] at any resolution (see `refine.masks`), resized to the generator's size S; target: the aligned
 source crop, uint8 (H, W, 3) -- what the band must reproduce (STIT's script uses the crop; without it, the
-render of `w_unedited`, i.e. the unedited inversion, stands in).
+render of `w_unedited`, i.e. the unedited inversion, stands in); s_offsets: StyleSpace offsets of a text
+(StyleCLIP global) edit, one (1, C_l) tensor or None per modulated layer, added to A_l(w_edit) in every render of
+the edit (needs a generator whose `synthesis` takes `style_offsets`).
 
 The masks, at the generator's resolution (STIT's `create_masks`; dilations are given in pixels of a 1024 px
 crop and scaled to S):
@@ -187,15 +189,26 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def stitch_frame(generator: Generator, w_edit, w_unedited, mask, config: StitchConfig = StitchConfig(), *,
-                 target: np.ndarray | None = None, on_step: Callable[[int, float], None] | None = None) -> StitchResult:
+                 target: np.ndarray | None = None, s_offsets=None,
+                 on_step: Callable[[int, float], None] | None = None) -> StitchResult:
     """Stitching tuning of one frame (module docstring). on_step(step, border loss) before each step's update."""
     device = next(generator.parameters()).device
     size = generator.size
     w_edit = _codes(w_edit, generator, device)
+    if s_offsets is not None:
+        import inspect
+
+        if "style_offsets" not in inspect.signature(generator.synthesis).parameters:
+            raise ValueError("StyleSpace offsets need a generator that renders from style vectors (synthesis(style_offsets=))")
+        offsets = [None if d is None else torch.as_tensor(d).float().to(device) for d in s_offsets]
+
+    def edit_render(g: Generator) -> torch.Tensor:
+        return (g.synthesis(w_edit) if s_offsets is None else g.synthesis(w_edit, style_offsets=offsets)).float()
+
     face = _mask_tensor(mask, size, device)
     masks = stitch_masks(face, config)
     with torch.no_grad():
-        edited = generator.synthesis(w_edit).float()
+        edited = edit_render(generator)
         border_target = (_image_tensor(target, size, device) if target is not None
                          else generator.synthesis(_codes(w_unedited, generator, device)).float())
 
@@ -209,7 +222,7 @@ def stitch_frame(generator: Generator, w_edit, w_unedited, mask, config: StitchC
     start = None
     steps_run = 0
     for step in range(config.steps):
-        render = tuned.synthesis(w_edit).float()
+        render = edit_render(tuned)
         border = masked_error(render, border_target, masks.border, config.l2)
         if start is None:
             start = float(border.detach())
@@ -225,7 +238,7 @@ def stitch_frame(generator: Generator, w_edit, w_unedited, mask, config: StitchC
     for p in params:
         p.requires_grad_(False)
     with torch.no_grad():
-        render = tuned.synthesis(w_edit).float() if steps_run else edited
+        render = edit_render(tuned) if steps_run else edited
         final = float(masked_error(render, border_target, masks.border, config.l2))
         if start is None:
             start = float(masked_error(edited, border_target, masks.border, config.l2))
