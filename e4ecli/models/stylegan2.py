@@ -292,8 +292,11 @@ class Generator(nn.Module):
     def stored_noise(self) -> list[torch.Tensor]:
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
 
-    def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """latent: (N, n_latent, style_dim) W+ -> images (N, 3, size, size). Default noise: the stored buffers."""
+    def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None, max_size: int | None = None) -> torch.Tensor:
+        """latent: (N, n_latent, style_dim) W+ -> images (N, 3, size, size). Default noise: the stored buffers.
+
+        max_size: stop at the first resolution >= max_size and return the skip branch's image there (a coarse
+        preview without the finer layers' detail, much cheaper than rendering in full and downscaling)."""
         if latent.ndim != 3 or latent.shape[1] != self.n_latent or latent.shape[2] != self.style_dim:
             raise ValueError(f"W+ latents must be (N, {self.n_latent}, {self.style_dim}), got {tuple(latent.shape)}")
         if noise is None:
@@ -303,7 +306,8 @@ class Generator(nn.Module):
                 and all(t is not None for t in noise):
             # CPU inference modulates the weights image by image anyway (ModulatedConv2d): rendering image by image
             # also skips a concatenation of the whole batch's feature maps after every layer (10% at batch 4, 1024 px)
-            return torch.cat([self.synthesis(latent[k : k + 1], [t if t.shape[0] == 1 else t[k : k + 1] for t in noise]) for k in range(n)])
+            return torch.cat([self.synthesis(latent[k : k + 1], [t if t.shape[0] == 1 else t[k : k + 1] for t in noise], max_size)
+                              for k in range(n)])
         out = self.input(n).to(latent.dtype)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
@@ -316,6 +320,8 @@ class Generator(nn.Module):
             out = conv2(out, latent[:, i + 1], noise=noise2, input_gain=SQRT2, fold_gain=True)
             skip = to_rgb(out, latent[:, i + 2], skip, input_gain=SQRT2)
             i += 2
+            if max_size is not None and skip.shape[-1] >= max_size:
+                break
         return skip.contiguous()
 
     # -- the original call signature ----------------------------------------------------------

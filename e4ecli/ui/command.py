@@ -1,0 +1,258 @@
+"""What the page shows <-> the batch command lines that reproduce it (no torch, no gradio).
+
+A View holds every setting that changes the picture: the input, the inversion dial (--stage, --refine),
+the edits in order and paste-back. `to_command` writes the `e4e invert` (photos) and `e4e edit` lines,
+and the `e4e video` line of a sweep GIF; `parse_command` reads such text back into a View, so pasting a
+command into "load settings" reproduces the view.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field, replace
+
+DEFAULT_FEATHER = 0.1
+LATENTS_DIR = "latents/"
+EDITED_DIR = "edited/"
+
+
+class CommandError(ValueError):
+    """Text that is not an e4e command this page can reproduce; str() is one line saying why."""
+
+
+@dataclass(frozen=True)
+class View:
+    """The settings behind the picture. `edits`: (direction spec, strength) in the order they compose;
+    `source`: the photo or latent as the batch command names it; `photo`: whether it is inverted first."""
+
+    source: str = "photo.jpg"
+    photo: bool = True
+    checkpoint: str | None = None
+    stage: int | None = None
+    refine: str | None = None  # w+ | w | pti
+    refine_steps: int = 30
+    align: bool = True
+    detector: str | None = None
+    edits: tuple[tuple[str, float], ...] = ()
+    paste_back: bool = False
+    feather: float = DEFAULT_FEATHER
+    sweep: tuple[str, float, float, int] | None = None  # (direction, from, to, frames) of the GIF shown
+
+    def with_edits(self, edits) -> "View":
+        return replace(self, edits=tuple((s, float(v)) for s, v in edits if float(v) != 0.0))
+
+
+def number(value: float) -> str:
+    """Shortest text that reads back to the same float ('2', '-0.5', '0.30000000000000004')."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def stem(source: str) -> str:
+    name = source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name[1:] else name
+
+
+def latent_path(view: View) -> str:
+    return f"{LATENTS_DIR}{stem(view.source)}.npy" if view.photo else _argument(view.source)
+
+
+def _join(words) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def _argument(path: str) -> str:
+    """A path as a positional argument: one starting with '-' would read as an option."""
+    return f"./{path}" if path.startswith("-") else path
+
+
+def _checkpoint_words(checkpoint: str | None) -> list[str]:
+    return ["--checkpoint", checkpoint] if checkpoint else []
+
+
+def to_command(view: View) -> str:
+    """The command lines (one per line) that reproduce `view` on the command line."""
+    lines = []
+    checkpoint = view.checkpoint
+    if view.photo:
+        words = ["e4e", "invert", _argument(view.source), "-o", LATENTS_DIR] + _checkpoint_words(view.checkpoint)
+        if view.align:
+            words += ["--align"] + (["--detector", view.detector] if view.detector else [])
+        if view.stage is not None:
+            words += ["--stage", view.stage]
+        if view.refine:
+            words += ["--refine", view.refine, "--refine-steps", view.refine_steps]
+            if view.refine == "pti":  # the edits render with the generator tuned for this photo
+                checkpoint = f"{LATENTS_DIR}{stem(view.source)}.pti.safetensors"
+        lines.append(_join(words))
+    words = ["e4e", "edit", latent_path(view), "-o", EDITED_DIR] + _checkpoint_words(checkpoint)
+    for spec, value in view.edits:
+        words += ["-d", spec, "-s", number(value)]
+    if not view.edits:  # `e4e edit` needs a direction: a zero-strength edit renders the reconstruction
+        words += ["-d", "sefa:0", "-s", "0"]
+    if view.paste_back:
+        words += ["--paste-back"] + ([] if view.feather == DEFAULT_FEATHER else ["--feather", number(view.feather)])
+        if view.photo:
+            words += ["--aligned", LATENTS_DIR]
+    lines.append(_join(words))
+    if view.sweep is not None:
+        spec, low, high, frames = view.sweep
+        words = ["e4e", "video", latent_path(view), "-o", f"{stem(view.source)}_sweep.gif"] + _checkpoint_words(checkpoint)
+        lines.append(_join(words + ["-d", spec, "-s", f"{number(low)}:{number(high)}", "-n", frames]))
+    return "\n".join(lines)
+
+
+# -- reading a command back ------------------------------------------------------------------------
+_FLAGS = {"--align", "--paste-back", "--save-reconstructions", "--save-aligned", "--save-latents", "--force", "--overwrite",
+          "--bounce", "--no-bounce", "--loop", "--no-overwrite", "--latents-only"}
+
+
+def _commands(text: str) -> list[list[str]]:
+    """Split pasted text into e4e commands: one per line (backslash continuations joined), or separated by
+    `&&` / `;`; a leading shell prompt `$ ` and comments are ignored. Each command: its words after `e4e`."""
+    commands = []
+    for line in text.replace("\\\n", " ").splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as e:
+            raise CommandError(f"cannot read the command: {e}") from None
+        segment: list[str] = []
+        for word in words + ["&&"]:
+            if word not in ("&&", ";", "||"):
+                segment.append(word)
+                continue
+            while segment and segment[0] in ("$", "%", ">"):
+                segment = segment[1:]
+            if segment and (segment[0] == "e4e" or segment[0].endswith("/e4e")):
+                commands.append(segment[1:])
+            elif segment[:3] == ["python", "-m", "e4ecli"]:
+                commands.append(segment[3:])
+            segment = []
+    if not commands:
+        raise CommandError("no e4e command found (paste the `e4e edit ...` line the page wrote)")
+    return commands
+
+
+def _options(words: list[str], command: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(positional arguments, [(option, value or '')]) of one command's words."""
+    positional, options = [], []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("-") and len(word) > 1 and not _is_number(word):
+            name, eq, value = word.partition("=")
+            if name in _FLAGS:
+                options.append((name, ""))
+            elif eq:
+                options.append((name, value))
+            elif i + 1 < len(words):
+                options.append((name, words[i + 1]))
+                i += 1
+            else:
+                raise CommandError(f"e4e {command}: {name} needs a value")
+        else:
+            positional.append(word)
+        i += 1
+    return positional, options
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _float(value: str, what: str) -> float:
+    try:
+        number_ = float(value)
+    except ValueError:
+        raise CommandError(f"{what} {value!r} is not a number") from None
+    if number_ != number_ or number_ in (float("inf"), float("-inf")):
+        raise CommandError(f"{what} {value!r} must be finite")
+    return number_
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise CommandError(f"{what} {value!r} is not a whole number") from None
+
+
+def parse_command(text: str, base: View | None = None) -> View:
+    """The View that pasted `e4e invert` / `e4e edit` / `e4e video` lines describe; settings the text does not
+    mention keep `base`'s values. Raises CommandError (one line) for what the page cannot show."""
+    view = base or View()
+    found_invert = False
+    for words in _commands(text):
+        if not words:
+            continue
+        command, rest = words[0], words[1:]
+        positional, options = _options(rest, command)
+        if command == "invert":
+            found_invert = True
+            updates: dict = {"photo": True, "align": False, "stage": None, "refine": None, "refine_steps": 30, "detector": None}
+            if positional:
+                updates["source"] = positional[0]
+            for name, value in options:
+                if name in ("--stage",):
+                    updates["stage"] = _int(value, "--stage")
+                elif name == "--refine":
+                    if value not in ("w+", "w", "pti"):
+                        raise CommandError(f"--refine {value!r}: use w+, w or pti")
+                    updates["refine"] = value
+                elif name == "--refine-steps":
+                    updates["refine_steps"] = _int(value, "--refine-steps")
+                elif name == "--align":
+                    updates["align"] = True
+                elif name in ("--detector", "-L"):
+                    updates["detector"] = value
+                elif name in ("--checkpoint", "-c"):
+                    updates["checkpoint"] = value
+            view = replace(view, **updates)
+        elif command == "edit":
+            edits, specs, strengths = [], [], []
+            paste, feather = False, DEFAULT_FEATHER
+            checkpoint = None
+            for name, value in options:
+                if name in ("-d", "--direction"):
+                    specs.append(value)
+                elif name in ("-s", "--strength"):
+                    if ":" in value:
+                        raise CommandError(f"--strength {value}: the page shows one strength per direction, not a sweep A:B:N "
+                                           "(load one value, make the sweep GIF on the page)")
+                    strengths.append(_float(value, "--strength"))
+                elif name == "--paste-back":
+                    paste = True
+                elif name == "--feather":
+                    feather = _float(value, "--feather")
+                elif name in ("--checkpoint", "-c"):
+                    checkpoint = value
+            if len(specs) != len(strengths):
+                raise CommandError(f"got {len(specs)} --direction but {len(strengths)} --strength; give one strength per direction")
+            edits = [(s, v) for s, v in zip(specs, strengths)]
+            updates = {"edits": tuple((s, v) for s, v in edits if v != 0.0), "paste_back": paste, "feather": feather}
+            if not found_invert:
+                updates.update(photo=False, stage=None, refine=None, refine_steps=30, align=False, detector=None, checkpoint=checkpoint)
+                if positional:
+                    updates["source"] = positional[0]
+            view = replace(view, **updates)
+        elif command == "video":
+            spec = strength = None
+            frames = 60
+            for name, value in options:
+                if name in ("-d", "--direction"):
+                    spec = value
+                elif name in ("-s", "--strength"):
+                    strength = value
+                elif name in ("-n", "--frames"):
+                    frames = _int(value, "--frames")
+            if spec is None or strength is None:
+                raise CommandError("e4e video: the page makes sweeps of one edit; give -d DIRECTION -s A:B")
+            low, _, high = strength.partition(":")
+            lo, hi = (0.0, _float(low, "--strength")) if not high else (_float(low, "--strength"), _float(high, "--strength"))
+            view = replace(view, sweep=(spec, lo, hi, frames))
+        else:
+            raise CommandError(f"e4e {command}: the page reads `e4e invert`, `e4e edit` and `e4e video` lines")
+    return view
