@@ -6,6 +6,7 @@ Layout (data flows one way, CLI -> pipelines -> models):
   models/     pure nn.Modules, no I/O (StyleGAN2, e4e/pSp encoders)
   hub/        checkpoints in and out (safely), the weights zoo
   files/      image decoding, output naming, atomic writes, manifests
+  ui/         the `e4e ui` web page: its state and callbacks over the pipelines, the Gradio layout
 """
 
 __version__ = "0.1.0"

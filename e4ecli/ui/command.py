@@ -8,7 +8,7 @@ command into "load settings" reproduces the view.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 DEFAULT_FEATHER = 0.1
 LATENTS_DIR = "latents/"

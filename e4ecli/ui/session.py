@@ -68,10 +68,15 @@ class Opened:
 
 
 def safe_upload_name(name: str) -> str:
-    """An uploaded file's name reduced to a harmless basename (no folders, no leading dots or dashes)."""
+    """An uploaded file's name reduced to a harmless basename: no folders, no leading dots or dashes, its type kept
+    ('../../x.jpg' -> 'x.jpg', '..jpg' -> 'upload.jpg')."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = "".join(c if (c.isalnum() or c in "._- ") else "_" for c in base).strip(" .-")
-    return cleaned[:120] or "upload"
+    stem_, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem_, suffix = base, ""
+    suffix = "".join(c for c in suffix if c.isalnum())[:10]
+    cleaned = "".join(c if (c.isalnum() or c in "._- ") else "_" for c in stem_).strip(" .-_")[:120] or "upload"
+    return f"{cleaned}.{suffix}" if suffix else cleaned
 
 
 class Session:
