@@ -60,8 +60,14 @@ class ImageDataset:
             except Exception as e:  # noqa: BLE001 -- one bad file must not stop training
                 skipped.append((str(path), f"{type(e).__name__}: {e}"))
                 continue
-            return (torch.flip(x, dims=[-1]) if flip else x), skipped
+            return keyed(x, flip), skipped
         raise DataError(f"none of the {len(self.paths)} images could be read (first: {skipped[0][0]}: {skipped[0][1]})")
+
+
+def keyed(image: torch.Tensor, flip: bool) -> torch.Tensor:
+    """The training image of a key (index, flip): (3, H, W) mirrored along the width when flip was drawn
+    (the original's RandomHorizontalFlip; source and target are this same image)."""
+    return torch.flip(image, dims=[-1]) if flip else image
 
 
 def collate(samples: list[tuple[torch.Tensor, list]]) -> tuple[torch.Tensor, list[tuple[str, str]]]:

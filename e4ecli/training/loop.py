@@ -17,6 +17,10 @@ Per step s, exactly in the original's order:
      --board-interval, validation every --val-interval and at --max-steps (best_model.pt when it
      improves), iteration_s.pt every --save-interval and at --max-steps; then s + 1 and its stage.
 Steps run from the start step to --max-steps inclusive, as in the original.
+
+Every random draw inside a step (z, the W pools' choices, the generator's noise) goes through
+`self.draws` (`draws.Draws`), the seam through which tests/test_train_replay.py replays the original's
+recorded draws; runs use the default, which draws from the RNGs.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from e4ecli.training import loss as lossmod
 from e4ecli.training import options as optmod
 from e4ecli.training import progressive as prog
 from e4ecli.training.build import Components, build, make_optimizer  # noqa: F401  (make_optimizer: public here too)
+from e4ecli.training.draws import Draws
 from e4ecli.training.logs import RunLog
 from e4ecli.training.plan import Plan, TrainError, prepare  # noqa: F401  (the CLI's entry points)
 
@@ -101,6 +106,15 @@ class Saved:
 
 
 @dataclass
+class StepOutput:
+    """What one training step computed: the logged losses, y_hat (N, 3, H, W) and the latents fed to the generator."""
+
+    losses: dict[str, float]
+    y_hat: torch.Tensor
+    latents: torch.Tensor
+
+
+@dataclass
 class Finished:
     step: int
     best_val_loss: float | None
@@ -115,18 +129,20 @@ class _Synthesis(nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.generator.synthesis(latents, noise=[None] * self.generator.num_layers)
+    def forward(self, latents: torch.Tensor, noise: list[torch.Tensor | None]) -> torch.Tensor:
+        return self.generator.synthesis(latents, noise=noise)
 
 
 class Trainer:
     """One process's trainer. dist: e4ecli.runtime.Dist (a world of one outside torchrun); device: this process's.
 
     `setup()` builds the components (`self.c`, frozen) and restores a resumed run; `run()` calls it.
+    draws: where a step's random draws come from (default `Draws()`: the RNGs; a replay passes recorded ones).
     """
 
-    def __init__(self, plan: Plan, dist: Dist, device: torch.device):
+    def __init__(self, plan: Plan, dist: Dist, device: torch.device, draws: Draws | None = None):
         self.plan = plan
+        self.draws = draws if draws is not None else Draws()
         self.dist = dist
         self.device = torch.device(device)
         self.notes: list[Note] = []
@@ -217,12 +233,15 @@ class Trainer:
     def _autocast(self):
         return autocast(self.device, "fp16" if self.c.opts["amp"] else "fp32")
 
-    def forward(self, x: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, train: bool, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3, H, W) -> (y_hat (N, 3, H, W) framed like x, latents (N, n_styles, 512))."""
         c = self.c
         codes = (self.enc_fwd if train else c.encoder)(x)
         latents = codes + c.latent_avg.to(codes.dtype) if c.opts["start_from_latent_avg"] else codes
-        images = (self.synth if train else self._synth_eval)(latents)
+        if train:
+            images = self.synth(latents, self.draws.noise(step, c.decoder.num_layers))
+        else:
+            images = self._synth_eval(latents)
         h, w = c.domain.input_size
         return c.domain.crop(F.adaptive_avg_pool2d(images, (w, w))), latents
 
@@ -236,28 +255,31 @@ class Trainer:
         delta_stage = stage if c.schedule is not None and stage < c.n_styles else None
         return c.encoder_loss(x, y_hat, latents, c.discriminator, self.dims_to_discriminate(), delta_stage)
 
-    def sample_codes(self, x: torch.Tensor, pools: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real codes, fake codes) for the discriminator; pools=False (validation) leaves the W pools alone."""
+    def sample_codes(self, x: torch.Tensor, pools: bool = True, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real codes, fake codes) for the discriminator; pools=False (validation) leaves the W pools alone
+        and draws z from the RNG (validation's own stream), not from `self.draws`."""
         c = self.c
         return lossmod.sample_codes(c.decoder, c.encoder, x, int(c.opts["batch_size"]),
                                     c.latent_avg if c.opts["start_from_latent_avg"] else None,
-                                    self.dims_to_discriminate() if c.schedule is not None else None, c.pools if pools else None)
+                                    self.dims_to_discriminate() if c.schedule is not None else None, c.pools if pools else None,
+                                    self.draws if pools else None, step)
 
-    def train_step(self, x: torch.Tensor, step: int) -> tuple[dict[str, float], torch.Tensor]:
+    def train_step(self, x: torch.Tensor, step: int) -> StepOutput:
+        """One training step on batch x (N, 3, H, W): the discriminator's (with R1 when due), then the encoder's."""
         c = self.c
         values: dict[str, float] = {}
         if c.discriminator is not None:
-            real_w, fake_w = self.sample_codes(x)
+            real_w, fake_w = self.sample_codes(x, step=step)
             values = lossmod.discriminator_step(self.d_fwd, c.discriminator, c.d_optimizer, real_w, fake_w,
                                                 step % c.opts["d_reg_every"] == 0, float(c.opts["r1"]), int(c.opts["d_reg_every"]))
         with self._autocast():
-            y_hat, latents = self.forward(x, train=True)
+            y_hat, latents = self.forward(x, train=True, step=step)
             loss, enc_values = self.encoder_loss(x, y_hat, latents)
         c.optimizer.zero_grad()
         c.scaler.scale(loss).backward()
         c.scaler.step(c.optimizer)
         c.scaler.update()
-        return {**values, **enc_values}, y_hat.detach()
+        return StepOutput({**values, **enc_values}, y_hat.detach(), latents.detach())
 
     # -- validation ------------------------------------------------------------------------------------
     def validate(self, step: int) -> dict[str, float] | None:
@@ -378,7 +400,8 @@ class Trainer:
                     self._report_bad(bad)
                     x = x.to(self.device, non_blocking=True).float()
                     t0 = time.perf_counter()
-                    loss_dict, y_hat = self.train_step(x, step)
+                    out = self.train_step(x, step)
+                    loss_dict, y_hat = out.losses, out.y_hat
                     steps_run += 1
                     if not math.isfinite(loss_dict.get("loss", 0.0)):
                         raise TrainError(f"step {step}: the loss is {loss_dict['loss']} (diverged); lower --learning-rate "

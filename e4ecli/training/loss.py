@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from e4ecli.training import losses as L
+from e4ecli.training.draws import Draws
 from e4ecli.training.pool import LatentCodesPool
 
 
@@ -77,14 +78,16 @@ class EncoderLoss:
 
 @torch.no_grad()
 def sample_codes(decoder: nn.Module, encoder: nn.Module, x: torch.Tensor, batch_size: int, latent_avg: torch.Tensor | None,
-                 dims: Sequence[int] | None, pools: tuple[LatentCodesPool, LatentCodesPool] | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 dims: Sequence[int] | None, pools: tuple[LatentCodesPool, LatentCodesPool] | None,
+                 draws: Draws | None = None, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(real codes (B, 512) = mapping(z), fake codes (N, 512)), as the original.
 
     Fake codes: encoder(x) (+ latent_avg (n_styles, 512) when given), restricted to `dims` (progressive
     training), through the (real, fake) pools when given, then one style per sample (style 0, or the
-    one the pool picked).
+    one the pool picked). z and the pools' choices come from `draws` (default: the RNGs).
     """
-    z = torch.randn(batch_size, decoder.style_dim, device=x.device)
+    draws = draws if draws is not None else Draws()
+    z = draws.z(step, batch_size, decoder.style_dim, x.device)
     real_w = decoder.mapping(z)
     fake_w = encoder(x)
     if latent_avg is not None:
@@ -92,8 +95,8 @@ def sample_codes(decoder: nn.Module, encoder: nn.Module, x: torch.Tensor, batch_
     if dims is not None:
         fake_w = fake_w[:, list(dims), :]
     if pools is not None:
-        real_w = pools[0].query(real_w)
-        fake_w = pools[1].query(fake_w)
+        real_w = draws.pool(step, "real", pools[0], real_w)
+        fake_w = draws.pool(step, "fake", pools[1], fake_w)
     if fake_w.ndim == 3:
         fake_w = fake_w[:, 0, :]
     return real_w, fake_w
