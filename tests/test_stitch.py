@@ -35,6 +35,14 @@ def test_stitching_lowers_the_border_loss_and_keeps_the_generator(small):
     assert all(torch.equal(v, gen.state_dict()[k]) for k, v in before.items()), "the clip's generator was changed"
 
 
+def test_callers_in_inference_mode_still_tune(small):
+    gen, w, w_edit, mask = small
+    with torch.inference_mode():
+        w_i, e_i = w.clone(), w_edit.clone()  # inference tensors, as an edit computed under inference_mode
+        res = stitch_frame(gen, e_i, w_i, mask, StitchConfig(steps=1, lr=3e-3, border_threshold=0.0))
+    assert res.steps_run == 1 and res.border_loss < res.border_loss_start
+
+
 def test_stitching_stops_early_under_the_threshold(small):
     gen, w, w_edit, mask = small
     seen = []

@@ -151,7 +151,7 @@ def masked_error(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
 
 
 def _codes(w: torch.Tensor, gen: Generator, device) -> torch.Tensor:
-    w = torch.as_tensor(w).detach().float().to(device)
+    w = torch.as_tensor(w).detach().float().to(device).clone()  # a normal tensor even from inference mode
     w = w.unsqueeze(0) if w.ndim == 2 else w
     if w.shape != (1, gen.n_latent, gen.style_dim):
         raise ValueError(f"a W+ code must be ({gen.n_latent}, {gen.style_dim}), got {tuple(w.shape)}")
@@ -191,7 +191,13 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 def stitch_frame(generator: Generator, w_edit, w_unedited, mask, config: StitchConfig = StitchConfig(), *,
                  target: np.ndarray | None = None, s_offsets=None,
                  on_step: Callable[[int, float], None] | None = None) -> StitchResult:
-    """Stitching tuning of one frame (module docstring). on_step(step, border loss) before each step's update."""
+    """Stitching tuning of one frame (module docstring). on_step(step, border loss) before each step's update.
+    Runs with gradients whatever the caller's mode (no_grad or inference_mode around it)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _stitch(generator, w_edit, w_unedited, mask, config, target, s_offsets, on_step)
+
+
+def _stitch(generator: Generator, w_edit, w_unedited, mask, config: StitchConfig, target, s_offsets, on_step) -> StitchResult:
     device = next(generator.parameters()).device
     size = generator.size
     w_edit = _codes(w_edit, generator, device)
@@ -200,7 +206,7 @@ def stitch_frame(generator: Generator, w_edit, w_unedited, mask, config: StitchC
 
         if "style_offsets" not in inspect.signature(generator.synthesis).parameters:
             raise ValueError("StyleSpace offsets need a generator that renders from style vectors (synthesis(style_offsets=))")
-        offsets = [None if d is None else torch.as_tensor(d).float().to(device) for d in s_offsets]
+        offsets = [None if d is None else torch.as_tensor(d).detach().float().to(device).clone() for d in s_offsets]
 
     def edit_render(g: Generator) -> torch.Tensor:
         return (g.synthesis(w_edit) if s_offsets is None else g.synthesis(w_edit, style_offsets=offsets)).float()
