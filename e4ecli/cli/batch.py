@@ -16,21 +16,24 @@ run_batch: validates (precision, -o, the command's `usage` messages, inputs: all
 `check_items`, e.g. outputs that would collide or replace inputs; then that the checkpoint is a file or a
 zoo name; exit 2 with nothing created) -> joins torchrun, locks -o -> shards -> work -> progress, manifest with each output's
 settings, summary -> exit 0/1; Ctrl-C exits 130 with one line.
+
+The run itself (sharding, lock, skip by fingerprint, manifest, rank merging, obsolete outputs) is
+e4ecli.runs.BatchRun -- `Job` is that class -- and this module is its CLI adapter: problems become one line
+and exit 2, the run's events a progress bar and a summary (e4ecli.cli.common.show_events).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, NoReturn, Sequence
 
 import typer
 
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_USAGE, MAX_SIZE, console, die, escape, progress_columns
+from e4ecli.runs.batch import BatchRun as Job  # what `work` gets: items (this process's share), device, dist, start(settings)
 
 if TYPE_CHECKING:
     from e4ecli.files.batch import Item
-    from e4ecli.files.provenance import Previous
-    from e4ecli.pipelines.common import Finished, Result
+    from e4ecli.pipelines.common import Result
 
 EXIT_INTERRUPTED = 130
 PRECISION_HELP = "fp32 (exact, the default), or for speed fp16 (GPUs) / bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX)."
@@ -100,33 +103,6 @@ def ident_hash(ident: str) -> str:
 
 
 # -- the skeleton ------------------------------------------------------------------------------------
-@dataclass
-class Job:
-    """What `work` gets: this process's share of the inputs, the device, and `start(settings)`."""
-
-    label: str
-    out: Path
-    items: list["Item"]
-    all_items: list["Item"]
-    device: Any
-    dist: Any
-    overwrite: bool
-    previous: "Previous | None" = field(default=None, repr=False)
-    checkpoint_id: str | None = None
-
-    def start(self, settings, checkpoint_id: str | None = None) -> "Finished":
-        """Record the run's Settings (and the manifest's `checkpoint` label); returns the predicate the
-        pipelines take as `finished=`."""
-        from e4ecli.files.provenance import Previous
-
-        import os
-
-        self.previous = Previous(self.out, settings, self.overwrite)
-        self.previous.keep = {os.path.realpath(it.source) for it in self.all_items}  # never removed as obsolete
-        self.checkpoint_id = checkpoint_id
-        return self.previous.finished
-
-
 def run_batch(label: str, inputs: Sequence[Path], out: Path, extensions: Collection[str],
               work: Callable[[Job], Iterable["Result"]], *, device: str, precision: str, overwrite: bool,
               suffix: str, empty: str, checkpoint: str | None = None, usage: Iterable[str | None] = (),
@@ -136,9 +112,9 @@ def run_batch(label: str, inputs: Sequence[Path], out: Path, extensions: Collect
 
     usage: the command's own problems found without a model (reported with run_batch's own, together);
     check_items(all items) -> more problems (or it exits itself, e.g. outputs_or_die), before anything loads."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, out_dir_or_die, precision_or_die, run_with_progress
+    from e4ecli.cli.common import discover_or_die, distributed_or_die, out_dir_or_die, precision_or_die, show_events
     from e4ecli.files.batch import shard
-    from e4ecli.files.guard import out_dir_problem
+    from e4ecli.files.guard import out_dir_problem, release_all
 
     precision_or_die(precision)
     problems_before = list(usage)
@@ -161,15 +137,15 @@ def run_batch(label: str, inputs: Sequence[Path], out: Path, extensions: Collect
 
         dist, dev = Dist(), device_or_die(device)
     out_dir_or_die(out, lock=dist.is_main)
-    mine = shard(items, dist.rank, dist.world)
-    job = Job(label, out, mine, items, dev, dist, overwrite)
+    job = Job(label, out, shard(items, dist.rank, dist.world), items, dev, dist, overwrite, missing=missing, suffix=suffix)
     progress = {"done": 0}
     try:
         results = work(job)  # a plain function: the model loads here, the pipeline runs lazily below
-        code = run_with_progress(results, len(mine), label, out, job.checkpoint_id, missing, suffix=suffix, dist=dist,
-                                 previous=job.previous, counter=progress)
+        code = show_events(job.execute(results), counter=progress)
     except KeyboardInterrupt:
-        interrupted(progress["done"], len(mine))
+        interrupted(progress["done"], len(job.items))
+    finally:
+        release_all()
     dist.close()
     raise typer.Exit(code)
 

@@ -5,7 +5,6 @@ Exit codes (documented in the README): 0 every input done (or already done), 1 s
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -132,9 +131,9 @@ def out_file_or_die(out: Path, inputs: Iterable[Path] = (), option: str = "-o") 
 
 def planned(items: Sequence["Item"], out_dir: Path, suffixes: Sequence[str]) -> dict:
     """item -> OUT/<key><suffix> for every suffix (the files a one-output-per-suffix command writes)."""
-    from e4ecli.files.batch import output_path
+    from e4ecli.runs import planned_outputs
 
-    return {it: [output_path(out_dir, it.key, s) for s in suffixes] for it in items}
+    return planned_outputs(items, out_dir, suffixes)
 
 
 def save_or_die(out: Path, obj, kind: str) -> None:
@@ -163,17 +162,17 @@ def save_or_die(out: Path, obj, kind: str) -> None:
 def outputs_or_die(items: Sequence["Item"], planned: dict) -> None:
     """`planned`: item -> every file that item will write. Refuse (exit 2, before any work) when two inputs
     would write the same file or when an output would replace one of the inputs."""
-    from e4ecli.files.guard import overwritten_inputs, shared_outputs
+    from e4ecli.runs import OutputsClash, OverwritesInput, check_outputs
 
-    clashes = shared_outputs(planned)
-    for path, owners in clashes[:20]:
-        console.print(f"[red]✗[/] {', '.join(escape(o.source) for o in owners)} would all write {escape(path)}")
-    if clashes:
-        die(f"{len(clashes)} output file(s) would be written by several inputs; rename the inputs or use separate -o folders")
-    hits = overwritten_inputs([it.source for it in items], [p for paths in planned.values() for p in paths])
-    if hits:
-        src, _ = hits[0]
-        more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+    try:
+        check_outputs(items, planned)
+    except OutputsClash as e:
+        for path, owners in e.clashes[:20]:
+            console.print(f"[red]✗[/] {', '.join(escape(o.source) for o in owners)} would all write {escape(path)}")
+        die(f"{len(e.clashes)} output file(s) would be written by several inputs; rename the inputs or use separate -o folders")
+    except OverwritesInput as e:
+        src, _ = e.hits[0]
+        more = f" (and {len(e.hits) - 1} more)" if len(e.hits) > 1 else ""
         die(f"the output would overwrite the input {src}{more}; choose an -o folder that does not hold the inputs")
 
 
@@ -239,20 +238,20 @@ def load_model(spec: str) -> tuple["LoadedCheckpoint", str]:
 
 
 def discover_or_die(inputs: Sequence[Path], extensions, out_dir: Path, skip_out: bool = True) -> tuple[list["Item"], list[tuple[str, str]]]:
-    """Expand inputs; refuse to start if two inputs would write the same output.
+    """Expand inputs (e4ecli.runs.find_inputs), printing each missing one; refuse to start if two inputs
+    would write the same output.
 
     skip_out: folder scans do not enter out_dir (a command's output folder inside an input folder)."""
-    from e4ecli.files.batch import collisions, discover
+    from e4ecli.runs import find_inputs
 
-    items, problems = discover(inputs, extensions, exclude=out_dir if skip_out else None)
-    for src, why in problems:
+    found = find_inputs(inputs, extensions, out_dir, exclude_out=skip_out)
+    for src, why in found.missing:
         console.print(f"[red]✗[/] {escape(src)}: {escape(why)}")
-    clash = collisions(items)
-    if clash:
-        for key, sources in list(clash.items())[:20]:
+    if found.clashes:
+        for key, sources in list(found.clashes.items())[:20]:
             console.print(f"[red]✗[/] {', '.join(escape(str(s)) for s in sources)} would all be written as {escape(str(out_dir / key))}.*")
-        die(f"{len(clash)} output name(s) would be shared by several inputs; rename them or invert them into separate -o folders")
-    return items, problems
+        die(f"{len(found.clashes)} output name(s) would be shared by several inputs; rename them or invert them into separate -o folders")
+    return found.items, found.missing
 
 
 def progress_columns() -> tuple:
@@ -266,89 +265,59 @@ def progress_columns() -> tuple:
 def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
                       problems: Sequence[tuple[str, str]] = (), suffix: str = "", dist=None, previous=None,
                       counter: dict | None = None) -> int:
-    """Consume pipeline Results: progress bar with ETA, one line per failure, manifest, summary table.
+    """Consume pipeline Results through the run layer (e4ecli.runs.BatchRun.execute: manifest with each
+    output's settings fingerprint, obsolete files removed, rank parts merged) and show its events
+    (`show_events`); returns the exit code. previous: e4ecli.files.provenance.Previous or None."""
+    from e4ecli.files.guard import release_all
+    from e4ecli.runs import BatchRun
 
-    previous (e4ecli.files.provenance.Previous): adds each output's settings fingerprint to its manifest
-    line and says which changed settings made outputs be redone. counter["done"] counts finished items.
-    Under torchrun (`dist.world > 1`) each rank writes manifest.rank<r>.jsonl; rank 0 merges them into
-    manifest.jsonl and prints the summary of all ranks; every rank returns the same exit code.
-    """
-    from e4ecli.runtime import Dist
-
-    dist = dist or Dist()
-    if dist.is_main:
-        out_dir_or_die(out_dir, lock=False)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_dir_or_die(out_dir)  # lock the folder now that it exists
+    run = BatchRun(label, out_dir, [], [], dist=dist, previous=previous, checkpoint_id=checkpoint_id, missing=list(problems), suffix=suffix)
     try:
-        return _consume(results, total, label, out_dir, checkpoint_id, problems, suffix, dist, previous,
-                        counter if counter is not None else {})
+        return show_events(run.execute(results, total), counter)
     finally:
-        from e4ecli.files.guard import release_all
-
         release_all()
 
 
-def _consume(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
-             problems: Sequence[tuple[str, str]], suffix: str, dist, previous, counter: dict) -> int:
+def show_events(events: Iterable, counter: dict | None = None) -> int:
+    """A batch run's events (e4ecli.runs.events) as the CLI shows them: progress bar with ETA, one line per
+    failure, notes, the summary table on rank 0; returns the exit code (0 all done, 1 something failed).
+    counter["done"] counts the items done or skipped (for the Ctrl-C line). An output folder that cannot be
+    used or is locked exits 2."""
     from rich.progress import Progress
 
-    from e4ecli.files.batch import Manifest, ManifestError, Record
+    from e4ecli.runs import Finished, ItemFailed, Note, OutputLocked, OutputUnusable, Started
 
-    counts: Counter = Counter()
-    problems = list(problems) if dist.is_main else []  # every rank saw the same missing inputs
-    failures: list[tuple[str, str]] = list(problems)
-    counts["failed"] += len(problems)
-    start = time.perf_counter()
-    name = "manifest.jsonl" if dist.world == 1 else f"manifest.rank{dist.rank}.jsonl"
-    stopped = None
+    counter = counter if counter is not None else {}
     counter["done"] = 0
-    noted = previous is None
+    events = iter(events)
     try:
-        with Manifest(out_dir, name) as manifest, Progress(
-            *progress_columns(), console=console, transient=False, disable=not dist.is_main,
-        ) as progress:
-            for src, why in problems:
-                manifest.add(Record(src, "", "failed", why, checkpoint_id))
-            task = progress.add_task(label if dist.world == 1 else f"{label} (rank 0 of {dist.world})", total=total)
-            for r in results:
-                if not noted:  # every skip decision is made before the first result arrives
-                    noted = True
-                    changed = previous.summary()
-                    if changed:
-                        progress.console.print(f"[yellow]note:[/] redoing outputs an earlier run made differently: {escape(changed)}")
-                counts[r.status] += 1
-                counter["done"] += r.status != "failed"
-                out = r.outputs[0].relative_to(out_dir).as_posix() if r.outputs else r.item.key + suffix
-                extra = dict(getattr(r, "extra", None) or {})
-                if previous is not None:
-                    extra.update(previous.fields(r.item.source))
-                    if r.outputs:
-                        extra["files"] = [p.relative_to(out_dir).as_posix() for p in r.outputs]
-                    if r.status == "ok":  # what the earlier run wrote and this one did not must not pass for its result
-                        for stale in previous.obsolete(r.outputs, previous.keep):
-                            stale.unlink(missing_ok=True)
-                manifest.add(Record(str(r.item.source), out, r.status, r.error, checkpoint_id, extra=extra))
-                if r.status == "failed":
-                    failures.append((str(r.item.source), r.error or "failed"))
-                    progress.console.print(f"[red]✗[/] {escape(str(r.item.source))}: {escape(r.error or 'failed')}")
-                progress.advance(task)
-    except ManifestError as e:  # e.g. the disk is full: the manifest keeps whole lines; stop rather than go on blind
-        stopped = str(e)
-        console.print(f"[red]✗[/] stopped: cannot record results: {escape(stopped)}")
-    elapsed = time.perf_counter() - start
-    if dist.world > 1:
-        gathered = dist.gather((dict(counts), failures))
-        counts, failures = Counter(), []
-        for c, f in gathered:
-            counts.update(c)
-            failures.extend(f)
-        dist.barrier()
-        if dist.is_main:
-            Manifest(out_dir).absorb_parts()
-    if dist.is_main:
-        print_summary(label, counts, failures, elapsed, out_dir)
-    return EXIT_FAILED if counts["failed"] or stopped else EXIT_OK
+        first = next(events)
+    except OutputUnusable as e:
+        die(f"-o {e.reason}")
+    except OutputLocked as e:
+        die(str(e))
+    finished = first if isinstance(first, Finished) else None
+    if isinstance(first, Started):
+        main = first.rank == 0
+        with Progress(*progress_columns(), console=console, transient=False, disable=not main) as progress:
+            task = progress.add_task(first.label if first.world == 1 else f"{first.label} (rank 0 of {first.world})", total=first.total)
+            for ev in events:
+                if isinstance(ev, Finished):
+                    finished = ev
+                elif isinstance(ev, Note):
+                    progress.console.print(f"[yellow]{'warning' if ev.level == 'warning' else 'note'}:[/] {escape(ev.message)}")
+                else:
+                    if isinstance(ev, ItemFailed):
+                        progress.console.print(f"[red]✗[/] {escape(ev.source)}: {escape(ev.error)}")
+                    else:
+                        counter["done"] += 1
+                    progress.advance(task)
+    assert finished is not None
+    if finished.stopped:
+        console.print(f"[red]✗[/] stopped: {escape(finished.stopped)}")
+    if finished.rank == 0:
+        print_summary(finished.label, Counter(finished.counts), finished.failures, finished.seconds, finished.out)
+    return EXIT_OK if finished.ok else EXIT_FAILED
 
 
 def print_summary(label: str, counts: Counter, failures: Sequence[tuple[str, str]], elapsed: float, out_dir: Path) -> None:
