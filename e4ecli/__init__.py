@@ -2,6 +2,7 @@
 
 Layout (data flows one way, CLI -> pipelines -> models):
   cli/        the Typer app: parse options, show progress, print summaries, exit codes
+  runs/       batch runs below the CLI: inputs, shards, lock, skip by fingerprint, manifest; yields events
   pipelines/  plain functions over iterables of items (invert, render, ...)
   models/     pure nn.Modules, no I/O (StyleGAN2, e4e/pSp encoders)
   hub/        checkpoints in and out (safely), the weights zoo

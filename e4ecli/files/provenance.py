@@ -18,7 +18,7 @@ batch size, workers, paths of the inputs; the input's own change is covered by `
     settings = Settings("edit", checkpoint=ckpt_id, precision=precision, size=size, steps=[...])
     settings = settings.with_(refine={"steps": 100, "lr": 0.01})      # add keys for a new option
 
-and hand it to the batch skeleton (`e4ecli.cli.batch.Job.start(settings)` returns the predicate the
+and hand it to the batch run (`e4ecli.runs.BatchRun.start(settings)` returns the predicate the
 pipelines take as `finished=`; the manifest then records it). Rules that keep reruns stable:
   * values are JSON types; use `content_id(...)` for tensors, arrays or files (not their paths);
   * a key whose value is None is dropped, so a new option adds its key only when it is used and
