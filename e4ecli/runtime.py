@@ -11,6 +11,22 @@ class DeviceError(ValueError):
         super().__init__(f"device {spec}: {reason}" + (f"; use {fallback}" if fallback else ""))
 
 
+# what torch.device accepts (its device types, with an optional index); checked without importing torch
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "hip", "xla", "meta", "hpu", "mtia", "ipu", "vulkan", "ve", "fpga", "maia",
+                "lazy", "mkldnn", "opengl", "opencl", "ideep", "privateuseone")
+
+
+def check_device_spec(spec: str) -> None:
+    """DeviceError when `spec` is not even a device name (a typo: 'tpu', 'cuda:x'), found without torch;
+    whether the device is there is resolve_device's question."""
+    import re
+
+    text = (spec or "auto").strip().lower()
+    match = re.fullmatch(r"([a-z]+)(?::(\d+))?", text)
+    if text != "auto" and (match is None or match.group(1) not in DEVICE_TYPES):
+        raise DeviceError(text, "unknown device: use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(spec: str = "auto"):
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device (clear error if unavailable)."""
     import torch

@@ -112,12 +112,14 @@ def run_batch(label: str, inputs: Sequence[Path], out: Path, extensions: Collect
 
     usage: the command's own problems found without a model (reported with run_batch's own, together);
     check_items(all items) -> more problems (or it exits itself, e.g. outputs_or_die), before anything loads."""
-    from e4ecli.cli.common import discover_or_die, distributed_or_die, out_dir_or_die, precision_or_die, show_events
+    from e4ecli.cli.common import (device_problem, discover_or_die, distributed_or_die, out_dir_or_die, precision_or_die,
+                                   show_events)
     from e4ecli.files.batch import shard
     from e4ecli.files.guard import out_dir_problem, release_all
 
     precision_or_die(precision)
     problems_before = list(usage)
+    problems_before.append(device_problem(device))
     out_problem = out_dir_problem(out)
     problems_before.append(f"-o {out_problem}" if out_problem else None)
     items, missing = discover_or_die(inputs, extensions, out, skip_out=exclude_out)  # prints each missing input

@@ -181,6 +181,17 @@ def device_error(e) -> str:
     return f"--device {e.spec}: {e.reason}" + (f"; use --device {e.fallback}" if e.fallback else "")
 
 
+def device_problem(spec: str) -> str | None:
+    """Why --device cannot be a device at all (a typo), found without importing torch; None otherwise."""
+    from e4ecli.runtime import DeviceError, check_device_spec
+
+    try:
+        check_device_spec(spec)
+    except DeviceError as e:
+        return device_error(e)
+    return None
+
+
 def device_or_die(spec: str):
     """The torch.device for --device, backend tuned (runtime.tune_for), or a one-line exit."""
     from e4ecli.runtime import DeviceError, resolve_device, tune_for

@@ -40,6 +40,8 @@ def convert_cmd(
 
     from e4ecli.cli.common import EXIT_OK, console
 
+    if not source.is_file():
+        die(f"{source}: no such file")
     out = out or source.with_suffix(".pt")
     if out.resolve() == source.resolve():
         die(f"{out}: the output would replace the input; choose another -o")
@@ -53,8 +55,6 @@ def convert_cmd(
     from e4ecli.hub.ada import convert_pickle, is_plain_pickle
     from e4ecli.hub.checkpoints import CheckpointError, GENERATOR_CONFIG_KEY
 
-    if not source.is_file():
-        die(f"{source}: no such file")
     if not is_plain_pickle(source):
         die(f"{source}: not a StyleGAN2-ADA pickle (it looks like a PyTorch checkpoint, which every command loads as it is)")
     try:

@@ -75,16 +75,25 @@ def sefa_cmd(
     num: Optional[int] = typer.Option(None, "--num", "-k", min=1, help="Keep only the first k directions (default: all 512)."),
 ) -> None:
     """Closed-form factorisation (SeFa) of the generator's modulation weights."""
-    import numpy as np
     from rich.table import Table
 
     from e4ecli.cli.common import load_model, out_file_or_die, save_or_die
+    from e4ecli.cli.batch import checkpoint_problem, usage_or_die
+    from e4ecli.edits.syntax import parse_layers
+
+    problems = [] if out.suffix.lower() == ".npz" else [f"-o {out}: the SeFa output is an .npz file"]
+    try:
+        parse_layers(layers, None)  # the syntax now; the range once the generator is loaded
+    except ValueError as e:
+        problems.append(f"--layers {layers}: {e}")
+    usage_or_die(problems)
+    out_file_or_die(out)
+    usage_or_die([checkpoint_problem(checkpoint)])
+    ckpt, _ = load_model(checkpoint)
+    import numpy as np
+
     from e4ecli.edits import ops
 
-    if out.suffix.lower() != ".npz":
-        die(f"-o {out}: the SeFa output is an .npz file")
-    out_file_or_die(out)
-    ckpt, _ = load_model(checkpoint)
     try:
         result = ops.sefa(ckpt.generator, layers)
     except ValueError as e:

@@ -63,7 +63,6 @@ def invert_cmd(
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.cli.refining import base_record, loss_nets_with_notes, refine_options_or_die
     from e4ecli.files.images import IMAGE_EXTENSIONS
-    from e4ecli.pipelines.invert import output_suffixes
 
     workers = capped_workers(workers)
     problems = ["--save-aligned keeps the crops of --align: add --align"] if save_aligned and not align else []
@@ -71,6 +70,8 @@ def invert_cmd(
     chosen: dict = {}
 
     def check_items(items) -> None:
+        from e4ecli.pipelines.invert import output_suffixes
+
         chosen["opts"] = opts = refine_options_or_die(refine, refine_steps, refine_lr, pivot, pivot_steps, pti_shared, lpips_weight, id_weight,
                                                       reg_weight, len(items), world)
         outputs_or_die(items, planned(items, out, output_suffixes(save_reconstructions, align, save_aligned, opts)))

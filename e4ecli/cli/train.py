@@ -68,6 +68,11 @@ def train_cmd(ctx: typer.Context, **values: Any) -> None:
         opts["config"] = str(values["config"]) if values.get("config") else None
     except optmod.OptionsError as e:
         die(e)
+    problems = optmod.early_problems(opts)
+    for problem in problems[:-1]:
+        console.print(error_text(problem))
+    if problems:
+        die(problems[-1])
     from e4ecli.cli.common import capped_workers
 
     for name in ("workers", "test_workers"):  # at most one DataLoader process per CPU (the loader caps resumed runs too)

@@ -52,10 +52,9 @@ def video_cmd(
     """Render a video: linear interpolation in W+ through the latents, or one latent with an edit swept."""
     from e4ecli.cli.batch import checkpoint_problem, usage_or_die
     from e4ecli.cli.common import precision_or_die
-    from e4ecli.edits.ops import EASINGS
+    from e4ecli.edits.syntax import EASINGS
     from e4ecli.edits.specs import parse_range, precheck
     from e4ecli.hub.directions import DirectionError
-    from e4ecli.pipelines.video import VideoError, output_for
 
     import math
 
@@ -65,11 +64,6 @@ def video_cmd(
         problems.append(f"--fps {fps}: give a number from 0.1 to {MAX_FPS:g}")
     if easing not in EASINGS:
         problems.append(f"--easing {easing}: use one of {', '.join(EASINGS)}")
-    target = fallback = None
-    try:
-        target, fallback = output_for(out)
-    except VideoError as e:
-        problems.append(str(e))
     if direction is None and (strength is not None or not bounce):
         problems.append("--strength and --no-bounce sweep an edit; give --direction too")
     if direction is not None and len(inputs) != 1:
@@ -82,6 +76,14 @@ def video_cmd(
         except DirectionError as e:
             problems.append(str(e))
     problems += [f"{p}: no such latent file" for p in inputs if not p.is_file()]
+    usage_or_die(problems)  # the typos above are answered before the video pipeline (and torch) is imported
+    from e4ecli.pipelines.video import VideoError, output_for
+
+    target = fallback = None
+    try:
+        target, fallback = output_for(out)
+    except VideoError as e:
+        problems.append(str(e))
     if target is not None and target.exists() and not overwrite:
         from e4ecli.files.provenance import OK_STATUSES, manifest_paths, read_records
 

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from e4ecli.edits.syntax import EASINGS, parse_layers  # noqa: F401 -- re-exported (torch-free, for option checks)
+
 
 def _strength(strength: float | torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
     """float or (N,) -> tensor broadcastable to (N, 1, 1) on the latents' device and dtype."""
@@ -164,34 +166,6 @@ def styled_convs(generator) -> list:
     return [generator.conv1] + list(generator.convs)
 
 
-def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
-    """'all' / None -> every layer; '2,3,4,5' or '2-5' (or a list) -> sorted unique indices."""
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
-        return list(range(n_layers))
-    if isinstance(spec, str):
-        out: set[int] = set()
-        for part in spec.replace(" ", "").split(","):
-            if not part:
-                continue
-            try:
-                if "-" in part[1:]:
-                    a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                    out.update(range(int(a), int(b) + 1))
-                else:
-                    out.add(int(part))
-            except ValueError:
-                raise ValueError(f"layers must be 'all' or indices like 2,3,4,5 or 2-5; got {spec!r}") from None
-        layers = sorted(out)
-    else:
-        layers = sorted({int(x) for x in spec})
-    if not layers:
-        raise ValueError("no layers selected")
-    bad = [i for i in layers if not 0 <= i < n_layers]
-    if bad:
-        raise ValueError(f"layer(s) {bad} out of range: this generator has styled convolutions 0..{n_layers - 1}")
-    return layers
-
-
 def canonical_sign(vectors: torch.Tensor) -> torch.Tensor:
     """rows (K, D) -> the same rows, each flipped so that its largest-magnitude entry is positive."""
     idx = vectors.abs().argmax(dim=1, keepdim=True)
@@ -238,7 +212,6 @@ def sefa_edit(latents: torch.Tensor, direction: torch.Tensor, styles: Sequence[i
 
 
 # -- interpolation ------------------------------------------------------------------------------
-EASINGS = ("linear", "smooth", "cosine")
 
 
 def ease(t: torch.Tensor, easing: str = "linear") -> torch.Tensor:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-
-from e4ecli.edits import ops
 from e4ecli.hub.directions import DirectionError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: parsing and checking specs stays torch-free (a typo is answered fast)
+    import torch
+
+    from e4ecli.edits import ops
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Edit:
     context: Callable | None = field(default=None, repr=False, compare=False)  # styleflow: bound to latents' conditions
 
     def apply(self, latents: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        from e4ecli.edits import ops
+
         if self.kind == "styleflow":
             if self.context is None:
                 raise ValueError(f"{self.label}: a StyleFlow edit needs each latent's attributes; bind it first (pipelines.styleflow.bind)")
@@ -74,6 +78,8 @@ class Edit:
 
     def check(self, n_styles: int, style_dim: int) -> None:
         """Raise DirectionError when this edit cannot apply to latents (N, n_styles, style_dim)."""
+        from e4ecli.edits import ops
+
         if self.kind == "styleflow" and (n_styles, style_dim) != (18, 512):
             raise DirectionError(f"{self.label}: StyleFlow edits W+ latents of 18 styles of 512 (FFHQ 1024); "
                                  f"this generator's latents are {n_styles} x {style_dim}")
@@ -127,8 +133,14 @@ def parse_strength(text: str) -> Strength:
         raise DirectionError(f"strength {text!r}: N in A:B:N must be a whole number") from None
     if n < 2:
         raise DirectionError(f"strength {text!r}: a sweep needs N >= 2 values")
-    values = torch.linspace(a, b, n, dtype=torch.float64).tolist()
-    return Strength(tuple(values), text, True)
+    return Strength(linspace(a, b, n), text, True)
+
+
+def linspace(a: float, b: float, n: int) -> tuple[float, ...]:
+    """n evenly spaced values from a to b inclusive, both ends exact (the first half stepped from a, the second
+    from b, as torch.linspace does), without importing torch."""
+    step = (b - a) / (n - 1)
+    return tuple(a + step * i if i < n // 2 else b - step * (n - 1 - i) for i in range(n))
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -218,6 +230,8 @@ def _npz_row(path: Path, k: int, spec: str) -> Edit:
         raise DirectionError(f"{spec}: {path.name} holds no 'directions' array of rows (found {', '.join(data) or 'nothing'})")
     if not 0 <= k < rows.shape[0]:
         raise DirectionError(f"{spec}: row {k} out of range ({path.name} has rows 0..{rows.shape[0] - 1})")
+    import torch
+
     row = rows[k].float()
     if not torch.isfinite(row).all():
         raise DirectionError(f"{spec}: row {k} contains NaN or infinite values")
@@ -245,7 +259,7 @@ def precheck(spec: str, pca: str | Path | None = None) -> float | None:
                                      f"({', '.join(n for n, e in registry.items() if e.kind == 'pca')})")
         return None
     if head == "styleflow" and not path.is_file():
-        from e4ecli.edits.styleflow import StyleflowSpecError, parse_name
+        from e4ecli.edits.syntax import StyleflowSpecError, parse_name
 
         try:
             parse_name(rest)
@@ -333,6 +347,9 @@ def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
     """ops.sefa, cached in memory and (with a checkpoint hash as cache_key) on disk under
     `$E4E_HOME/sefa/<hash>-<layers>.npz`. Without a key it is computed every time."""
     import numpy as np
+    import torch
+
+    from e4ecli.edits import ops
 
     chosen = tuple(ops.parse_layers(layers, len(ops.styled_convs(generator))))
     if cache_key is None:

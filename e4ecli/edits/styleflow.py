@@ -20,58 +20,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from e4ecli.edits.syntax import (ATTRIBUTES, LIGHTING_PRESETS, NAMES, UNITS, StyleflowSpecError, Target,  # noqa: F401 -- re-exported
+                                 parse_name, parse_overrides)
 from e4ecli.models.styleflow import CONDITION_DIM, N_LIGHTING
-
-ATTRIBUTES = ("gender", "glasses", "yaw", "pitch", "baldness", "beard", "age", "expression")
-UNITS = {"gender": "0-1", "glasses": "0-1", "yaw": "degrees", "pitch": "degrees", "baldness": "0-1", "beard": "0-1",
-         "age": "years", "expression": "0-1"}
-# StyleFlow's UI lighting sliders (main.py `lighting_order`): the preset is row K of data/light.npy
-LIGHTING_PRESETS = {"light_left_right": 8, "light_right_left": 33, "light_down_up": 641, "light_up_down": 547,
-                    "light_none": 28, "light_front": 34}
-NAMES = ATTRIBUTES + tuple(LIGHTING_PRESETS)
-
-
-class StyleflowSpecError(ValueError):
-    """A StyleFlow name, attribute override or attributes file that cannot be used."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """One `styleflow:NAME`: an attribute index (0..7) or a lighting preset row of light.npy."""
-
-    name: str
-
-    @property
-    def attribute(self) -> int | None:
-        return ATTRIBUTES.index(self.name) if self.name in ATTRIBUTES else None
-
-    @property
-    def preset_row(self) -> int | None:
-        return LIGHTING_PRESETS.get(self.name)
-
-
-def parse_name(name: str) -> Target:
-    name = name.strip().lower()
-    if name not in NAMES:
-        raise StyleflowSpecError(f"styleflow:{name}: unknown; use one of {', '.join(NAMES)}")
-    return Target(name)
-
-
-def parse_overrides(texts: Sequence[str]) -> dict[str, float]:
-    """['age=35', 'glasses=0'] -> {'age': 35.0, 'glasses': 0.0}."""
-    out: dict[str, float] = {}
-    for text in texts:
-        name, eq, value = text.partition("=")
-        name = name.strip().lower()
-        if not eq or name not in ATTRIBUTES:
-            raise StyleflowSpecError(f"--attribute {text!r}: use NAME=VALUE with NAME one of {', '.join(ATTRIBUTES)}")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise StyleflowSpecError(f"--attribute {text!r}: {value!r} is not a number") from None
-        if not np.isfinite(out[name]):
-            raise StyleflowSpecError(f"--attribute {text!r}: the value must be finite")
-    return out
 
 
 def condition_from_json(data: object, where: str) -> tuple[np.ndarray, list[str]]:

@@ -329,6 +329,20 @@ def _safe_coerce(opt: Option, value: Any) -> Any:
         return value
 
 
+def early_problems(opts: Mapping[str, Any]) -> list[str]:
+    """Folders that do not exist and a --device that is not a device name: found before torch loads (a typo is
+    answered at once); `check` includes them."""
+    from e4ecli.runtime import DeviceError, check_device_spec
+
+    problems = [f"--{key.replace('_', '-')} {opts[key]}: no such folder" for key in ("data", "val_data")
+                if opts.get(key) and not Path(opts[key]).is_dir()]
+    try:
+        check_device_spec(str(opts.get("device") or "auto"))
+    except DeviceError as e:
+        problems.append(f"--device {e.spec}: {e.reason}")
+    return problems
+
+
 def check(opts: Mapping[str, Any]) -> list[str]:
     """Problems that make the options unusable (each names the option and says what to do)."""
     problems = []
@@ -336,6 +350,7 @@ def check(opts: Mapping[str, Any]) -> list[str]:
         problems.append("--exp-dir is required: the folder that receives checkpoints and logs")
     if not opts.get("data"):
         problems.append("--data is required: a folder of training images")
+    problems += early_problems(opts)
     if opts.get("resume") and opts.get("resume_training_from_ckpt"):
         problems.append("--resume and --resume-training-from-ckpt are exclusive: --resume takes the newest checkpoint in --exp-dir")
     losses = [opts["l2_lambda"], opts["lpips_lambda"], opts["id_lambda"], opts["w_discriminator_lambda"]]
