@@ -105,13 +105,13 @@ def parsing_mask(parser, crop: np.ndarray) -> np.ndarray:
 class FaceMasker:
     """kind: auto | parsing | landmarks; parser: a file or zoo name of the BiSeNet weights.
 
-    `note` says why "auto" fell back to landmarks (None when it did not). Calling it with a crop and the
+    `note` says in one line why "auto" fell back to landmarks (None when it did not); `reason` is the full message. Calling it with a crop and the
     crop's landmarks (crop coordinates, see `landmarks_in_crop`) gives a FaceMask."""
 
     def __init__(self, kind: str = "auto", parser: str = DEFAULT_PARSER, device=None):
         if kind not in MASK_KINDS:
             raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(MASK_KINDS)}")
-        self.kind, self.note, self.net = kind, None, None
+        self.kind, self.note, self.net, self.reason = kind, None, None, None
         if kind == "landmarks":
             return
         from e4ecli.hub.checkpoints import CheckpointError
@@ -122,7 +122,10 @@ class FaceMasker:
         except CheckpointError as e:
             if kind == "parsing":
                 raise
-            self.kind, self.note = "landmarks", f"face parser unavailable, using the landmark hull: {e}"
+            first = str(e).strip().splitlines()[0].rstrip(":")
+            self.kind, self.note = "landmarks", (f"face parser unavailable ({first}); using the landmark hull "
+                                                 f"(`e4e weights path {DEFAULT_PARSER}` says where 79999_iter.pth goes)")
+            self.reason = str(e)
             return
         if device is not None:
             self.net = self.net.to(device)
