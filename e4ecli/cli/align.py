@@ -19,7 +19,7 @@ class Detector(str, Enum):
 
 
 DETECTOR_HELP = ("Landmark detector: face-alignment (FAN; weights download once into the torch hub cache) or "
-                 "dlib (offline; pip install 'e4ecli\\[dlib]'). face-alignment falls back to dlib when its "
+                 "dlib (offline; pip install 'e4ecli[dlib]'). face-alignment falls back to dlib when its "
                  "weights cannot be fetched.")
 
 

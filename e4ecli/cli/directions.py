@@ -6,16 +6,15 @@ from typing import Optional
 
 import typer
 
-from e4ecli.cli.app import app
+from e4ecli.cli.app import App, app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, EXIT_OK, console, die, escape
 
-directions_app = typer.Typer(
+directions_app = App(
     help=(
         "Editing directions: the published ones (registry, download cache) and new ones made from a "
         "checkpoint (SeFa, GANSpace PCA) or from labelled latents (InterFaceGAN boundary)."
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(directions_app, name="directions")

@@ -5,17 +5,17 @@ from typing import List, NoReturn, Optional
 
 import typer
 
+from e4ecli.cli.app import App
 from e4ecli.hub import zoo
 
 EXIT_FAILED = 1
 
-weights_app = typer.Typer(
+weights_app = App(
     help=(
         "Published checkpoints (e4e encoders, the FFHQ generator, loss networks): list them, "
         "download them into the cache ($E4E_HOME, default ~/.cache/e4ecli), print their paths."
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
