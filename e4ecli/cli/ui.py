@@ -74,6 +74,7 @@ def ui_cmd(
         console.print(f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach this machine can use the page and the model")
 
     import shutil
+    import signal
     import socket
     import tempfile
 
@@ -86,6 +87,13 @@ def ui_cmd(
     dev = device_or_die(device)
     ckpt, ident = load_model(checkpoint)
     workdir = Path(tempfile.mkdtemp(prefix="e4e-ui-"))
+
+    def stop(signum, frame):  # `kill` (SIGTERM) and a closed terminal (SIGHUP) stop the page like Ctrl+C: the folder goes too
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, stop)
     try:
         from e4ecli.ui.app import configure_gradio
 

@@ -45,7 +45,7 @@ def build(session: Session):
     skip = gr.skip()
 
     def out(values):
-        return tuple(skip if v is cb._Skip else v for v in values)
+        return tuple(skip if v is cb.Keep else v for v in values)
 
     with gr.Blocks(title="e4e ui", analytics_enabled=False) as demo:
         opened = gr.State(None)

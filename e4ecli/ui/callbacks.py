@@ -9,8 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from e4ecli.ui.command import CommandError, View, parse_command, to_command
 from e4ecli.ui.session import Opened, Session, UIError, first_line
 
@@ -114,16 +112,12 @@ def load_settings(session: Session, text: str, opened: Opened | None, view: View
     except Exception as e:  # noqa: BLE001
         return (opened, view, values, view.stage if view.stage is not None else max(session.n_stages - 1, 0), view.refine or "none",
                 view.refine_steps, view.paste_back, view.feather, *((opened.crop, opened.reconstruction, opened.distortion) if opened else
-                                                                  (None, None, "")), gr_skip(), to_command(view), error_line(e))
+                                                                  (None, None, "")), Keep, to_command(view), error_line(e))
     return controls(new, opened, preview, "")
 
 
-class _Skip:
-    """Marks 'leave this output as it is' (the app maps it to gradio's skip)."""
-
-
-def gr_skip():
-    return _Skip
+class Keep:
+    """An output to leave as it is (the app maps it to gradio's skip)."""
 
 
 def make_downloads(session: Session, opened: Opened | None, view: View, sweep_spec: str | None):
@@ -141,7 +135,3 @@ def make_downloads(session: Session, opened: Opened | None, view: View, sweep_sp
         return None, view, to_command(view), error_line(e)
     view = replace(view, sweep=sweep)
     return [str(f) for f in files], view, to_command(view), ""
-
-
-def blank(size: int = 64) -> np.ndarray:
-    return np.full((size, size, 3), 240, np.uint8)
