@@ -273,3 +273,24 @@ def test_rerun_redoes_outputs_whose_attribute_source_changed(files, tmp_path):
     third = run("--attribute", "age=0.3")  # an override changes every latent's source
     assert third["f0.npy"] != second["f0.npy"] and third["f1.npy"] != second["f1.npy"]
     assert manifest(out)[1]["styleflow"]["attributes"]["beard"] == 0.0
+
+
+def test_video_is_redone_when_the_attributes_file_changes(files, tmp_path):
+    import shutil
+
+    shutil.copy(files / "in" / "f1.npy", tmp_path / "f1.npy")
+    shutil.copy(files / "in" / "f1.attributes.json", tmp_path / "f1.attributes.json")
+    gif = tmp_path / "age.gif"
+
+    def run():
+        r = run_cli(["video", tmp_path / "f1.npy", "-o", gif, "-c", files / "g1024.pt", "--styleflow-weights", files / "flow.pt",
+                     "-d", "styleflow:age", "-s", "0:1", "--frames", "2", "--no-bounce", "--size", "16"])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    run()
+    assert "nothing to do" in run()
+    data = json.loads((tmp_path / "f1.attributes.json").read_text())
+    data["attributes"]["beard"] = 0.0
+    (tmp_path / "f1.attributes.json").write_text(json.dumps(data))
+    assert "made differently (styleflow" in " ".join(run().split())

@@ -104,3 +104,22 @@ def test_a_video_is_redone_when_its_settings_change_and_kept_when_not(tmp_path, 
     np.save(keyframes[1], np.load(keyframes[1]) + 0.5)  # another keyframe: another video
     r = run_cli([*base, "--frames", 3])
     assert r.exit_code == 0 and says(r.output, "made differently (keyframes")
+
+
+def test_a_folder_gives_its_latents_as_keyframes_in_name_order(tmp_path, keyframes, g64_path):
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    for i, k in enumerate(reversed(keyframes)):  # written in reverse: the names decide the order, not the writes
+        np.save(folder / f"{1 - i:02d}.npy", np.load(k))
+    out = tmp_path / "v.gif"
+    r = run_cli(["video", folder, "-o", out, "--frames", 2, "-c", g64_path, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    by_files = tmp_path / "f.gif"
+    assert run_cli(["video", *keyframes, "-o", by_files, "--frames", 2, "-c", g64_path, "--device", "cpu"]).exit_code == 0
+    assert np.array_equal(iio.imread(out, index=None), iio.imread(by_files, index=None))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli(["video", empty, "-o", tmp_path / "e.gif", "-c", g64_path, "--device", "cpu"])
+    assert r.exit_code == 2 and says(r.output, "empty: no .npy latents in this folder"), r.output
+    r = run_cli(["video", folder, "-o", tmp_path / "d.gif", "-d", "age", "-c", g64_path, "--device", "cpu"])
+    assert r.exit_code == 2 and says(r.output, "--direction sweeps one latent; got 2"), r.output

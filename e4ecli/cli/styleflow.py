@@ -69,8 +69,9 @@ def setup_or_die(edits: Sequence["Edit"], items: Sequence["Item"], weights: Opti
     return pipe.StyleflowSetup(flow, presets, overrides, estimator, flow_id=file_id(flow_path), estimator_id=estimator_id)
 
 
-def bind_or_die(edit: "Edit", path: Path, latent, weights: Optional[Path], overrides: dict[str, float]) -> "Edit":
-    """`e4e video`: the styleflow edit bound to the one latent's attributes (file, overrides or estimate)."""
+def bind_or_die(edit: "Edit", path: Path, latent, weights: Optional[Path], overrides: dict[str, float]) -> tuple["Edit", str]:
+    """`e4e video`: (the styleflow edit bound to the one latent's attributes (file, overrides or estimate), the
+    source id of that condition: what a rerun compares, so that a changed attributes file redoes the video)."""
     from rich.markup import escape
 
     from e4ecli.edits.styleflow import StyleflowSpecError
@@ -87,4 +88,4 @@ def bind_or_die(edit: "Edit", path: Path, latent, weights: Optional[Path], overr
     if info["estimated"]:
         console.print(f"[yellow]note:[/] estimated {', '.join(info['estimated'])} of {escape(str(path))}: "
                       + ", ".join(f"{k} {v:.3g}" for k, v in info["attributes"].items() if k in info["estimated"]))
-    return bind(edit, cond, setup)
+    return bind(edit, cond, setup), info["source_id"]

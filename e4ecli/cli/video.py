@@ -21,13 +21,15 @@ MAX_FPS = 240.0
         "Examples:\n\n"
         "  e4e video a.npy b.npy c.npy -o morph.mp4 --frames 90 --fps 30 --easing cosine\n\n"
         "  e4e video a.npy b.npy -o loop.gif --frames 48 --loop\n\n"
+        "  e4e video keyframes/ -o morph.mp4                                  # its .npy latents in name order\n\n"
         "  e4e video face.npy --direction age --strength -3:3 -o age.mp4      # -3 -> +3 -> -3\n\n"
         "  e4e video face.npy -d smile -s 3 --no-bounce -o smile.mp4          # 0 -> +3\n\n"
         "  e4e video face.npy -d styleflow:age -s 20:70 -o age.mp4            # StyleFlow: age 20 -> 70 -> 20"
     ),
 )
 def video_cmd(
-    inputs: List[Path] = typer.Argument(..., help="Latent .npy files: keyframes in order (one latent with --direction).", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="Latent .npy files: keyframes in order (one latent with --direction); a folder "
+                                                    "gives its .npy latents in name order.", show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output video: .mp4 (also .mkv, .mov, .webm, .avi) or .gif; "
                                                       "manifest.jsonl beside it records how it was made."),
     frames: int = typer.Option(60, "--frames", "-n", min=1, max=MAX_FRAMES, help=f"Number of frames in the video (at most {MAX_FRAMES})."),
@@ -66,16 +68,17 @@ def video_cmd(
         problems.append(f"--easing {easing}: use one of {', '.join(EASINGS)}")
     if direction is None and (strength is not None or not bounce):
         problems.append("--strength and --no-bounce sweep an edit; give --direction too")
-    if direction is not None and len(inputs) != 1:
-        problems.append(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
-    elif direction is not None:
+    if direction is not None:
         try:
             precheck(direction, pca)
             if strength is not None:
                 parse_range(strength)
         except DirectionError as e:
             problems.append(str(e))
-    problems += [f"{p}: no such latent file" for p in inputs if not p.is_file()]
+    inputs, missing = keyframe_files(inputs)
+    problems += missing
+    if direction is not None and len(inputs) > 1:
+        problems.append(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
     usage_or_die(problems)  # the typos above are answered before the video pipeline (and torch) is imported
     from e4ecli.pipelines.video import VideoError, output_for
 
@@ -108,6 +111,27 @@ def video_cmd(
         from e4ecli.cli.batch import interrupted
 
         interrupted(0, 1)
+
+
+def keyframe_files(inputs: List[Path]) -> tuple[List[Path], List[str]]:
+    """The keyframes in order: files as given, a folder's .npy latents in name order (searched recursively, as
+    the other commands read folders); (files, problems)."""
+    from e4ecli.files.batch import discover
+    from e4ecli.files.latents import LATENT_EXTENSIONS
+
+    files: List[Path] = []
+    problems: List[str] = []
+    for path in inputs:
+        if path.is_dir():
+            found, _ = discover([path], LATENT_EXTENSIONS)
+            if not found:
+                problems.append(f"{path}: no .npy latents in this folder")
+            files += [it.source for it in found]
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such latent file or folder")
+    return files, problems
 
 
 def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, easing: str, loop: bool, direction: Optional[str],
@@ -155,8 +179,9 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
         if edit.kind == "styleflow":
             from e4ecli.cli.styleflow import bind_or_die
 
-            settings = settings.with_(styleflow={"weights": str(styleflow_weights or "zoo:styleflow_flow"), "attributes": overrides or None})
-            edit = bind_or_die(edit, inputs[0], keys[0], styleflow_weights, overrides)
+            edit, source_id = bind_or_die(edit, inputs[0], keys[0], styleflow_weights, overrides)
+            # the flow's content, the overrides and <name>.attributes.json's bytes: a changed attributes file redoes the video
+            settings = settings.with_(styleflow={"source_id": source_id})
         latents = sweep_latents(keyframes[0], edit, low, high, frames, easing, bounce)
         what = f"{edit.label} {low:g} -> {high:g}" + (f" -> {low:g}" if bounce else "")
         settings = settings.with_(direction=edit.identity(), range=[low, high], bounce=bounce)
