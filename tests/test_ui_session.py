@@ -115,6 +115,15 @@ def test_settings_with_another_dial_invert_the_photo_again(session, opened):
     assert torch.allclose(new_o.latent, new_o.latent[:1].expand_as(new_o.latent))  # stage 0: one code for every style
 
 
+def test_refining_reports_its_steps_and_writes_the_refine_options(session, opened):
+    o, view = opened[0], opened[1]
+    steps = []
+    text = to_command(View(source="face.jpg", refine="w", refine_steps=2, edits=(("age", 1.0),)))
+    r = cb.load_settings(session, text, o, view, on_step=lambda step, loss: steps.append(step))
+    assert r[-1] == "" and steps == [0, 1] and r[1].refine == "w" and (r[4], r[5]) == ("w", 2)
+    assert "--refine w --refine-steps 2" in r[-2] and torch.allclose(r[0].latent, r[0].latent[:1].expand_as(r[0].latent))
+
+
 @pytest.mark.parametrize("text, reason", [("e4e edit a.npy -o e/ -d lipstick -s 3", "not a direction on this page"),
                                           ("e4e edit a.npy -o e/ -d age -s 30", "outside the page's range"),
                                           ("rm -rf /", "no e4e command")])
@@ -210,3 +219,21 @@ def test_the_cli_checks_its_options_before_loading_anything(tmp_path):
     from e4ecli.cli.ui import is_local
 
     assert is_local("127.0.0.1") and is_local("::1") and is_local("localhost") and not is_local("0.0.0.0") and not is_local("192.168.1.4")
+
+
+def test_a_generator_alone_opens_latents_and_refuses_photos_in_one_line(case_checkpoint, tmp_path, monkeypatch):
+    from e4ecli.hub.checkpoints import file_id, load_checkpoint
+    from e4ecli.ui.session import Session
+
+    ck = case_checkpoint("stylegan2_64_cm1")
+    monkeypatch.setenv("E4E_DIRECTIONS", str(KIT / "directions"))
+    s = Session(load_checkpoint(ck), f"g.pt:{file_id(ck)}", str(ck), torch.device("cpu"), tmp_path / "s", preview_size=32)
+    assert not s.can_invert and s.n_stages == 0
+    blank = [0.0] * len(s.sliders)
+    photo = cb.open_input(s, str(KIT / "photos" / "face.jpg"), cb.initial_view(s), None, "none", 30, blank, False, 0.1)
+    assert photo[0] is None and "holds only a generator" in photo[-1]
+    np.save(tmp_path / "w.npy", np.load(KIT / "cases" / "stylegan2_64_cm1.npz")["wplus"][0])
+    r = cb.open_input(s, str(tmp_path / "w.npy"), cb.initial_view(s), None, "none", 30, [1.0] + blank[1:], False, 0.1)
+    assert r[-1] == "" and r[3].shape == (64, 64, 3) and r[5].shape == (32, 32, 3)
+    assert r[6] == f"e4e edit w.npy -o edited/ --checkpoint {ck} -d {s.sliders[0].spec} -s 1"
+    s.close()

@@ -48,7 +48,7 @@ def build(session: Session):
         return tuple(skip if v is cb.Keep else v for v in values)
 
     with gr.Blocks(title="e4e ui", analytics_enabled=False) as demo:
-        opened = gr.State(None)
+        opened = gr.State(None, time_to_live=3 * 3600)  # a closed tab's code and tuned generator are freed
         view = gr.State(first)
         gr.Markdown(f"### e4e ui — {Path(str(ckpt.path)).name} ({ckpt.domain.short}, {ckpt.generator.size} px)\n"
                     "Open a photo or a latent, move the sliders (the preview updates when a slider is released), "
@@ -111,12 +111,13 @@ def build(session: Session):
         upload.upload(opening, [upload, view, *controls], outputs, concurrency_id=MODEL_QUEUE)
         pick.input(lambda p, v, *rest: opening(p, v, *rest, uploaded=False), [pick, view, *controls], outputs, concurrency_id=MODEL_QUEUE)
 
-        def reopen(o, v, *args):
+        def reopen(o, v, *args, progress=gr.Progress()):
             if o is None or o.photo is None:
                 return (o, v, skip, skip, skip, skip, to_command(v), "open a photo first")
             st, rf, sp, rest = args[0], args[1], args[2], args[3:]
+            total = max(int(sp or 0), 1)
             return cb.open_input(session, str(o.photo), v, st, rf, sp, rest[:n], rest[n], rest[n + 1], uploaded=False,
-                                 source=o.view.source)
+                                 source=o.view.source, on_step=lambda step, loss: progress((step + 1) / total, desc="refining"))
 
         again.click(reopen, [opened, view, *controls], outputs, concurrency_id=MODEL_QUEUE)
 
@@ -131,8 +132,8 @@ def build(session: Session):
         full_size.click(lambda o, v, *rest: changed(o, v, *rest, full=True), [opened, view, *sliders, paste, feather], live,
                         concurrency_id=MODEL_QUEUE)
 
-        def loading(text, o, v):
-            r = cb.load_settings(session, text, o, v)
+        def loading(text, o, v, progress=gr.Progress()):
+            r = cb.load_settings(session, text, o, v, on_step=lambda step, loss: progress(None, desc=f"refining: step {step + 1}"))
             o, v, values, st, rf, sp, pb, fe, c, rc, d, pv, cmd, msg = r
             return out((o, v, st, rf, sp, *values, pb, fe, c, rc, d, pv, cmd, msg))
 

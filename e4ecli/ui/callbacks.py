@@ -56,7 +56,7 @@ def open_input(session: Session, path: str | None, view: View, stage, refine, st
         local = session.accept_upload(path, name) if uploaded else Path(path)
         source = source or (name if uploaded else str(path))
         base = replace(view, source=source, sweep=None, **dial(session, stage, refine, steps))
-        opened = session.open(local, base)
+        opened = session.open(local, base, on_step=on_step)
         view = view_for(session, replace(opened.view, checkpoint=session.checkpoint), values, paste, feather)
         if view.paste_back and opened.sidecar is None:
             view = replace(view, paste_back=False)

@@ -183,13 +183,14 @@ class Session:
         shutil.copyfile(src, dest)
         return dest
 
-    def open(self, path: str | Path, view: View) -> Opened:
-        """A photo (inverted with view's dial) or a latent; `view.source` names it in the batch command."""
+    def open(self, path: str | Path, view: View, on_step: Callable[[int, float], None] | None = None) -> Opened:
+        """A photo (inverted with view's dial; `on_step(step, loss)` while refining) or a latent; `view.source`
+        names it in the batch command."""
         path = Path(path)
         if path.suffix.lower() in LATENT_EXTENSIONS:
             return self.open_latent(path, view)
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            return self.open_photo(path, view)
+            return self.open_photo(path, view, on_step=on_step)
         raise UIError(f"{path.name}: not a photo or a latent (.npy)")
 
     def _landmarks(self):
@@ -201,7 +202,7 @@ class Session:
                 backend = open_landmarks(self.detector_name, str(self.device) if self.detector_name != "dlib" else "cpu", notify=self.notify)
             except LandmarkError as e:
                 raise UIError(first_line(e)) from None
-            self._aligner = FaceAligner(backend, size=256, supersample=1)  # as `e4e invert --align`
+            self._aligner = _Remembered(FaceAligner(backend, size=256, supersample=1))  # as `e4e invert --align`
         return self._aligner
 
     def _loss_nets(self, opts):
@@ -363,6 +364,22 @@ class Session:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _Remembered:
+    """An aligner that remembers its last few photos: turning the dial re-inverts without detecting the face again."""
+
+    def __init__(self, aligner, keep: int = 8):
+        self.aligner, self.keep, self.seen = aligner, keep, {}
+
+    def __call__(self, path: Path) -> list:
+        st = Path(path).stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in self.seen:
+            if len(self.seen) >= self.keep:
+                self.seen.pop(next(iter(self.seen)))
+            self.seen[key] = self.aligner(path)
+        return self.seen[key]
 
 
 def _read_rgb(path: Path) -> np.ndarray:
