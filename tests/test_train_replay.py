@@ -142,8 +142,12 @@ def _run_case(name: str, tmp: Path) -> dict:
 
 @pytest.fixture(scope="module", params=_case_params())  # one build and K steps per case, shared by the tests below
 def replayed(request, tmp_path_factory):
-    torch.set_num_threads(1)
-    return _run_case(request.param, tmp_path_factory.mktemp("replay"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the case's tolerances were measured on 1 and 2 threads
+    try:
+        yield _run_case(request.param, tmp_path_factory.mktemp("replay"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- comparisons -----------------------------------------------------------------------------------------
