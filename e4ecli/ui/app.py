@@ -88,7 +88,8 @@ def build(session: Session):
             with gr.Row():
                 for i, s in enumerate(session.sliders):
                     sliders.append(gr.Slider(s.low, s.high, value=0.0, step=s.step, label=s.label, elem_id=f"dir-{i}", min_width=240))
-            notes = list(session.unavailable) + ["StyleFlow attributes: not on the page yet (use `e4e edit -d styleflow:NAME`)"]
+            notes = list(session.unavailable) + ["StyleFlow attributes: not on the page yet (they need each latent's attributes and "
+                                                 "the flow's weights; `e4e edit -d styleflow:NAME -s VALUE` has them)"]
             gr.Markdown("Not offered here: " + "; ".join(notes), elem_id="unavailable")
         with gr.Row():
             sweep = gr.Dropdown([""] + [s.spec for s in session.sliders], value="", label="Sweep GIF of (0 → its strength)", scale=1)
