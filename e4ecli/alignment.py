@@ -133,9 +133,37 @@ def plan_alignment(landmarks, source_size: tuple[int, int], output_size: int = 1
     transform_size = output_size * supersample (e4e's `align_face`: 256, supersample 1;
     the FFHQ dataset: 1024, supersample 4).
     """
+    quad_source, _ = face_quad(landmarks)
+    return plan_quad(quad_source, source_size, output_size, supersample, enable_padding)
+
+
+def quad_frame(landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """landmarks (68, 2) -> the quad as (centre c, half-side vector x, half-side vector y), STIT's parametrisation:
+    the corners are c - x - y, c - x + y, c + x + y, c + x - y (see face_quad)."""
+    quad, _ = face_quad(landmarks)
+    c = quad.mean(axis=0)
+    x = (quad[3] - quad[0]) / 2
+    y = (quad[1] - quad[0]) / 2
+    return c, x, y
+
+
+def quad_from_frame(c, x, y) -> np.ndarray:
+    c, x, y = (np.asarray(v, dtype=np.float64) for v in (c, x, y))
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def plan_quad(quad_source, source_size: tuple[int, int], output_size: int = 1024, supersample: int = 4,
+              enable_padding: bool = True) -> AlignPlan:
+    """plan_alignment for a given quad (4, 2) (e.g. one smoothed over a video's frames); its side is the
+    length of the top edge."""
     if output_size < 1 or supersample < 1:
         raise ValueError("output_size and supersample must be positive")
-    quad_source, qsize_source = face_quad(landmarks)
+    quad_source = np.asarray(quad_source, dtype=np.float64)
+    if quad_source.shape != (4, 2) or not np.all(np.isfinite(quad_source)):
+        raise AlignError(f"a quad is 4 finite (x, y) corners, got an array of shape {quad_source.shape}")
+    qsize_source = float(np.hypot(*(quad_source[3] - quad_source[0])))
+    if qsize_source <= 0:
+        raise AlignError("degenerate quad (zero size)")
     w, h = int(source_size[0]), int(source_size[1])
     quad, qsize = quad_source.copy(), qsize_source
 

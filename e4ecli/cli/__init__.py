@@ -21,6 +21,7 @@ from e4ecli.cli import video as _video  # noqa: F401
 from e4ecli.cli import eval as _eval  # noqa: F401
 from e4ecli.cli import export as _export  # noqa: F401
 from e4ecli.cli import ui as _ui  # noqa: F401
+from e4ecli.cli import edit_video as _edit_video  # noqa: F401
 
 app.add_typer(_weights.weights_app, name="weights")
 

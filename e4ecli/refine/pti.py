@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -96,3 +96,55 @@ def tune_generator(base: Generator, pivots: torch.Tensor, targets: torch.Tensor,
     with torch.no_grad():
         after = _floats(_terms(tuned, pivots, targets, nets, weights, crop), weights)
     return Tuned(tuned.eval(), before, after)
+
+
+def tune_generator_streaming(base: Generator, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], *, epochs: int,
+                             lr: float = DEFAULT_LR, weights: Weights = Weights(l2=1.0, lpips=1.0, reg=1.0), nets: LossNets | None = None,
+                             latent_avg: torch.Tensor | None = None, crop=None, seed: int = 0, state: dict | None = None,
+                             on_epoch: Callable[[int, dict], None] | None = None, on_step: Callable[[int, float], None] | None = None) -> Generator:
+    """One generator tuned on any number of (pivots, targets) batches (a video's frames), as STIT tunes one
+    generator on all frames: every epoch walks `batches()` once with one Adam step per batch, so memory is
+    that of one batch whatever the count. The learning rate follows lr_at_step over the epochs.
+
+    state: {'epoch', 'params', 'optimizer'} from an earlier on_epoch(epoch, state) call (a killed run goes on
+    from there); on_epoch is called after each epoch with the state to keep. Returns the tuned generator."""
+    nets = nets or LossNets()
+    tuned = copy.deepcopy(base).train(False)
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    named = tunable(tuned)
+    params = list(named.values())
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    start = 0
+    if state is not None:
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                named[k].copy_(v.to(named[k].device))
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+    for p in params:
+        p.requires_grad_(True)
+    rng = torch.Generator().manual_seed(seed + start)
+    step = 0
+    for epoch in range(start, epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at_step(epoch, epochs, lr)
+        for pivots, targets in batches():
+            pivots = pivots.detach().float()
+            loss = weighted_sum(_terms(tuned, pivots, targets, nets, weights, crop), weights).sum()
+            if weights.reg > 0 and latent_avg is not None:
+                loss = loss + weights.reg * locality_loss(tuned, base, pivots, latent_avg.to(pivots.device), nets, rng)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if on_step is not None:
+                on_step(step, float(loss.detach()))
+            step += 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {"epoch": epoch + 1, "params": {k: v.detach().cpu().clone() for k, v in named.items()},
+                                 "optimizer": opt.state_dict()})
+    for p in params:
+        p.requires_grad_(False)
+    return tuned.eval()
