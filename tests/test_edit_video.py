@@ -205,3 +205,20 @@ def test_a_clip_without_a_face_or_sound(env, tmp_path):
     assert r.exit_code == 0 and "no audio stream" in r.output, r.output
     info = V.probe(out)
     assert not info.has_audio and info.frame_count == 4 and info.width == 2 * V.probe(silent).width
+
+
+def test_align_reads_videos_frame_by_frame(env, tmp_path):
+    """`e4e align` on a clip: OUT/<clip>/<frame>.png + .json per frame (quad_raw, smoothed quad, frame, fps) and
+    OUT/<clip>/clip.json; a rerun skips the clip; --all-faces is refused for videos before anything loads."""
+    root, ckpt, clip = env
+    out = tmp_path / "aligned"
+    r = run("align", clip, "-o", out, "-L", "dlib", "--size", "32", "--supersample", "1", "--xy-sigma", "2")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "clip" / "clip.json").read_text())
+    assert summary["frames"] == N and summary["with_face"] == list(range(N)) and summary["xy_sigma"] == 2
+    side = json.loads((out / "clip" / "000005.json").read_text())
+    assert side["frame"] == 5 and side["fps"] == FPS and side["output_size"] == 32 and len(side["quad_raw"]) == 4
+    r = run("align", clip, "-o", out, "-L", "dlib", "--size", "32", "--supersample", "1", "--xy-sigma", "2")
+    assert r.exit_code == 0 and "│    0 │                      1 │" in r.output
+    r = run("align", clip, "-o", tmp_path / "x", "-L", "dlib", "--all-faces")
+    assert r.exit_code == 2 and "--all-faces is for photos" in r.output

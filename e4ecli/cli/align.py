@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -83,22 +83,36 @@ def align_cmd(
     device: str = typer.Option("auto", help="For face-alignment: " + DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="Redo every photo, even those an earlier run already aligned with the same settings "
                                                "(default: skip those; outputs made with other settings are always redone)."),
+    face: Optional[int] = typer.Option(None, "--face", min=0, help="Videos: follow the N-th face from the left in the first frame with faces "
+                                                                  "(default: the largest)."),
+    center_sigma: float = typer.Option(1.0, "--center-sigma", min=0.0, max=100.0, help="Videos: smooth the crop centre over time, Gaussian sigma in "
+                                                                                        "frames (0: off)."),
+    xy_sigma: float = typer.Option(3.0, "--xy-sigma", min=0.0, max=100.0, help="Videos: smooth crop size + rotation over time, sigma in frames (0: off)."),
 ) -> None:
     """Crop and rotate faces the way FFHQ was made (eyes and mouth at fixed places), for inversion with FFHQ models.
 
-    No face in a photo is reported for that file; the batch goes on and exits with code 1.
+    No face in a photo is reported for that file; the batch goes on and exits with code 1. A video (mp4, mov, mkv,
+    webm, avi, gif) is read frame by frame and ONE face is followed through it: OUT/<clip>/<frame>.png + .json per frame
+    with the face, the quad smoothed over time (--center-sigma, --xy-sigma; the sidecar keeps quad_raw too).
     """
     from e4ecli.cli.batch import Job, run_batch
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.files.images import IMAGE_EXTENSIONS
+    from e4ecli.files.video import VIDEO_SUFFIXES
 
+    extensions = set(IMAGE_EXTENSIONS) | set(VIDEO_SUFFIXES)
     workers = capped_workers(workers)
     problems = []
     if size * supersample > MAX_TRANSFORM_SIZE:
         problems.append(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
 
     def check_items(items) -> list[str]:
+        from e4ecli.files.video import is_video
         from e4ecli.pipelines.align import face_key_clashes
+
+        videos["any"] = any(is_video(it.source) for it in items)
+        if videos["any"] and all_faces:
+            return ["--all-faces is for photos; in a video one face is followed (--face N picks which)"]
 
         if not all_faces:
             outputs_or_die(items, planned(items, out, [".png", ".json"]))
@@ -115,10 +129,13 @@ def align_cmd(
         from e4ecli.pipelines.align import FaceAligner, align
 
         backend = open_detector_or_die(detector.value, device, workers)
-        aligner = FaceAligner(backend, size=size, supersample=supersample, all_faces=all_faces)
-        settings = Settings("align", detector=backend.name, size=size, supersample=supersample, all_faces=all_faces)
+        video = {"face": face, "center_sigma": center_sigma, "xy_sigma": xy_sigma}
+        aligner = FaceAligner(backend, size=size, supersample=supersample, all_faces=all_faces, video=video)
+        settings = Settings("align", detector=backend.name, size=size, supersample=supersample, all_faces=all_faces,
+                            video=video if videos["any"] else None)
         return align(job.items, aligner, out, workers=workers, finished=job.start(settings, f"detector:{backend.name}"))
 
-    run_batch("align", inputs, out, IMAGE_EXTENSIONS, work, device="cpu", precision="fp32", overwrite=overwrite,
+    videos = {"any": False}
+    run_batch("align", inputs, out, extensions, work, device="cpu", precision="fp32", overwrite=overwrite,
               suffix="_0.png" if all_faces else ".png", usage=problems, check_items=check_items, distributed=False,
-              empty="no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
+              empty="no images or videos found in the given inputs (looked for " + ", ".join(sorted(extensions)) + ")")

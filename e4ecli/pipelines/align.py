@@ -76,10 +76,12 @@ class FaceAligner:
     size: output side; supersample: transform at size * supersample, then Lanczos down.
     """
 
-    def __init__(self, backend: LandmarkBackend, size: int = 1024, supersample: int = 4, all_faces: bool = False):
+    def __init__(self, backend: LandmarkBackend, size: int = 1024, supersample: int = 4, all_faces: bool = False,
+                 video: dict | None = None):
         if size < 1 or supersample < 1:
             raise ValueError("size and supersample must be positive")
         self.backend, self.size, self.supersample, self.all_faces = backend, size, supersample, all_faces
+        self.video = video or {}  # for video inputs: face, center_sigma, xy_sigma (pipelines.video_align)
 
     def __call__(self, path: Path) -> list[AlignedFace]:
         path = Path(path)
@@ -115,8 +117,22 @@ def face_key_clashes(items: Sequence[Item]) -> list[tuple[Item, Item]]:
     return clashes
 
 
+def is_video(path: Path) -> bool:
+    from e4ecli.files.video import is_video as _is_video
+
+    return _is_video(path)
+
+
+def clip_summary(item: Item, out_dir: Path) -> Path:
+    """A video input's outputs go to OUT/<key>/<frame>.png|.json; OUT/<key>/clip.json marks it finished."""
+    return out_dir / item.key / "clip.json"
+
+
 def finished_outputs(item: Item, out_dir: Path, all_faces: bool) -> list[Path] | None:
     """The outputs of a finished earlier run for item, or None when it still has work to do."""
+    if is_video(item.source):
+        summary = clip_summary(item, out_dir)
+        return [summary] if summary.exists() else None
     if not all_faces:
         outs = [output_path(out_dir, item.key, ".png"), output_path(out_dir, item.key, ".json")]
         return outs if all(p.exists() for p in outs) else None
@@ -146,8 +162,32 @@ def write_faces(item: Item, faces: Sequence[AlignedFace], out_dir: Path, all_fac
     return outs
 
 
+def align_video_item(item: Item, aligner: FaceAligner, out_dir: Path) -> Result:
+    """Align one clip (pipelines.video_align): OUT/<key>/<frame>.png|.json and OUT/<key>/clip.json."""
+    from e4ecli.files.video import VideoError, probe
+    from e4ecli.pipelines.video_align import align_clip
+
+    try:
+        info = probe(item.source)
+        done = align_clip(item.source, info, aligner.backend, out_dir / item.key, size=aligner.size, supersample=aligner.supersample,
+                          **aligner.video)
+    except (VideoError, AlignError) as e:
+        return Result(item, "failed", error=str(e).removeprefix(f"{item.source}: "))
+    except OSError as e:
+        return Result(item, "failed", error=f"cannot write output: {e}")
+    extra = {"frames": done.frames, "with_face": len(done.with_face), "without_face": len(done.without_face)}
+    if info.note:
+        extra["note"] = info.note
+    if done.stopped:
+        return Result(item, "failed", [clip_summary(item, out_dir)], error=f"{done.stopped.removeprefix(f'{item.source}: ')}; "
+                      f"{len(done.with_face)} aligned", extra=extra)
+    return Result(item, "ok", [clip_summary(item, out_dir)], extra=extra)
+
+
 def align_item(item: Item, aligner: FaceAligner, out_dir: Path) -> Result:
-    """Align one photo and write its outputs; every problem becomes a failed Result."""
+    """Align one photo (or clip) and write its outputs; every problem becomes a failed Result."""
+    if is_video(item.source):
+        return align_video_item(item, aligner, out_dir)
     try:
         faces = aligner(item.source)
     except (ImageError, AlignError) as e:

@@ -32,8 +32,8 @@ from e4ecli.alignment import AlignError, apply_alignment, face_quad, plan_quad, 
 from e4ecli.files.batch import save_image, write_text
 from e4ecli.files.provenance import input_stamp, stable_hash
 from e4ecli.files.video import TruncatedVideo, VideoInfo, iter_frames
-from e4ecli.pipelines.align import SIDECAR_VERSION, sidecar_text
 
+SIDECAR_VERSION = 1  # the photo sidecar's (pipelines.align), plus the video fields
 CENTER_SIGMA = 1.0
 XY_SIGMA = 3.0
 TRACK_FILE = "track.json"
@@ -42,6 +42,11 @@ CLIP_FILE = "clip.json"
 
 class NoFaceInClip(AlignError):
     """No frame of the clip has a face (or not the one asked for)."""
+
+
+def sidecar_text(info: dict) -> str:
+    """JSON with one top-level key per line, as pipelines.align writes photo sidecars."""
+    return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in info.items()) + "\n}\n"
 
 
 def frame_name(index: int) -> str:
