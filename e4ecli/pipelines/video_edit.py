@@ -30,8 +30,8 @@ import torch
 
 from e4ecli.edits.specs import Edit
 from e4ecli.files.batch import save_image, save_npy, save_torch, write_text
-from e4ecli.files.images import to_uint8
 from e4ecli.files.provenance import input_stamp, stable_hash
+from e4ecli.pipelines.edit import render_uint8
 from e4ecli.files.video import TruncatedVideo, VideoInfo, VideoWriter, iter_frames
 from e4ecli.pipelines.video_align import CENTER_SIGMA, XY_SIGMA, ClipAlignment, align_clip, frame_name
 
@@ -206,8 +206,7 @@ def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder
         with torch.inference_mode():
             edited = edit_codes(w, steps, chunk, total)
         if stitch is None:
-            with torch.inference_mode():
-                crops = to_uint8(domain.crop(generator.synthesis(edited)))
+            crops, _ = render_uint8(generator, domain, edited, batch_size, None)
             for i, crop in zip(chunk, crops):
                 save_image(folder / f"{frame_name(i)}.png", crop)
                 if on_frame is not None:
