@@ -54,6 +54,12 @@ def test_the_command_is_what_a_shell_runs():
                                      "-d", "text:a man's smile", "-s", "-1.5", "--paste-back", "--aligned", "latents/"]
 
 
+@pytest.mark.parametrize("name", [";", "a && b.jpg", "x; rm -rf ~ || y.png", "it's \\ \"here\".jpg", "#1.jpg", "$HOME.jpg"])
+def test_shell_characters_in_names_stay_in_the_name(name):
+    view = View(source=name, edits=(("age", 1.0),))
+    assert parse_command(to_command(view)) == view
+
+
 def test_pti_edits_render_with_the_tuned_generator():
     lines = to_command(View(source="face.jpg", refine="pti", refine_steps=5, edits=(("age", 1.0),))).splitlines()
     assert "--refine pti --refine-steps 5" in lines[0]

@@ -106,27 +106,46 @@ _FLAGS = {"--align", "--paste-back", "--save-reconstructions", "--save-aligned",
           "--bounce", "--no-bounce", "--loop", "--no-overwrite", "--latents-only"}
 
 
+def _segments(line: str) -> list[str]:
+    """A shell line split at its unquoted `&&`, `||` and `;` (quoted ones belong to words)."""
+    out, current, quote, i = [], [], None, 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and quote != "'" and i + 1 < len(line):  # an escaped character (outside single quotes)
+            current.append(line[i:i + 2])
+            i += 2
+            continue
+        if quote is None and c in "'\"":
+            quote = c
+        elif c == quote:
+            quote = None
+        elif quote is None and (c == ";" or line.startswith(("&&", "||"), i)):
+            out.append("".join(current))
+            current = []
+            i += 1 if c == ";" else 2
+            continue
+        current.append(c)
+        i += 1
+    out.append("".join(current))
+    return out
+
+
 def _commands(text: str) -> list[list[str]]:
     """Split pasted text into e4e commands: one per line (backslash continuations joined), or separated by
     `&&` / `;`; a leading shell prompt `$ ` and comments are ignored. Each command: its words after `e4e`."""
     commands = []
     for line in text.replace("\\\n", " ").splitlines():
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError as e:
-            raise CommandError(f"cannot read the command: {e}") from None
-        segment: list[str] = []
-        for word in words + ["&&"]:
-            if word not in ("&&", ";", "||"):
-                segment.append(word)
-                continue
-            while segment and segment[0] in ("$", "%", ">"):
-                segment = segment[1:]
-            if segment and (segment[0] == "e4e" or segment[0].endswith("/e4e")):
-                commands.append(segment[1:])
-            elif segment[:3] == ["python", "-m", "e4ecli"]:
-                commands.append(segment[3:])
-            segment = []
+        for segment in _segments(line):
+            try:
+                words = shlex.split(segment, comments=True)
+            except ValueError as e:
+                raise CommandError(f"cannot read the command: {e}") from None
+            while words and words[0] in ("$", "%", ">"):
+                words = words[1:]
+            if words and (words[0] == "e4e" or words[0].endswith("/e4e")):
+                commands.append(words[1:])
+            elif words[:3] == ["python", "-m", "e4ecli"]:
+                commands.append(words[3:])
     if not commands:
         raise CommandError("no e4e command found (paste the `e4e edit ...` line the page wrote)")
     return commands
