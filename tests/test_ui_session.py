@@ -159,9 +159,9 @@ def test_bad_inputs_are_one_line_on_the_page(session, tmp_path, monkeypatch):
         return r[-1]
 
     (tmp_path / "notes.jpg").write_text("not a picture")
-    assert "not an image" in status(tmp_path / "notes.jpg")
+    assert status(tmp_path / "notes.jpg") == "⚠ notes.jpg: not an image (unrecognised format)"  # no temporary path shown
     np.save(tmp_path / "wrong.npy", np.zeros((3, 7), np.float32))
-    assert status(tmp_path / "wrong.npy").startswith("⚠ wrong.npy:")
+    assert status(tmp_path / "wrong.npy").startswith("⚠ wrong.npy:") and str(session.workdir) not in status(tmp_path / "wrong.npy")
     from PIL import Image
 
     Image.new("RGB", (300, 200), (90, 120, 200)).save(tmp_path / "sky.png")

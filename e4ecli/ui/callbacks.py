@@ -62,7 +62,7 @@ def open_input(session: Session, path: str | None, view: View, stage, refine, st
             view = replace(view, paste_back=False)
         preview = session.preview(opened, view.edits, paste_back=view.paste_back, feather=view.feather)
     except Exception as e:  # noqa: BLE001 -- one line on the page, never a traceback
-        return (*empty, error_line(e))
+        return (*empty, session.hide_folder(error_line(e)))
     note = "" if opened.sidecar is not None or not paste else "paste-back is off: this input has no alignment sidecar"
     return opened, view, opened.crop, opened.reconstruction, opened.distortion, preview, to_command(view), note
 

@@ -161,7 +161,7 @@ class Session:
 
     def accept_upload(self, path: str | Path, name: str | None = None) -> Path:
         """Copy an uploaded file into the session folder under a safe name, after the size and pixel checks."""
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
         src = Path(path)
         shown = safe_upload_name(name or src.name)
@@ -173,8 +173,10 @@ class Session:
             try:
                 with Image.open(src) as img:
                     w, h = img.size
-            except Exception as e:  # noqa: BLE001 -- any decoder failure is 'not an image'
-                raise UIError(f"{shown}: not an image ({first_line(e)})") from None
+            except UnidentifiedImageError:
+                raise UIError(f"{shown}: not an image (unrecognised format)") from None
+            except Exception as e:  # noqa: BLE001 -- any decoder failure is 'not an image'; the message never shows our folder
+                raise UIError(f"{shown}: not an image ({first_line(e).replace(str(src), shown)})") from None
             if w * h > MAX_UPLOAD_PIXELS:
                 raise UIError(f"{shown}: {w}x{h} is over the upload limit of {MAX_UPLOAD_PIXELS // 1_000_000} megapixels")
         elif suffix not in LATENT_EXTENSIONS:
@@ -361,6 +363,12 @@ class Session:
             with self.lock:
                 images = list(render_frames(opened.generator, self.ckpt.domain, latents, 4, None))
         return write_video(path, images, SWEEP_FPS)
+
+    def hide_folder(self, message: str) -> str:
+        """A message with the session folder's paths shortened to the file names the user gave."""
+        import re
+
+        return re.sub(re.escape(str(self.workdir)) + r"/\d+/", "", message)
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
