@@ -22,8 +22,36 @@ DIRECTION_HELP = (
     "direction file ((512,), (1, 512) or (n_styles, 512)), FILE.npz:K (row K of an .npz from `e4e directions sefa`), "
     "ganspace:COMP:START:END, sefa:K[:LAYERS] (e.g. sefa:0:2,3,4,5), or styleflow:NAME (gender, glasses, yaw, pitch, "
     "baldness, beard, age, expression; lighting presets light_left_right, light_right_left, light_down_up, light_up_down, "
-    "light_none, light_front)."
+    "light_none, light_front), stylespace:LAYER:CHANNEL (one StyleSpace channel, strength in its std; e.g. stylespace:6:501) "
+    "or \"text:DESCRIPTION\" (StyleCLIP global direction, e.g. \"text:a face with a smile\"; needs --relevance)."
 )
+
+
+def neutral_option():
+    return typer.Option(None, "--neutral", help="text: directions: the description of the unedited image (default by domain: "
+                                               "'a face', 'a car', 'a church', 'a horse').")
+
+
+def beta_option():
+    return typer.Option(0.15, "--beta", help="text: directions: StyleCLIP's disentanglement threshold; channels whose relevance "
+                                             "to the text is below it are left alone (higher: fewer channels, a narrower edit).")
+
+
+def clip_weights_option():
+    return typer.Option(None, "--clip-weights", help="text: directions: CLIP ViT-B/32 weights file (OpenAI's ViT-B-32.pt or an "
+                                                     "open_clip state dict; default: the zoo's clip_vit_b32_openai, downloaded once).")
+
+
+def relevance_option():
+    return typer.Option(None, "--relevance", help="text: directions: the generator's channel relevance matrix (.npz from "
+                                                  "`e4e directions styleclip`, or StyleCLIP's fs3.npy for FFHQ 1024).")
+
+
+def text_options(neutral, beta, clip_weights, relevance, device: str = "cpu"):
+    from e4ecli.edits.stylespace import TextOptions
+
+    return TextOptions(neutral=neutral, beta=beta, clip_weights=Path(clip_weights) if clip_weights else None,
+                       relevance=Path(relevance) if relevance else None, device=device)
 STRENGTH_HELP = (
     "How much, one per --direction in the same order (default: the registry's strength). A number, or a sweep "
     "A:B:N (N values from A to B; at most one sweep). GANSpace strengths are the target coordinate in std units; "
@@ -32,7 +60,8 @@ STRENGTH_HELP = (
 )
 
 
-def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: Optional[str], force: bool = False) -> List["Edit"]:
+def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: Optional[str], force: bool = False,
+                  text=None) -> List["Edit"]:
     """--direction specs -> Edits for this checkpoint; exits 2 with the reason on a bad spec (a registered
     direction of another domain too, unless `force`)."""
     from e4ecli.edits.specs import OtherDomain, resolve
@@ -43,7 +72,7 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
         try:
             with console.status(f"loading direction {spec}"):
                 edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident.split(":")[-1],
-                               force=force)
+                               force=force, text=text)
         except OtherDomain as e:
             die(f"{e}; --force applies it anyway")
         except DirectionError as e:
@@ -54,7 +83,7 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
     return edits
 
 
-def check_options(direction: List[str], strength: List[str], pca: Optional[str], aligned: List[Path]) -> tuple[list, list[str]]:
+def check_options(direction: List[str], strength: List[str], pca: Optional[str], aligned: List[Path], text=None) -> tuple[list, list[str]]:
     """Everything about -d/-s/--pca/--aligned that can be checked without a model: (parsed strengths, problems)."""
     from e4ecli.edits.specs import parse_strength, precheck
     from e4ecli.hub.directions import DirectionError
@@ -73,7 +102,7 @@ def check_options(direction: List[str], strength: List[str], pca: Optional[str],
         problems.append("only one --strength may be a sweep A:B:N; the others must be single numbers")
     for spec in direction:
         try:
-            default = precheck(spec, pca)
+            default = precheck(spec, pca, text)
         except DirectionError as e:
             problems.append(str(e))
             continue
@@ -112,7 +141,9 @@ def pair_strengths(edits: List["Edit"], strengths: list):
         "  e4e edit latents/ -o out/ -d ganspace:54:7:8 -s 20 --pca ffhq_pca.pt --save-latents\n\n"
         "  e4e edit latents/ -o out/ -d sefa:0:2,3,4,5 -s 10\n\n"
         "  e4e edit latents/ -o out/ -d styleflow:age -s 60 -d styleflow:glasses -s 1   # one StyleFlow round trip\n\n"
-        "  e4e edit latents/ -o out/ -d age -s 3 --paste-back --aligned aligned/  # edited face in the original photo"
+        "  e4e edit latents/ -o out/ -d age -s 3 --paste-back --aligned aligned/  # edited face in the original photo\n\n"
+        "  e4e edit latents/ -o out/ -d \"text:a face with lipstick\" -s 4 --relevance ffhq_fs3.npz\n\n"
+        "  e4e edit latents/ -o out/ -d stylespace:6:501 -s -3:3:7              # one StyleSpace channel, in its std"
     ),
 )
 def edit_cmd(
@@ -139,13 +170,19 @@ def edit_cmd(
     overwrite: bool = overwrite_option("latent"),
     styleflow_weights: Optional[Path] = StyleflowWeights,
     attribute: List[str] = Attribute,
+    neutral: Optional[str] = neutral_option(),
+    beta: float = beta_option(),
+    clip_weights: Optional[Path] = clip_weights_option(),
+    relevance: Optional[Path] = relevance_option(),
 ) -> None:
-    """Edit W+ latents (InterFaceGAN, GANSpace, SeFa, StyleFlow) and render the results."""
+    """Edit W+ latents (InterFaceGAN, GANSpace, SeFa, StyleFlow, StyleSpace, StyleCLIP text) and render the results."""
     from e4ecli.cli.common import capped_workers
     from e4ecli.cli.styleflow import overrides_or_die
     from e4ecli.files.latents import LATENT_EXTENSIONS
 
-    parsed, problems = check_options(direction, strength, pca, aligned)
+    text = text_options(neutral, beta, clip_weights, relevance)
+    parsed, problems = check_options(direction, strength, pca, aligned, text)
+    stylespace = any(d.strip().startswith(("text:", "stylespace:")) for d in direction)
     if latents_only and paste_back:
         problems.append("--paste-back needs renders; drop --latents-only")
     overrides = overrides_or_die(attribute, styleflow_weights, direction)
@@ -169,7 +206,7 @@ def edit_cmd(
         sweeps = [s for s in parsed if s.is_sweep]
         values = sweeps[0].values if sweeps else (0.0,)
         plans = {it: plan_outputs(it, out, values, bool(sweeps), save_latents=save_latents, latents_only=latents_only,
-                                  sidecar=sidecars.get(it)).all_outputs() for it in items}
+                                  sidecar=sidecars.get(it), stylespace=stylespace).all_outputs() for it in items}
         outputs_or_die(items, plans)
         hits = overwritten_inputs(sidecars.values(), [p for paths in plans.values() for p in paths])
         return [f"the output would overwrite the alignment sidecar {side}; choose another -o folder" for side, _ in hits[:1]]
@@ -181,7 +218,9 @@ def edit_cmd(
         from e4ecli.pipelines.edit import edit
 
         ckpt, ident = load_model(checkpoint)
-        edits = resolve_edits(direction, ckpt, ident, pca, force=force)
+        from dataclasses import replace
+
+        edits = resolve_edits(direction, ckpt, ident, pca, force=force, text=replace(text, device=str(job.device)))
         steps = pair_strengths(edits, parsed)
         styleflow = setup_or_die(edits, job.items, styleflow_weights, overrides, quiet=not job.dist.is_main)
         renders = not latents_only

@@ -9,6 +9,12 @@ Direction specs:
                             for LAYERS ('all' (default), '2,3,4,5' or '2-5'), applied to those styles
   styleflow:NAME            StyleFlow attribute NAME set to the strength (its own units), or a lighting
                             preset moved to by the strength (edits.styleflow; needs per-latent conditions)
+  stylespace:LAYER:CHANNEL  one StyleSpace channel moved by strength x its std (edits.stylespace)
+  text:TARGET               StyleCLIP's global direction from --neutral to TARGET (edits.stylespace; needs
+                            CLIP and a relevance matrix)
+
+StyleSpace and text edits leave the W+ latent as it is and carry offsets of the style vectors
+(`Edit.style_offsets`), added after every W+ edit when rendering.
 
 Strengths: a number, or a sweep `A:B:N` (N evenly spaced values from A to B inclusive).
 """
@@ -40,8 +46,25 @@ class Edit:
     pca: ops.PCA | None = field(default=None, repr=False)
     component: int | None = None
     context: Callable | None = field(default=None, repr=False, compare=False)  # styleflow: bound to latents' conditions
+    s_direction: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)  # stylespace/text: per-layer offsets at strength 1
+    settings: dict | None = field(default=None, compare=False)  # text: prompt, neutral, beta, CLIP and relevance file ids
+
+    @property
+    def in_stylespace(self) -> bool:
+        return self.s_direction is not None
+
+    def style_offsets(self, strength: float | torch.Tensor, n: int) -> list[torch.Tensor]:
+        """Offsets of the StyleSpace vectors for n latents (one (n, C_l) per layer); strength a float or (n,)."""
+        import torch
+
+        assert self.s_direction is not None
+        k = torch.as_tensor(strength, dtype=torch.float32).reshape(-1, 1).expand(n, 1)
+        return [k.to(d.device) * d[None] for d in self.s_direction]
 
     def apply(self, latents: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        """The W+ part of the edit (StyleSpace and text edits: none; see style_offsets)."""
+        if self.in_stylespace:
+            return latents
         from e4ecli.edits import ops
 
         if self.kind == "styleflow":
@@ -70,14 +93,21 @@ class Edit:
         if self.kind == "ganspace":
             assert self.pca is not None
             content = content_id(self.pca.mean, self.pca.comp, self.pca.std, self.component)
+        elif self.s_direction is not None:
+            content = content_id(*self.s_direction)
         elif self.direction is not None:
             content = content_id(self.direction)
         else:  # styleflow: the label names the attribute; the flow's weights and conditions are run settings
             content = None
-        return {"label": self.label, "kind": self.kind, "styles": list(self.styles) if self.styles else None, "content": content}
+        out = {"label": self.label, "kind": self.kind, "styles": list(self.styles) if self.styles else None, "content": content}
+        if self.settings:
+            out.update(self.settings)
+        return out
 
     def check(self, n_styles: int, style_dim: int) -> None:
         """Raise DirectionError when this edit cannot apply to latents (N, n_styles, style_dim)."""
+        if self.in_stylespace:
+            return
         from e4ecli.edits import ops
 
         if self.kind == "styleflow" and (n_styles, style_dim) != (18, 512):
@@ -239,7 +269,7 @@ def _npz_row(path: Path, k: int, spec: str) -> Edit:
     return Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=row, styles=layers)
 
 
-def precheck(spec: str, pca: str | Path | None = None) -> float | None:
+def precheck(spec: str, pca: str | Path | None = None, text=None) -> float | None:
     """Check a `--direction` spec without a model (syntax, files, registry names); returns its default
     strength when known without the model (registry entries, sefa), else None. Raises DirectionError.
     Mirrors `resolve`: a new kind of spec gets its branch in both."""
@@ -269,6 +299,16 @@ def precheck(spec: str, pca: str | Path | None = None) -> float | None:
     if head == "sefa" and not path.is_file():
         _ints([rest.partition(":")[0]], spec, "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)")
         return 10.0
+    if head == "stylespace" and not path.is_file():
+        from e4ecli.edits.stylespace import parse_channel_spec
+
+        parse_channel_spec(spec, rest)
+        return None
+    if head == "text" and not path.is_file():
+        from e4ecli.edits.stylespace import TEXT_STRENGTH, precheck_text
+
+        precheck_text(rest, text)
+        return TEXT_STRENGTH
     if (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and Path(row.group(1)).is_file():
         return 10.0
     if path.is_file():
@@ -284,8 +324,9 @@ def precheck(spec: str, pca: str | Path | None = None) -> float | None:
 
 
 def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name: str = "ffhq_encode",
-            sefa_cache_key: str | None = None, download: bool = True, force: bool = False) -> Edit:
-    """A direction spec -> Edit for `generator` (used for SeFa and for shape checks).
+            sefa_cache_key: str | None = None, download: bool = True, force: bool = False, text=None) -> Edit:
+    """A direction spec -> Edit for `generator` (used for SeFa and for shape checks). `text`: an
+    edits.stylespace.TextOptions for text:... specs (CLIP, relevance file, neutral prompt, beta).
 
     A registered direction of another domain than `domain_name`'s raises OtherDomain unless `force`.
     """
@@ -322,6 +363,18 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
         if not 0 <= k < result.directions.shape[0]:
             raise DirectionError(f"direction {spec!r}: K must be in 0..{result.directions.shape[0] - 1}")
         edit = Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=result.directions[k], styles=result.layers)
+    elif head == "stylespace" and not path.is_file():
+        from e4ecli.edits import stylespace as ss
+
+        layer, channel = ss.parse_channel_spec(spec, rest)
+        stats = ss.style_stats_cached(generator, sefa_cache_key)
+        d = ss.channel_direction(generator.style_channels(), layer, channel, stats.std, spec)
+        edit = Edit(f"stylespace:{layer}:{channel}", "stylespace", s_direction=d)
+    elif head == "text" and not path.is_file():
+        from e4ecli.edits import stylespace as ss
+
+        edit = ss.text_edit(rest, generator, text, domain_short=domain_for(domain_name).short, stats_key=sefa_cache_key,
+                            download=download, force=force)
     elif (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and Path(row.group(1)).is_file():
         edit = _npz_row(Path(row.group(1)), int(row.group(2)), spec)
     elif path.is_file():

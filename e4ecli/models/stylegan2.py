@@ -132,9 +132,12 @@ class ModulatedConv2d(nn.Module):
             return self.blur(F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=0), bias)
         return F.conv2d(x, w, bias=None if bias is None else bias.to(x.dtype), padding=self.padding)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, input_gain: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (N, in, H, W); style: (N, style_dim) -> (N, out, H', W')."""
-        s = self.modulation(style)  # (N, in)
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None, input_gain: float = 1.0, bias: torch.Tensor | None = None,
+                s: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, in, H, W); style: (N, style_dim) -> (N, out, H', W'). `s` (N, in): the StyleSpace vector
+        A(style) given directly (style is then unused)."""
+        if s is None:
+            s = self.modulation(style)  # (N, in)
         weight = self.weight[0] * self.scale  # (out, in, k, k)
         # demod[n, o] = 1 / sqrt(sum_{i,k} (w[o, i, k] * s[n, i])^2 + eps)
         demod = torch.rsqrt((s * s) @ weight.pow(2).sum([2, 3]).t() + self.eps) if self.demodulate else None
@@ -196,9 +199,9 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None, input_gain: float = 1.0,
-                fold_gain: bool = False) -> torch.Tensor:
-        out = self.conv(x, style, input_gain, bias=self.activate.bias)
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None, noise: torch.Tensor | None = None, input_gain: float = 1.0,
+                fold_gain: bool = False, s: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style, input_gain, bias=self.activate.bias, s=s)
         if noise is None:
             n, _, h, w = out.shape
             noise = out.new_empty(n, 1, h, w).normal_()
@@ -219,8 +222,9 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None, input_gain: float = 1.0) -> torch.Tensor:
-        out = self.conv(x, style, input_gain, bias=self.bias.view(-1))
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None, skip: torch.Tensor | None = None, input_gain: float = 1.0,
+                s: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style, input_gain, bias=self.bias.view(-1), s=s)
         if self.clamp is not None:
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
@@ -292,34 +296,91 @@ class Generator(nn.Module):
     def stored_noise(self) -> list[torch.Tensor]:
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
 
-    def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None, max_size: int | None = None) -> torch.Tensor:
+    # -- StyleSpace ----------------------------------------------------------------------------
+    def modulated_layers(self) -> list[tuple[nn.Module, int]]:
+        """Every modulated layer (StyledConv or ToRGB) in rosinality's (= the official StyleGAN2's) order -- conv1,
+        to_rgb1, then per resolution conv_up, conv, to_rgb -- with the W+ index it reads."""
+        layers: list[tuple[nn.Module, int]] = [(self.conv1, 0), (self.to_rgb1, 1)]
+        i = 1
+        for conv1, conv2, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
+            layers += [(conv1, i), (conv2, i + 1), (to_rgb, i + 2)]
+            i += 2
+        return layers
+
+    def style_channels(self) -> list[int]:
+        """The length of each StyleSpace vector (the input channels of each modulated layer), in order."""
+        return [layer.conv.in_channel for layer, _ in self.modulated_layers()]
+
+    def style_vectors(self, latent: torch.Tensor) -> list[torch.Tensor]:
+        """W+ (N, n_latent, style_dim) -> StyleSpace: one (N, C_l) vector s_l = A_l(w_l) per modulated layer."""
+        self._check_wplus(latent)
+        return [layer.conv.modulation(latent[:, idx]) for layer, idx in self.modulated_layers()]
+
+    def _check_wplus(self, latent: torch.Tensor) -> None:
+        if latent.ndim != 3 or latent.shape[1] != self.n_latent or latent.shape[2] != self.style_dim:
+            raise ValueError(f"W+ latents must be (N, {self.n_latent}, {self.style_dim}), got {tuple(latent.shape)}")
+
+    def _check_styles(self, styles: Sequence[torch.Tensor]) -> None:
+        channels = self.style_channels()
+        if len(styles) != len(channels) or any(s.ndim != 2 or s.shape[1] != c or s.shape[0] != styles[0].shape[0]
+                                               for s, c in zip(styles, channels)):
+            got = [tuple(s.shape) for s in styles]
+            raise ValueError(f"StyleSpace codes must be {len(channels)} tensors (N, C) with C = {channels}, got {got}")
+
+    def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None, max_size: int | None = None,
+                  style_offsets: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """latent: (N, n_latent, style_dim) W+ -> images (N, 3, size, size). Default noise: the stored buffers.
 
         max_size: stop at the first resolution >= max_size and return the skip branch's image there (a coarse
-        preview without the finer layers' detail, much cheaper than rendering in full and downscaling)."""
-        if latent.ndim != 3 or latent.shape[1] != self.n_latent or latent.shape[2] != self.style_dim:
-            raise ValueError(f"W+ latents must be (N, {self.n_latent}, {self.style_dim}), got {tuple(latent.shape)}")
+        preview without the finer layers' detail, much cheaper than rendering in full and downscaling).
+        style_offsets: one (N or 1, C_l) tensor (or None) per modulated layer, added to the StyleSpace vectors
+        A_l(w_l) (an S edit after the W+ ones)."""
+        self._check_wplus(latent)
+        if style_offsets is not None:
+            styles = self.style_vectors(latent)
+            styles = [s if d is None else s + d.to(s.dtype) for s, d in zip(styles, style_offsets)]
+            return self.synthesis_s(styles, noise, max_size)
+        return self._synthesize(latent.shape[0], latent, None, noise, max_size)
+
+    def synthesis_s(self, styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor | None] | None = None,
+                    max_size: int | None = None) -> torch.Tensor:
+        """StyleSpace codes (`style_vectors`' list, one (N, C_l) per modulated layer) -> images (N, 3, size, size)."""
+        self._check_styles(styles)
+        return self._synthesize(styles[0].shape[0], None, list(styles), noise, max_size)
+
+    def _synthesize(self, n: int, latent: torch.Tensor | None, styles: list[torch.Tensor] | None,
+                    noise: Sequence[torch.Tensor | None] | None, max_size: int | None = None) -> torch.Tensor:
+        """From W+ `latent` or from StyleSpace `styles` (exactly one given): the same layers, the same arithmetic."""
         if noise is None:
             noise = self.stored_noise()
-        n = latent.shape[0]
-        if n > 1 and latent.device.type == "cpu" and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export() \
+        ref = latent if latent is not None else styles[0]  # type: ignore[index]
+        if n > 1 and ref.device.type == "cpu" and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export() \
                 and all(t is not None for t in noise):
             # CPU inference modulates the weights image by image anyway (ModulatedConv2d): rendering image by image
             # also skips a concatenation of the whole batch's feature maps after every layer (10% at batch 4, 1024 px)
-            return torch.cat([self.synthesis(latent[k : k + 1], [t if t.shape[0] == 1 else t[k : k + 1] for t in noise], max_size)
-                              for k in range(n)])
-        out = self.input(n).to(latent.dtype)
+            return torch.cat([self._synthesize(1, None if latent is None else latent[k : k + 1],
+                                               None if styles is None else [s[k : k + 1] for s in styles],
+                                               [t if t.shape[0] == 1 else t[k : k + 1] for t in noise], max_size) for k in range(n)])
+        if latent is not None:
+            def code(k: int, idx: int) -> dict:
+                return {"style": latent[:, idx]}
+        else:
+            def code(k: int, idx: int) -> dict:
+                return {"style": None, "s": styles[k]}  # type: ignore[index]
+        dtype = latent.dtype if latent is not None else styles[0].dtype  # type: ignore[index]
+        out = self.input(n).to(dtype)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         # every StyledConv output is kept without its sqrt(2) gain, which the next layer folds in
-        out = self.conv1(out, latent[:, 0], noise=noise[0], fold_gain=True)
-        skip = self.to_rgb1(out, latent[:, 1], input_gain=SQRT2)
-        i = 1
+        out = self.conv1(out, noise=noise[0], fold_gain=True, **code(0, 0))
+        skip = self.to_rgb1(out, input_gain=SQRT2, **code(1, 1))
+        i, k = 1, 2
         for conv1, conv2, noise1, noise2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs):
-            out = conv1(out, latent[:, i], noise=noise1, input_gain=SQRT2, fold_gain=True)
-            out = conv2(out, latent[:, i + 1], noise=noise2, input_gain=SQRT2, fold_gain=True)
-            skip = to_rgb(out, latent[:, i + 2], skip, input_gain=SQRT2)
+            out = conv1(out, noise=noise1, input_gain=SQRT2, fold_gain=True, **code(k, i))
+            out = conv2(out, noise=noise2, input_gain=SQRT2, fold_gain=True, **code(k + 1, i + 1))
+            skip = to_rgb(out, skip=skip, input_gain=SQRT2, **code(k + 2, i + 2))
             i += 2
+            k += 3
             if max_size is not None and skip.shape[-1] >= max_size:
                 break
         return skip.contiguous()

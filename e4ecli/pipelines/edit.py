@@ -4,7 +4,10 @@ Outputs for an input with key K (named like `e4e render`):
   one strength per edit:  OUT/K.png (render), OUT/K.npy (--save-latents), OUT/K.pasted.png (paste-back)
   a sweep A:B:N:          OUT/K/NN_s<value>.png (+ .npy, + .pasted.png) per value, and OUT/K.png, a
                           labelled strip: the reconstruction, then every value
-Several (edit, strength) steps compose in order; at most one of them sweeps.
+Several (edit, strength) steps compose in order; at most one of them sweeps. StyleSpace and text steps
+add offsets to the style vectors after every W+ step (`edited_codes`); with --save-latents their sum is
+saved beside the W+ latent as OUT/K.s.npz (`offsets`: the concatenated per-layer offsets, `channels`: each
+layer's length; the style vectors of the edit are A(w) + offsets).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from e4ecli.pipelines.common import Finished, Result, decoded_batches, partition
 from e4ecli.runtime import autocast
 
 PASTED_SUFFIX = ".pasted.png"
+OFFSETS_SUFFIX = ".s.npz"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,45 @@ def edited_latents(latents: torch.Tensor, steps: Sequence[Step], styleflow=None)
     return w.reshape(n, f, *latents.shape[1:])
 
 
+def edited_offsets(steps: Sequence[Step], n: int, device=None) -> list[torch.Tensor] | None:
+    """The StyleSpace offsets of the steps for n latents (N, F flattened as in edited_latents): one (n * F, C_l)
+    per layer, or None when no step edits in StyleSpace."""
+    sweep_at, values = sweep_values(steps)
+    f = len(values)
+    total = None
+    for i, step in enumerate(steps):
+        if not step.edit.in_stylespace:
+            continue
+        strength = torch.tensor(values, dtype=torch.float32).repeat(n) if i == sweep_at else step.strength.values[0]
+        offsets = step.edit.style_offsets(strength, n * f)
+        total = offsets if total is None else [a + b for a, b in zip(total, offsets)]
+    if total is not None and device is not None:
+        total = [t.to(device) for t in total]
+    return total
+
+
+def edited_codes(latents: torch.Tensor, steps: Sequence[Step], styleflow=None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """(edited_latents (N, F, S, D), edited_offsets (one (N * F, C_l) per layer) or None): every edit of a step list."""
+    return edited_latents(latents, steps, styleflow), edited_offsets(steps, latents.shape[0], latents.device)
+
+
+def save_offsets(path: Path, offsets: Sequence[torch.Tensor] | Sequence[np.ndarray]) -> None:
+    """One latent's StyleSpace offsets (one (C_l,) per layer) -> OUT/K.s.npz (offsets, channels), atomically."""
+    from e4ecli.files.batch import atomic_output
+
+    arrays = [np.asarray(o.float().cpu().numpy() if hasattr(o, "cpu") else o, dtype=np.float32).reshape(-1) for o in offsets]
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, offsets=np.concatenate(arrays), channels=np.array([a.size for a in arrays], dtype=np.int64))
+
+
+def read_offsets(path: Path) -> list[np.ndarray]:
+    """OUT/K.s.npz -> one (C_l,) array per layer."""
+    with np.load(path, allow_pickle=False) as z:
+        flat, channels = z["offsets"], z["channels"]
+    return np.split(flat, np.cumsum(channels)[:-1])
+
+
 @dataclass
 class Plan:
     """Every output one input will have."""
@@ -83,19 +126,20 @@ class Plan:
     item: Item
     images: list[Path] = field(default_factory=list)  # one per frame (empty with latents_only)
     latents: list[Path] = field(default_factory=list)  # one per frame (empty unless saved)
+    offsets: list[Path] = field(default_factory=list)  # one per frame: StyleSpace offsets beside saved latents
     pasted: list[Path] = field(default_factory=list)  # one per frame when a sidecar was found
     strip: Path | None = None
     sidecar: Path | None = None
 
     def all_outputs(self) -> list[Path]:
-        return [p for p in (self.strip, *self.images, *self.latents, *self.pasted) if p is not None]
+        return [p for p in (self.strip, *self.images, *self.latents, *self.offsets, *self.pasted) if p is not None]
 
     def main_output(self) -> Path:
         return self.all_outputs()[0]
 
 
 def plan_outputs(item: Item, out_dir: Path, values: Sequence[float], sweep: bool, *, save_latents: bool,
-                 latents_only: bool, sidecar: Path | None) -> Plan:
+                 latents_only: bool, sidecar: Path | None, stylespace: bool = False) -> Plan:
     plan = Plan(item, sidecar=sidecar)
     if not sweep:
         stems = [item.key]
@@ -110,17 +154,23 @@ def plan_outputs(item: Item, out_dir: Path, values: Sequence[float], sweep: bool
                 plan.pasted.append(output_path(out_dir, stem, PASTED_SUFFIX))
         if save_latents or latents_only:
             plan.latents.append(output_path(out_dir, stem, ".npy"))
+            if stylespace:
+                plan.offsets.append(output_path(out_dir, stem, OFFSETS_SUFFIX))
     return plan
 
 
 def render_uint8(gen, domain, latents: torch.Tensor, batch_size: int, size: int | None,
-                 precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
+                 precision: str = "fp32", offsets: Sequence[torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """latents (M, S, D) -> (uint8 renders at `size` (M, h, w, 3), native-size renders or None when
-    `size` is None), in chunks of batch_size, at `precision` (fp32, or fp16/bf16 autocast)."""
+    `size` is None), in chunks of batch_size, at `precision` (fp32, or fp16/bf16 autocast).
+    `offsets`: StyleSpace offsets (one (M, C_l) per layer) added to the style vectors."""
     out, native = [], []
+    step = max(1, batch_size)
     with torch.inference_mode(), autocast(latents.device, precision):
-        for chunk in latents.split(max(1, batch_size)):
-            images = domain.crop(gen.synthesis(chunk))
+        for start in range(0, latents.shape[0], step):
+            chunk = latents[start:start + step]
+            extra = None if offsets is None else [o[start:start + step] for o in offsets]
+            images = domain.crop(gen.synthesis(chunk, style_offsets=extra))
             if size:
                 native.append(to_uint8(images))
                 images = area_resize(images, size)
@@ -173,8 +223,9 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
             if it not in sidecars:
                 yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the --aligned folders")
         items = [it for it in items if it in sidecars]
+    stylespace = any(s.edit.in_stylespace for s in steps)
     plans = {it: plan_outputs(it, out_dir, values, sweep, save_latents=save_latents, latents_only=latents_only,
-                              sidecar=sidecars.get(it)) for it in items}
+                              sidecar=sidecars.get(it), stylespace=stylespace) for it in items}
     if styleflow is not None and finished is not None:  # a changed attributes file, override, flow or estimator redoes the output
         from e4ecli.pipelines.styleflow import sources_unchanged
 
@@ -189,9 +240,11 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
     name = steps[sweep_at].edit.label if sweep_at is not None else ""
     labels = ["reconstruction"] + [f"{name} {format_strength(v)}" for v in values]
 
-    def write(plan: Plan, lat, mine, full, recon) -> list[Path]:
+    def write(plan: Plan, lat, offs, mine, full, recon) -> list[Path]:
         for k, path in enumerate(plan.latents):
             save_npy(path, lat[k])
+        for k, path in enumerate(plan.offsets):
+            save_offsets(path, [o[k] for o in offs])
         if mine is not None:
             for k, path in enumerate(plan.images):
                 save_image(path, mine[k])
@@ -217,23 +270,28 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
         n = len(good)
         w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
         with torch.inference_mode():
-            edited = edited_latents(w, steps, context)  # (n, F, S, D)
+            edited, offsets = edited_codes(w, steps, context)  # (n, F, S, D), per layer (n * F, C_l) or None
         f = edited.shape[1]
         renders = native = recon = None
         if not latents_only:
             flat = edited.reshape(-1, *edited.shape[2:])
+            render_offsets = offsets
             if sweep:  # the strip starts with the unedited reconstruction
                 flat = torch.cat([flat, w])
-            renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size, precision)
+                if offsets is not None:
+                    render_offsets = [torch.cat([o, o.new_zeros(n, o.shape[1])]) for o in offsets]
+            renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size, precision, render_offsets)
             if sweep:
                 recon, renders = renders[n * f:], renders[: n * f]
                 native = native[: n * f] if native is not None else None
         lat = edited.float().cpu().numpy()
+        offs = None if offsets is None else [o.float().cpu().reshape(n, f, -1) for o in offsets]
         for j, (it, _) in enumerate(good):
             mine = renders[j * f:(j + 1) * f] if renders is not None else None
             full = native[j * f:(j + 1) * f] if native is not None else mine
             one = recon[j] if recon is not None else None
-            result = write_item(it, partial(write, plans[it], lat[j], mine, full, one), errors={PasteBackError: "paste-back"})
+            mine_offs = None if offs is None else [o[j] for o in offs]
+            result = write_item(it, partial(write, plans[it], lat[j], mine_offs, mine, full, one), errors={PasteBackError: "paste-back"})
             if it in flow_info and result.status == "ok":
                 result.extra = {"styleflow": flow_info[it]}
             yield result

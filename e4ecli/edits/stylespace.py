@@ -1,0 +1,448 @@
+"""StyleSpace edits (Wu et al., CVPR 2021) and StyleCLIP's global text directions (Patashnik et al., ICCV 2021).
+
+StyleSpace: the per-layer style vectors s_l = A_l(w_l) that modulate each convolution and toRGB layer, in
+rosinality's (= the official StyleGAN2's) order -- `Generator.modulated_layers()`: layer 0 the 4x4 conv,
+1 its toRGB, then per resolution conv_up, conv, toRGB (a 1024 px generator has 26 layers, 9088 channels;
+the 17 conv layers hold 6048 of them, the layout of StyleCLIP's `fs3.npy`).
+
+  stylespace:LAYER:CHANNEL with strength a   s[LAYER][CHANNEL] += a * std[LAYER][CHANNEL]
+  text:TARGET with strength alpha            s += alpha * std * d, where d (conv channels only) is
+
+      t   = normalise(e(TARGET) - e(NEUTRAL)),  e(p) = normalise(mean_k normalise(CLIP_text(template_k(p))))
+      r   = R @ t                               (R: the relevance matrix, conv channels x CLIP dims)
+      r_c = 0 where |r_c| < beta
+      d   = r / max |r|
+
+The per-channel mean and std are over the generator's style distribution (s of w = mapping(z), z seeded
+standard normal; `style_stats`). The relevance matrix R is what `e4e directions styleclip` computes
+(`relevance_rows`): for every conv channel c and N sampled style codes, the channel set to its mean and moved
+by -/+ ALPHA std (StyleCLIP's alpha 5), the two renders' CLIP image embeddings normalised, their difference
+normalised, averaged over the N codes and normalised.
+"""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from e4ecli.hub.directions import DirectionError
+
+# the 80 prompt templates of CLIP's ImageNet zero-shot classifier, as StyleCLIP averages the text embeddings over
+IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.", "a rendering of a {}.", "graffiti of a {}.", "a bad photo of the {}.",
+    "a cropped photo of the {}.", "a tattoo of a {}.", "the embroidered {}.", "a photo of a hard to see {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
+    "a drawing of a {}.", "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.",
+    "a close-up photo of a {}.", "a black and white photo of the {}.", "a painting of the {}.", "a painting of a {}.",
+    "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.", "a cropped photo of a {}.",
+    "a plastic {}.", "a photo of the dirty {}.", "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.",
+    "a photo of the {}.", "a good photo of the {}.", "a rendering of the {}.", "a {} in a video game.",
+    "a photo of one {}.", "a doodle of a {}.", "a close-up photo of the {}.", "a photo of a {}.",
+    "the origami {}.", "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.",
+    "a origami {}.", "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.", "a photo of a nice {}.",
+    "a photo of a weird {}.", "a blurry photo of a {}.", "a cartoon {}.", "art of a {}.",
+    "a sketch of the {}.", "a embroidered {}.", "a pixelated photo of a {}.", "itap of the {}.",
+    "a jpeg corrupted photo of the {}.", "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.",
+    "a photo of the small {}.", "a photo of the weird {}.", "the cartoon {}.", "art of the {}.",
+    "a drawing of the {}.", "a photo of the large {}.", "a black and white photo of a {}.", "the plushie {}.",
+    "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.", "a toy {}.",
+    "itap of my {}.", "a photo of a cool {}.", "a photo of a small {}.", "a tattoo of the {}.",
+)
+NEUTRAL = {"ffhq": "a face", "celeba": "a face", "cars": "a car", "church": "a church", "horse": "a horse"}
+DEFAULT_BETA = 0.15  # StyleCLIP's disentanglement threshold
+RELEVANCE_ALPHA = 5.0  # StyleCLIP's single-channel move: -/+ 5 std
+STATS_SAMPLES = 10_000  # seeded z for the per-channel mean and std
+MAX_PROMPT_CHARS = 300  # far more than CLIP's 77-token context holds; longer prompts are refused before any model loads
+CONTEXT_LENGTH = 77  # CLIP's text context, start and end tokens included
+
+
+def neutral_for(domain_short: str) -> str:
+    return NEUTRAL.get(domain_short, "a photo")
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def clean_prompt(text: str, what: str = "text") -> str:
+    """A prompt as CLIP will read it, or DirectionError: surrounding whitespace and one pair of matching outer quotes
+    are removed; empty text, control characters and more than MAX_PROMPT_CHARS characters are refused. Quotes
+    inside and any printable Unicode are kept (CLIP's byte-level BPE reads them)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if not text:
+        raise DirectionError(f"{what}: the description is empty; write what the edit should show, e.g. \"text:a face with a smile\"")
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise DirectionError(f"{what}: the description contains the control character U+{ord(bad):04X}; write it on one line of printable text")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise DirectionError(f"{what}: the description is {len(text)} characters; CLIP reads at most {CONTEXT_LENGTH} tokens "
+                             f"(a sentence of about 50 words), so keep it under {MAX_PROMPT_CHARS} characters")
+    return text
+
+
+def check_token_length(text: str, encode: Callable[[str], list], what: str = "text") -> None:
+    """Refuse a prompt that does not fit CLIP's context in every template (it would be cut silently)."""
+    longest = max(len(encode(t.format(text))) for t in IMAGENET_TEMPLATES) + 2  # start and end tokens
+    if longest > CONTEXT_LENGTH:
+        own = len(encode(text))
+        room = CONTEXT_LENGTH - 2 - (longest - 2 - own)
+        raise DirectionError(f"{what}: the description is {own} CLIP tokens; with the prompt templates CLIP reads at most {room}: shorten it")
+
+
+# -- the StyleSpace layout ------------------------------------------------------------------------
+def conv_layers(generator) -> list[int]:
+    """Indices (into the StyleSpace list) of the convolution layers, toRGB layers left out: StyleCLIP's channel set."""
+    from e4ecli.models.stylegan2 import ToRGB
+
+    return [k for k, (layer, _) in enumerate(generator.modulated_layers()) if not isinstance(layer, ToRGB)]
+
+
+@dataclass(frozen=True)
+class StyleStats:
+    mean: tuple[torch.Tensor, ...]  # one (C_l,) per layer
+    std: tuple[torch.Tensor, ...]
+
+
+@torch.no_grad()
+def style_stats(generator, samples: int = STATS_SAMPLES, seed: int = 0, chunk: int = 2048) -> StyleStats:
+    """Per-channel mean and std of every StyleSpace vector over s(mapping(z)), z ~ N(0, I) seeded (float64 sums)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = generator.input.input.device
+    layers = generator.modulated_layers()
+    sums = [torch.zeros(layer.conv.in_channel, dtype=torch.float64) for layer, _ in layers]
+    sq = [torch.zeros_like(s) for s in sums]
+    done = 0
+    while done < samples:
+        n = min(chunk, samples - done)
+        w = generator.mapping(torch.randn(n, generator.style_dim, generator=gen).to(device))
+        for k, (layer, _) in enumerate(layers):
+            s = layer.conv.modulation(w).double().cpu()
+            sums[k] += s.sum(0)
+            sq[k] += (s * s).sum(0)
+        done += n
+    mean = [s / samples for s in sums]
+    std = [(q / samples - m * m).clamp_min(0).mul(samples / max(samples - 1, 1)).sqrt() for q, m in zip(sq, mean)]
+    return StyleStats(tuple(m.float() for m in mean), tuple(s.float() for s in std))
+
+
+_STATS_MEMO: dict[str, StyleStats] = {}
+
+
+def style_stats_cached(generator, cache_key: str | None) -> StyleStats:
+    """style_stats, cached in memory and (with a checkpoint hash as cache_key) on disk under
+    `$E4E_HOME/stylespace/<hash>.npz` (like SeFa's cache)."""
+    if cache_key is None:
+        return style_stats(generator)
+    from e4ecli.files.batch import atomic_output
+    from e4ecli.hub.directions import cache_root
+
+    safe = "".join(c if c.isalnum() else "_" for c in cache_key)
+    path = cache_root() / "stylespace" / f"{safe}-{STATS_SAMPLES}.npz"
+    key = str(path)
+    if key in _STATS_MEMO:
+        return _STATS_MEMO[key]
+    channels = generator.style_channels()
+    stats = None
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                mean, std = z["mean"], z["std"]
+            if mean.shape == std.shape == (sum(channels),) and np.isfinite(mean).all() and np.isfinite(std).all():
+                cuts = np.cumsum(channels)[:-1]
+                stats = StyleStats(tuple(torch.from_numpy(m.copy()) for m in np.split(mean, cuts)),
+                                   tuple(torch.from_numpy(s.copy()) for s in np.split(std, cuts)))
+        except (OSError, ValueError, KeyError):
+            stats = None  # a damaged cache file is recomputed and replaced
+    if stats is None:
+        stats = style_stats(generator)
+        try:
+            with atomic_output(path) as tmp:
+                np.savez(tmp, mean=torch.cat(stats.mean).numpy(), std=torch.cat(stats.std).numpy(), channels=np.array(channels))
+        except OSError:
+            pass  # the cache is an optimisation
+    _STATS_MEMO[key] = stats
+    return stats
+
+
+def parse_channel_spec(spec: str, rest: str) -> tuple[int, int]:
+    """LAYER, CHANNEL of `stylespace:LAYER:CHANNEL`; DirectionError when malformed."""
+    parts = rest.split(":")
+    usage = "stylespace:LAYER:CHANNEL (e.g. stylespace:6:501, the StyleSpace paper's smile channel at 1024 px)"
+    if len(parts) != 2:
+        raise DirectionError(f"direction {spec!r}: use {usage}")
+    try:
+        layer, channel = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise DirectionError(f"direction {spec!r}: use {usage}") from None
+    if layer < 0 or channel < 0:
+        raise DirectionError(f"direction {spec!r}: LAYER and CHANNEL are counted from 0")
+    return layer, channel
+
+
+def channel_direction(channels: Sequence[int], layer: int, channel: int, std: Sequence[torch.Tensor], spec: str) -> tuple[torch.Tensor, ...]:
+    """Per-layer offsets moving one channel by one std."""
+    if layer >= len(channels):
+        raise DirectionError(f"direction {spec!r}: the generator has StyleSpace layers 0..{len(channels) - 1}")
+    if channel >= channels[layer]:
+        raise DirectionError(f"direction {spec!r}: layer {layer} has channels 0..{channels[layer] - 1}")
+    out = [torch.zeros(c) for c in channels]
+    out[layer][channel] = float(std[layer][channel])
+    return tuple(out)
+
+
+# -- text directions -------------------------------------------------------------------------------
+class BetaTooHigh(DirectionError):
+    def __init__(self, beta: float, largest: float, what: str):
+        self.beta, self.largest = beta, largest
+        super().__init__(f"{what}: --beta {beta:g} leaves no channel (every |relevance| is below it); the largest usable "
+                         f"value for this prompt is {largest:.4f} -- use a smaller --beta (StyleCLIP's default is {DEFAULT_BETA})")
+
+
+@torch.no_grad()
+def prompt_embedding(encode_text: Callable[[list[str]], torch.Tensor], text: str) -> torch.Tensor:
+    """CLIP text embedding of `text` averaged over the 80 templates: each normalised, the mean normalised (float64)."""
+    e = encode_text([t.format(text) for t in IMAGENET_TEMPLATES]).double()
+    e = e / e.norm(dim=-1, keepdim=True)
+    e = e.mean(0)
+    return e / e.norm()
+
+
+def text_delta(target: torch.Tensor, neutral: torch.Tensor, what: str = "text") -> torch.Tensor:
+    """normalise(e(target) - e(neutral))."""
+    d = target.double() - neutral.double()
+    norm = d.norm()
+    if not torch.isfinite(norm) or norm <= 1e-12:
+        raise DirectionError(f"{what}: the target and --neutral descriptions have the same CLIP embedding; describe a change")
+    return d / norm
+
+
+def global_direction(relevance: torch.Tensor, delta: torch.Tensor, beta: float, what: str = "text") -> torch.Tensor:
+    """StyleCLIP's global direction over the relevance matrix's channels (C,): R @ t, |values| < beta zeroed,
+    divided by the largest |value|. BetaTooHigh when nothing is left."""
+    r = relevance.double() @ delta.double()
+    kept = torch.where(r.abs() < beta, torch.zeros_like(r), r)
+    largest = kept.abs().max() if kept.numel() else torch.tensor(0.0)
+    if largest <= 0:
+        raise BetaTooHigh(beta, float(r.abs().max()) if r.numel() else 0.0, what)
+    return kept / largest
+
+
+def split_conv(flat: torch.Tensor, channels: Sequence[int], convs: Sequence[int], std: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """A flat (sum of conv channels,) direction -> per-layer offsets (zeros for toRGB layers), scaled by the std."""
+    out = [torch.zeros(c) for c in channels]
+    start = 0
+    for k in convs:
+        out[k] = flat[start:start + channels[k]].float() * std[k]
+        start += channels[k]
+    return tuple(out)
+
+
+# -- relevance files ---------------------------------------------------------------------------------
+RELEVANCE_FORMAT = "e4ecli-styleclip-relevance-1"
+
+
+@dataclass
+class Relevance:
+    """The relevance matrix (rows: conv channels in layer order) and what it was made for."""
+
+    matrix: torch.Tensor  # (C, D)
+    channels: tuple[int, ...]  # channels of each conv layer, in order
+    domain: str | None = None  # the model domain's short name, when recorded
+    path: Path | None = None
+
+
+def conv_layout(generator) -> tuple[int, ...]:
+    channels = generator.style_channels()
+    return tuple(channels[k] for k in conv_layers(generator))
+
+
+def read_relevance(path: str | Path) -> Relevance:
+    """A relevance file: `e4e directions styleclip`'s .npz (fs3, channels, domain) or StyleCLIP's bare fs3.npy
+    (its layout then only known by its row count). DirectionError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DirectionError(f"relevance file {path}: no such file (`e4e directions styleclip -o {path.name}` computes one)")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if "fs3" not in data.files:
+                    raise DirectionError(f"relevance file {path}: holds no 'fs3' array (found {', '.join(data.files) or 'nothing'})")
+                matrix = data["fs3"]
+                channels = tuple(int(c) for c in data["channels"]) if "channels" in data.files else None
+                domain = str(data["domain"]) if "domain" in data.files else None
+                if "done" in data.files and not bool(np.all(data["done"])):
+                    raise DirectionError(f"relevance file {path}: unfinished ({int(np.sum(data['done']))} of {data['done'].size} "
+                                         "channels); run `e4e directions styleclip` again with the same -o to finish it")
+        else:
+            matrix, channels, domain = data, None, None
+    except DirectionError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DirectionError(f"relevance file {path}: not a readable .npy/.npz ({e})") from None
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
+        raise DirectionError(f"relevance file {path}: 'fs3' must be a 2-d float matrix (channels x CLIP dims), got {matrix.dtype} {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise DirectionError(f"relevance file {path}: contains NaN or infinite values")
+    if channels is not None and sum(channels) != matrix.shape[0]:
+        raise DirectionError(f"relevance file {path}: its layout names {sum(channels)} channels but it has {matrix.shape[0]} rows")
+    return Relevance(torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32)), channels or (matrix.shape[0],), domain, path)
+
+
+def check_relevance(rel: Relevance, generator, clip_dim: int, domain_short: str | None, force: bool = False) -> None:
+    """Refuse a relevance matrix made for another generator layout (or domain, unless `force`), naming its file."""
+    layout = conv_layout(generator)
+    name = rel.path if rel.path is not None else "relevance matrix"
+    rows = sum(layout)
+    if len(rel.channels) > 1 and rel.channels != layout:
+        raise DirectionError(f"relevance file {name}: made for a generator whose conv layers have {list(rel.channels)} channels; "
+                             f"this one's have {list(layout)} (compute one for it: e4e directions styleclip)")
+    if rel.matrix.shape[0] != rows:
+        raise DirectionError(f"relevance file {name}: has {rel.matrix.shape[0]} channel rows; this generator's conv layers have "
+                             f"{rows} channels (it was made for another generator; compute one: e4e directions styleclip)")
+    if rel.matrix.shape[1] != clip_dim:
+        raise DirectionError(f"relevance file {name}: rows of {rel.matrix.shape[1]} CLIP dims; this CLIP model embeds in {clip_dim}")
+    if rel.domain and domain_short and rel.domain != domain_short and not force:
+        raise DirectionError(f"relevance file {name}: made for {rel.domain} models; this model's domain is {domain_short} "
+                             "(--force uses it anyway)")
+
+
+# -- relevance computation -----------------------------------------------------------------------------
+def sample_styles(generator, n: int, seed: int) -> list[torch.Tensor]:
+    """N seeded style codes s(mapping(z)) (one (N, C_l) per layer)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator.style_dim, generator=gen).to(generator.input.input.device)
+    with torch.no_grad():
+        w = generator.mapping(z)
+        return [layer.conv.modulation(w) for layer, _ in generator.modulated_layers()]
+
+
+def channel_rows(generator, styles: Sequence[torch.Tensor], stats: StyleStats, targets: Sequence[tuple[int, int]],
+                 embed_images: Callable[[torch.Tensor], torch.Tensor], alpha: float = RELEVANCE_ALPHA,
+                 batch_size: int = 8) -> torch.Tensor:
+    """Relevance rows (len(targets), D) for (layer, channel) pairs: per sampled code, the channel set to its mean and
+    moved by -alpha and +alpha std; each render's CLIP image embedding normalised, (plus - minus) normalised,
+    averaged over the codes and normalised. `embed_images`: generator images (M, 3, H, W) in [-1, 1] -> (M, D)."""
+    n = styles[0].shape[0]
+    rows = []
+    for layer, channel in targets:
+        codes = [s.repeat(2, 1) for s in styles]  # first n: minus, last n: plus
+        mean, std = float(stats.mean[layer][channel]), float(stats.std[layer][channel])
+        codes[layer] = codes[layer].clone()
+        codes[layer][:n, channel] = mean - alpha * std
+        codes[layer][n:, channel] = mean + alpha * std
+        feats = []
+        with torch.no_grad():
+            for start in range(0, 2 * n, batch_size):
+                images = generator.synthesis_s([c[start:start + batch_size] for c in codes])
+                feats.append(embed_images(images).double())
+        f = torch.cat(feats)
+        f = f / f.norm(dim=-1, keepdim=True)
+        d = f[n:] - f[:n]
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        m = d.mean(0)
+        rows.append(m / m.norm().clamp_min(1e-12))
+    return torch.stack(rows).float()
+
+
+def all_channels(generator) -> list[tuple[int, int]]:
+    """Every (layer, channel) of the conv layers, in the relevance matrix's row order."""
+    channels = generator.style_channels()
+    return [(k, c) for k in conv_layers(generator) for c in range(channels[k])]
+
+
+# -- text edits: options, CLIP, the Edit ---------------------------------------------------------------
+TEXT_STRENGTH = 4.0  # default alpha of a text edit
+TEXT_RANGE = (-6.0, 6.0)
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """What a text:... direction needs besides the prompt."""
+
+    neutral: str | None = None  # None: the model domain's (NEUTRAL)
+    beta: float = DEFAULT_BETA
+    clip_weights: Path | None = None  # None: the zoo's OpenAI ViT-B/32
+    relevance: Path | None = None
+    device: str = "cpu"
+
+
+def precheck_text(rest: str, text: TextOptions | None) -> None:
+    """What can be checked of `text:TARGET` before any model loads."""
+    clean_prompt(rest, "text")
+    text = text or TextOptions()
+    if text.neutral is not None:
+        clean_prompt(text.neutral, "--neutral")
+    if not 0 <= text.beta < 1:
+        raise DirectionError(f"--beta {text.beta:g}: the threshold is on cosine-like relevance values, use 0 <= beta < 1 "
+                             f"(StyleCLIP's default {DEFAULT_BETA})")
+    if text.relevance is None:
+        raise DirectionError("text directions need the generator's relevance matrix: give --relevance FILE "
+                             "(`e4e directions styleclip -o FILE` computes it; README: Text edits)")
+    if not Path(text.relevance).is_file():
+        raise DirectionError(f"--relevance {text.relevance}: no such file (`e4e directions styleclip -o {text.relevance}` computes it)")
+    if text.clip_weights is not None and not Path(text.clip_weights).is_file():
+        raise DirectionError(f"--clip-weights {text.clip_weights}: no such file")
+
+
+_CLIP_MEMO: dict[tuple, object] = {}
+_EMBED_MEMO: dict[tuple, torch.Tensor] = {}
+
+
+def clip_cached(weights: Path | None, device: str, download: bool = True):
+    """hub.clip.load_clip, once per (file, device) in this process."""
+    from e4ecli.hub.clip import load_clip
+    from e4ecli.hub.types import CheckpointError
+
+    key = (str(weights) if weights else None, str(device))
+    if key not in _CLIP_MEMO:
+        try:
+            _CLIP_MEMO[key] = load_clip(weights, device, download=download)
+        except CheckpointError as e:
+            raise DirectionError(str(e)) from None
+    return _CLIP_MEMO[key]
+
+
+def embedding_cached(clip, prompt: str) -> torch.Tensor:
+    key = (clip.identity, prompt)
+    if key not in _EMBED_MEMO:
+        _EMBED_MEMO[key] = prompt_embedding(clip.encode_text, prompt).cpu()
+    return _EMBED_MEMO[key]
+
+
+def text_edit(rest: str, generator, text: TextOptions | None, *, domain_short: str, stats_key: str | None,
+              download: bool = True, force: bool = False):
+    """`text:TARGET` -> an Edit whose style offsets are StyleCLIP's global direction (x the per-channel std)."""
+    from e4ecli.edits.specs import Edit
+
+    text = text or TextOptions()
+    precheck_text(rest, text)
+    target = clean_prompt(rest, "text")
+    neutral = clean_prompt(text.neutral, "--neutral") if text.neutral is not None else neutral_for(domain_short)
+    label = f"text:{target}"
+    rel = read_relevance(text.relevance)  # type: ignore[arg-type]
+    layout_error = None
+    try:
+        check_relevance(rel, generator, rel.matrix.shape[1], domain_short, force)
+    except DirectionError as e:
+        layout_error = e
+    if layout_error is not None:  # before CLIP loads
+        raise layout_error
+    clip = clip_cached(text.clip_weights, text.device, download)
+    check_relevance(rel, generator, clip.dim, domain_short, force)
+    for what, prompt in (("text", target), ("--neutral", neutral)):
+        check_token_length(prompt, clip.encode, what)
+    delta = text_delta(embedding_cached(clip, target), embedding_cached(clip, neutral), label)
+    flat = global_direction(rel.matrix, delta, text.beta, label)
+    stats = style_stats_cached(generator, stats_key)
+    offsets = split_conv(flat, generator.style_channels(), conv_layers(generator), stats.std)
+    from e4ecli.files.provenance import content_id
+
+    settings = {"prompt": target, "neutral": neutral, "beta": text.beta, "clip": clip.identity,
+                "relevance": content_id(Path(text.relevance)), "channels": int((flat != 0).sum())}  # type: ignore[arg-type]
+    return Edit(label, "text", TEXT_STRENGTH, TEXT_RANGE, s_direction=offsets, settings=settings)
