@@ -200,3 +200,60 @@ def fit_cmd(
     console.print(table)
     console.print(f"held-out accuracy {boundary.accuracy:.3f} on {boundary.n_val} latents; wrote {escape(out)} {tuple(boundary.direction.shape)}")
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+@directions_app.command(
+    "styleclip",
+    epilog=(
+        "Examples:\n\n"
+        "  e4e directions styleclip -c e4e_ffhq_encode -o ffhq_fs3.npz --samples 100      # hours on a GPU at 1024 px\n\n"
+        "  e4e directions styleclip -c my_e4e.pt -o rel.npz --samples 20 --channels 0-511   # the first layer only\n\n"
+        "Interrupted? Run the same command again: finished chunks are kept. Then:\n"
+        "  e4e edit latents/ -o out/ -d \"text:a face with a smile\" -s 4 --relevance ffhq_fs3.npz"
+    ),
+)
+def styleclip_cmd(
+    out: Path = typer.Option(..., "-o", "--out", help="Output .npz (fs3: channels x 512, with its layout); an unfinished one is continued."),
+    checkpoint: str = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", "-c", help="Checkpoint or generator: zoo name or file path."),
+    samples: int = typer.Option(100, "--samples", min=1, help="Sampled style codes each channel is moved on (StyleCLIP: 100)."),
+    channels: Optional[str] = typer.Option(None, "--channels", help="Only these rows (conv channels in layer order), e.g. 0-511 or "
+                                                                    "0-9,600; the file stays unfinished until every row is done."),
+    seed: int = typer.Option(0, help="Seed of the sampled codes."),
+    alpha: float = typer.Option(5.0, "--alpha", min=0.0, help="How far each channel is moved either side of its mean, in its std (StyleCLIP: 5)."),
+    chunk: int = typer.Option(16, "--chunk", min=1, help="Rows written to the file at a time (what an interruption can lose)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Renders per generator call."),
+    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="CLIP ViT-B/32 weights (default: the zoo's clip_vit_b32_openai)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """StyleCLIP's channel relevance matrix (fs3) for any generator: what text edits (-d "text:...") project on."""
+    if out.suffix.lower() != ".npz":
+        die(f"-o {out}: the relevance matrix is written as .npz")
+    if clip_weights is not None and not clip_weights.is_file():
+        die(f"--clip-weights {clip_weights}: no such file")
+    if out.exists() and not out.is_file():
+        die(f"-o {out}: not a regular file")
+    from rich.progress import Progress
+
+    from e4ecli.cli.common import device_or_die, load_model, progress_columns
+    from e4ecli.edits import stylespace as ss
+    from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.styleclip import compute_relevance, parse_rows
+
+    dev = device_or_die(device)
+    ckpt, ident = load_model(checkpoint)
+    gen = ckpt.generator.to(dev).eval()
+    try:
+        rows = parse_rows(channels, sum(ss.conv_layout(gen)))
+        with console.status("loading CLIP"):
+            clip = ss.clip_cached(clip_weights, str(dev))
+        with Progress(*progress_columns(), console=console, transient=False) as progress:
+            task = progress.add_task("relevance rows", total=len(rows))
+            key = ident.split(":")[-1]
+            done_now, missing = compute_relevance(gen, clip, out, samples=samples, seed=seed, rows=rows, alpha=alpha,
+                                                  domain=ckpt.domain.short, checkpoint=key, stats_key=key, chunk=chunk,
+                                                  batch_size=batch_size, on_rows=lambda k: progress.advance(task, k))
+            progress.update(task, completed=len(rows))
+    except DirectionError as e:
+        die(str(e))
+    state = "complete" if missing == 0 else f"unfinished: {missing} rows left (run again without --channels to finish)"
+    console.print(f"computed {done_now} rows into {escape(out)} ({state})")

@@ -90,9 +90,9 @@ def check_options(direction: List[str], strength: List[str], pca: Optional[str],
 
     problems: list[str] = []
     parsed = []
-    for text in strength:
+    for value in strength:
         try:
-            parsed.append(parse_strength(text))
+            parsed.append(parse_strength(value))
         except DirectionError as e:
             problems.append(str(e))
     if strength and len(strength) != len(direction):

@@ -13,6 +13,7 @@ from e4ecli.cli.align import DETECTOR_HELP, Detector
 from e4ecli.cli.app import app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, console, die
 from e4ecli.cli.sweep import SWEEP_HELP
+from e4ecli.cli.edit import beta_option, clip_weights_option, neutral_option, relevance_option
 
 
 class SweepDial(str, Enum):
@@ -116,6 +117,10 @@ def eval_cmd(
     source: Optional[Path] = typer.Option(None, "--source", help="For an edited video: the clip it was made from. Reports STIT's TL-ID "
                                           "and TG-ID (ArcFace identity of frame pairs relative to the source) and flicker.", show_default=False),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help="With --source: " + DETECTOR_HELP),
+    neutral: Optional[str] = neutral_option(),
+    beta: float = beta_option(),
+    clip_weights: Optional[Path] = clip_weights_option(),
+    relevance: Optional[Path] = relevance_option(),
 ) -> None:
     """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC); or an edited clip
     against its source: TL-ID, TG-ID and flicker."""
@@ -147,6 +152,23 @@ def eval_cmd(
         die(f"{e}: give --direction (e.g. --direction age --strength 3)")
     except ValueError as e:
         die(e)
+    if direction is not None:
+        from e4ecli.cli.edit import text_options
+        from e4ecli.edits.specs import precheck
+        from e4ecli.hub.directions import DirectionError
+
+        try:
+            precheck(direction, pca, text_options(neutral, beta, clip_weights, relevance))
+        except DirectionError as e:
+            die(str(e))
+        if direction.strip().startswith(("text:", "stylespace:")) and "lec" in names:
+            if metrics.strip() == "default":
+                names = [n for n in names if n != "lec"]
+                console.print("[yellow]note:[/] lec left out: it is defined for W+ edits, and this direction edits StyleSpace")
+            else:
+                die(f"lec: Latent Editing Consistency is defined for W+ edits (it re-encodes the edited image into W+ and subtracts "
+                    f"the edit's W+ shift); {direction} moves StyleSpace and has no W+ shift: drop lec (e.g. -m fid_edit,swd_edit) "
+                    "or use a W+ direction")
     if json_out.is_dir():
         die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'eval.json'}")
     out_file_or_die(json_out, option="--json")
@@ -161,10 +183,11 @@ def eval_cmd(
         die(f"{checkpoint} holds only a generator; `e4e eval` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
     edit, s = None, 0.0
     if direction is not None:
-        from e4ecli.cli.edit import resolve_edits
+        from e4ecli.cli.edit import resolve_edits, text_options
         from e4ecli.hub.directions import DirectionError
 
-        (edit,) = resolve_edits([direction], ckpt, ident, pca, force=force)
+        (edit,) = resolve_edits([direction], ckpt, ident, pca, force=force,
+                                text=text_options(neutral, beta, clip_weights, relevance, str(dev)))
         try:
             edit.check(ckpt.generator.n_latent, ckpt.generator.style_dim)
         except DirectionError as e:

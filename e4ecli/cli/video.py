@@ -10,6 +10,7 @@ from e4ecli.cli.app import app
 from e4ecli.cli.batch import batch_size_option, checkpoint_option, device_option, precision_option, size_option
 from e4ecli.cli.common import EXIT_FAILED, console, die, escape
 from e4ecli.cli.styleflow import Attribute, StyleflowWeights
+from e4ecli.cli.edit import beta_option, clip_weights_option, neutral_option, relevance_option, text_options
 
 MAX_FRAMES = 10_000  # 5.5 min at 30 fps; the latents of every frame are held in memory (~370 MB at 1024 px)
 MAX_FPS = 240.0
@@ -50,6 +51,10 @@ def video_cmd(
                                                "(default: leave it; a video made with other settings is always redone)."),
     styleflow_weights: Optional[Path] = StyleflowWeights,
     attribute: List[str] = Attribute,
+    neutral: Optional[str] = neutral_option(),
+    beta: float = beta_option(),
+    clip_weights: Optional[Path] = clip_weights_option(),
+    relevance: Optional[Path] = relevance_option(),
 ) -> None:
     """Render a video: linear interpolation in W+ through the latents, or one latent with an edit swept."""
     from e4ecli.cli.batch import checkpoint_problem, usage_or_die
@@ -70,7 +75,7 @@ def video_cmd(
         problems.append("--strength and --no-bounce sweep an edit; give --direction too")
     if direction is not None:
         try:
-            precheck(direction, pca)
+            precheck(direction, pca, text_options(neutral, beta, clip_weights, relevance))
             if strength is not None:
                 parse_range(strength)
         except DirectionError as e:
@@ -106,7 +111,8 @@ def video_cmd(
     try:
         _render_video(inputs, target, frames=frames, fps=fps, easing=easing, loop=loop, direction=direction, strength=strength,
                       bounce=bounce, pca=pca, checkpoint=checkpoint, device=device, precision=precision, batch_size=batch_size,
-                      size=size, overwrite=overwrite, styleflow_weights=styleflow_weights, overrides=overrides, force=force)
+                      size=size, overwrite=overwrite, styleflow_weights=styleflow_weights, overrides=overrides, force=force,
+                      text=text_options(neutral, beta, clip_weights, relevance))
     except KeyboardInterrupt:
         from e4ecli.cli.batch import interrupted
 
@@ -137,7 +143,7 @@ def keyframe_files(inputs: List[Path]) -> tuple[List[Path], List[str]]:
 def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, easing: str, loop: bool, direction: Optional[str],
                   strength: Optional[str], bounce: bool, pca: Optional[str], checkpoint: str, device: str, precision: str,
                   batch_size: int, size: Optional[int], overwrite: bool, styleflow_weights: Optional[Path], overrides: dict,
-                  force: bool = False) -> None:
+                  force: bool = False, text=None) -> None:
     import numpy as np
     import torch
     from rich.progress import Progress
@@ -148,7 +154,7 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
     from e4ecli.files.latents import LatentError, load_latent
     from e4ecli.files.provenance import Previous, Settings, content_id
     from e4ecli.hub.directions import DirectionError
-    from e4ecli.pipelines.video import VideoError, interpolation_latents, render_frames, sweep_latents, write_video
+    from e4ecli.pipelines.video import VideoError, interpolation_latents, render_frames, sweep_latents, sweep_offsets, write_video
 
     dev = device_or_die(device)
     ckpt, ident = load_model(checkpoint)
@@ -169,7 +175,9 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
         from e4ecli.cli.edit import resolve_edits
         from e4ecli.edits.specs import parse_range
 
-        (edit,) = resolve_edits([direction], ckpt, ident, pca, force=force)
+        from dataclasses import replace
+
+        (edit,) = resolve_edits([direction], ckpt, ident, pca, force=force, text=replace(text, device=str(dev)) if text else None)
         try:
             low, high = parse_range(strength) if strength is not None else (edit.default_range or (None, None))
         except DirectionError as e:
@@ -183,10 +191,12 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
             # the flow's content, the overrides and <name>.attributes.json's bytes: a changed attributes file redoes the video
             settings = settings.with_(styleflow={"source_id": source_id})
         latents = sweep_latents(keyframes[0], edit, low, high, frames, easing, bounce)
+        offsets = sweep_offsets(edit, low, high, frames, easing, bounce)
         what = f"{edit.label} {low:g} -> {high:g}" + (f" -> {low:g}" if bounce else "")
         settings = settings.with_(direction=edit.identity(), range=[low, high], bounce=bounce)
     else:
         latents = interpolation_latents(keyframes, frames, easing, loop)
+        offsets = None
         what = f"{len(inputs)} keyframe(s)" + (" (loop)" if loop else "")
         settings = settings.with_(loop=loop)
 
@@ -202,7 +212,7 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
         task = progress.add_task(visible(f"video: {what}"), total=frames)
 
         def counted():
-            for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision):
+            for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision, offsets):
                 yield frame
                 progress.advance(task)
 

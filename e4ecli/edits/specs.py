@@ -269,6 +269,14 @@ def _npz_row(path: Path, k: int, spec: str) -> Edit:
     return Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=row, styles=layers)
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for names the OS cannot even look up (a 10k-character text: prompt is not a file)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def precheck(spec: str, pca: str | Path | None = None, text=None) -> float | None:
     """Check a `--direction` spec without a model (syntax, files, registry names); returns its default
     strength when known without the model (registry entries, sefa), else None. Raises DirectionError.
@@ -280,7 +288,7 @@ def precheck(spec: str, pca: str | Path | None = None, text=None) -> float | Non
     spec = spec.strip()
     head, _, rest = spec.partition(":")
     path = Path(spec)
-    if head == "ganspace" and not path.is_file():
+    if head == "ganspace" and not _is_file(path):
         _ganspace_numbers(spec, rest)
         if pca is not None and not Path(pca).is_file():
             registry = hub.load_registry()
@@ -288,7 +296,7 @@ def precheck(spec: str, pca: str | Path | None = None, text=None) -> float | Non
                 raise DirectionError(f"--pca {pca}: neither an existing file nor a registered PCA "
                                      f"({', '.join(n for n, e in registry.items() if e.kind == 'pca')})")
         return None
-    if head == "styleflow" and not path.is_file():
+    if head == "styleflow" and not _is_file(path):
         from e4ecli.edits.syntax import StyleflowSpecError, parse_name
 
         try:
@@ -296,22 +304,22 @@ def precheck(spec: str, pca: str | Path | None = None, text=None) -> float | Non
         except StyleflowSpecError as e:
             raise DirectionError(str(e)) from None
         return None
-    if head == "sefa" and not path.is_file():
+    if head == "sefa" and not _is_file(path):
         _ints([rest.partition(":")[0]], spec, "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)")
         return 10.0
-    if head == "stylespace" and not path.is_file():
+    if head == "stylespace" and not _is_file(path):
         from e4ecli.edits.stylespace import parse_channel_spec
 
         parse_channel_spec(spec, rest)
         return None
-    if head == "text" and not path.is_file():
+    if head == "text" and not _is_file(path):
         from e4ecli.edits.stylespace import TEXT_STRENGTH, precheck_text
 
         precheck_text(rest, text)
         return TEXT_STRENGTH
-    if (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and Path(row.group(1)).is_file():
+    if (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and _is_file(Path(row.group(1))):
         return 10.0
-    if path.is_file():
+    if _is_file(path):
         if path.suffix.lower() not in DIRECTION_SUFFIXES:
             raise DirectionError(f"{spec}: a direction file must be {', '.join(DIRECTION_SUFFIXES)}")
         return None
@@ -341,10 +349,10 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
     spec = spec.strip()
     head, _, rest = spec.partition(":")
     path = Path(spec)
-    if head == "ganspace" and not path.is_file():
+    if head == "ganspace" and not _is_file(path):
         comp, start, end = _ganspace_numbers(spec, rest)
         edit = Edit(spec, "ganspace", styles=tuple(range(start, end)), pca=resolve_pca(pca, domain_name, fetch), component=comp)
-    elif head == "styleflow" and not path.is_file():
+    elif head == "styleflow" and not _is_file(path):
         from e4ecli.edits.styleflow import StyleflowSpecError, parse_name
 
         try:
@@ -352,7 +360,7 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
         except StyleflowSpecError as e:
             raise DirectionError(str(e)) from None
         edit = Edit(f"styleflow:{target.name}", "styleflow", domain="ffhq")
-    elif head == "sefa" and not path.is_file():
+    elif head == "sefa" and not _is_file(path):
         usage = "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)"
         k_text, _, layers = rest.partition(":")
         (k,) = _ints([k_text], spec, usage)
@@ -363,21 +371,22 @@ def resolve(spec: str, generator, *, pca: str | Path | None = None, domain_name:
         if not 0 <= k < result.directions.shape[0]:
             raise DirectionError(f"direction {spec!r}: K must be in 0..{result.directions.shape[0] - 1}")
         edit = Edit(spec, "sefa", 10.0, (-15.0, 15.0), direction=result.directions[k], styles=result.layers)
-    elif head == "stylespace" and not path.is_file():
+    elif head == "stylespace" and not _is_file(path):
         from e4ecli.edits import stylespace as ss
 
         layer, channel = ss.parse_channel_spec(spec, rest)
         stats = ss.style_stats_cached(generator, sefa_cache_key)
         d = ss.channel_direction(generator.style_channels(), layer, channel, stats.std, spec)
         edit = Edit(f"stylespace:{layer}:{channel}", "stylespace", s_direction=d)
-    elif head == "text" and not path.is_file():
+    elif head == "text" and not _is_file(path):
         from e4ecli.edits import stylespace as ss
 
-        edit = ss.text_edit(rest, generator, text, domain_short=domain_for(domain_name).short, stats_key=sefa_cache_key,
-                            download=download, force=force)
-    elif (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and Path(row.group(1)).is_file():
+        label, offsets, settings = ss.text_direction(rest, generator, text, domain_short=domain_for(domain_name).short,
+                                                     stats_key=sefa_cache_key, download=download, force=force)
+        edit = Edit(label, "text", ss.TEXT_STRENGTH, ss.TEXT_RANGE, s_direction=offsets, settings=settings)
+    elif (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and _is_file(Path(row.group(1))):
         edit = _npz_row(Path(row.group(1)), int(row.group(2)), spec)
-    elif path.is_file():
+    elif _is_file(path):
         if path.suffix.lower() not in DIRECTION_SUFFIXES:
             raise DirectionError(f"{spec}: a direction file must be {', '.join(DIRECTION_SUFFIXES)}")
         edit = Edit(path.name, "interfacegan", direction=hub.load_direction(path))
@@ -415,7 +424,7 @@ def sefa_cached(generator, layers: str, cache_key: str | None) -> ops.Sefa:
     if path in _SEFA_MEMO:
         return _SEFA_MEMO[path]
     result = None
-    if path.is_file():
+    if _is_file(path):
         try:
             with np.load(path, allow_pickle=False) as z:
                 if tuple(int(x) for x in z["layers"]) == chosen:

@@ -57,7 +57,7 @@ IMAGENET_TEMPLATES = (
 NEUTRAL = {"ffhq": "a face", "celeba": "a face", "cars": "a car", "church": "a church", "horse": "a horse"}
 DEFAULT_BETA = 0.15  # StyleCLIP's disentanglement threshold
 RELEVANCE_ALPHA = 5.0  # StyleCLIP's single-channel move: -/+ 5 std
-STATS_SAMPLES = 10_000  # seeded z for the per-channel mean and std
+STATS_SAMPLES = 4096  # seeded z for the per-channel mean and std (the std to about 1%)
 MAX_PROMPT_CHARS = 300  # far more than CLIP's 77-token context holds; longer prompts are refused before any model loads
 CONTEXT_LENGTH = 77  # CLIP's text context, start and end tokens included
 
@@ -135,17 +135,17 @@ _STATS_MEMO: dict[str, StyleStats] = {}
 
 def style_stats_cached(generator, cache_key: str | None) -> StyleStats:
     """style_stats, cached in memory and (with a checkpoint hash as cache_key) on disk under
-    `$E4E_HOME/stylespace/<hash>.npz` (like SeFa's cache)."""
+    `$E4E_HOME/stylespace/<hash>-<samples>.npz` (like SeFa's cache)."""
     if cache_key is None:
         return style_stats(generator)
+    key = f"{cache_key}-{STATS_SAMPLES}"
+    if key in _STATS_MEMO:
+        return _STATS_MEMO[key]
     from e4ecli.files.batch import atomic_output
     from e4ecli.hub.directions import cache_root
 
     safe = "".join(c if c.isalnum() else "_" for c in cache_key)
     path = cache_root() / "stylespace" / f"{safe}-{STATS_SAMPLES}.npz"
-    key = str(path)
-    if key in _STATS_MEMO:
-        return _STATS_MEMO[key]
     channels = generator.style_channels()
     stats = None
     if path.is_file():
@@ -415,11 +415,10 @@ def embedding_cached(clip, prompt: str) -> torch.Tensor:
     return _EMBED_MEMO[key]
 
 
-def text_edit(rest: str, generator, text: TextOptions | None, *, domain_short: str, stats_key: str | None,
-              download: bool = True, force: bool = False):
-    """`text:TARGET` -> an Edit whose style offsets are StyleCLIP's global direction (x the per-channel std)."""
-    from e4ecli.edits.specs import Edit
-
+def text_direction(rest: str, generator, text: TextOptions | None, *, domain_short: str, stats_key: str | None,
+                   download: bool = True, force: bool = False) -> tuple[str, tuple[torch.Tensor, ...], dict]:
+    """`text:TARGET` -> (label, per-layer style offsets at strength 1: StyleCLIP's global direction x the per-channel
+    std, the settings that made it: prompt, neutral, beta, CLIP and relevance file ids)."""
     text = text or TextOptions()
     precheck_text(rest, text)
     target = clean_prompt(rest, "text")
@@ -445,4 +444,4 @@ def text_edit(rest: str, generator, text: TextOptions | None, *, domain_short: s
 
     settings = {"prompt": target, "neutral": neutral, "beta": text.beta, "clip": clip.identity,
                 "relevance": content_id(Path(text.relevance)), "channels": int((flat != 0).sum())}  # type: ignore[arg-type]
-    return Edit(label, "text", TEXT_STRENGTH, TEXT_RANGE, s_direction=offsets, settings=settings)
+    return label, offsets, settings

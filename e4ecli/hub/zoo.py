@@ -28,7 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
 from e4ecli.hub import fetch as fetcher
 from e4ecli.hub.fetch import FetchError, human_size, sha256_of, source_url  # noqa: F401 -- re-exported
 
-KINDS = ("encoder", "generator", "identity", "flow", "parser", "data")
+KINDS = ("encoder", "generator", "identity", "flow", "parser", "data", "clip")
 _GDRIVE = fetcher.GDRIVE
 _DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
 

@@ -244,7 +244,11 @@ class Evaluator:
             from e4ecli.metrics.lec import lec_per_image
 
             edited = self.edit.apply(w, self.strength)
-            y_e = F.adaptive_avg_pool2d(crop(model.decode(edited)), size)
+            if self.edit.in_stylespace:  # StyleSpace / text edits: offsets of the style vectors (no W+ shift)
+                offsets = [o.to(w.device) for o in self.edit.style_offsets(self.strength, w.shape[0])]
+                y_e = F.adaptive_avg_pool2d(crop(model.decoder.synthesis(edited, style_offsets=offsets)), size)
+            else:
+                y_e = F.adaptive_avg_pool2d(crop(model.decode(edited)), size)
             if self.fid is not None and "edit" in self.fid.sets:
                 self.fid.update("edit", _uint8(y_e))
             if "edit" in self.patches:

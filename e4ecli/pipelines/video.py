@@ -38,11 +38,21 @@ def sweep_latents(latent: torch.Tensor, edit: Edit, low: float, high: float, n_f
     return edit.apply(latent[None].expand(n_frames, *latent.shape).clone(), values)
 
 
+def sweep_offsets(edit: Edit, low: float, high: float, n_frames: int, easing: str = "linear",
+                  bounce: bool = True) -> list[torch.Tensor] | None:
+    """The StyleSpace offsets of a swept StyleSpace/text edit (one (n_frames, C_l) per layer), else None."""
+    if not edit.in_stylespace:
+        return None
+    return edit.style_offsets(ops.sweep_values(low, high, n_frames, easing, bounce).float(), n_frames)
+
+
 def render_frames(gen, domain, latents: torch.Tensor, batch_size: int = 4, size: int | None = None,
-                  precision: str = "fp32") -> Iterator[np.ndarray]:
-    """latents (F, S, D) -> uint8 frames (h, w, 3), rendered batch_size at a time."""
-    for chunk in latents.split(max(1, batch_size)):
-        images, _ = render_uint8(gen, domain, chunk, batch_size, size, precision)
+                  precision: str = "fp32", offsets: list[torch.Tensor] | None = None) -> Iterator[np.ndarray]:
+    """latents (F, S, D) (+ StyleSpace offsets, one (F, C_l) per layer) -> uint8 frames (h, w, 3), batch_size at a time."""
+    step = max(1, batch_size)
+    for start in range(0, latents.shape[0], step):
+        extra = None if offsets is None else [o[start:start + step].to(latents.device) for o in offsets]
+        images, _ = render_uint8(gen, domain, latents[start:start + step], batch_size, size, precision, extra)
         yield from images
 
 
