@@ -222,6 +222,10 @@ def test_clip_weights_load_in_the_vitb32_layout_and_others_are_refused(vitb32_fi
 
     clip = ss.clip_cached(vitb32_file, "cpu")  # what text edits load (kept for the CLI test below)
     assert clip.dim == 512 and clip.encode("a face") and clip.identity
+    prompts = ["a photo of a face with lipstick.", "itap of a car."]
+    with torch.no_grad():  # the context cut after the end token gives open_clip's own numbers
+        full = clip.model.encode_text(clip.tokenizer(prompts)).float()
+    assert torch.allclose(clip.encode_text(prompts), full, atol=1e-4 * full.abs().max().item())
     img = clip.embed_images(torch.zeros(1, 3, 64, 64))
     assert img.shape == (1, 512) and torch.isfinite(img).all()
     with pytest.raises(DirectionError, match="shorten it"):

@@ -55,7 +55,7 @@ PUBLISHED_IDS = {
 
 def test_packaged_registry_lists_the_published_files():
     registry = zoo.entries()
-    assert [n for n in registry if not n.startswith("styleflow_") and n != "face_parsing"] == list(PUBLISHED_IDS)
+    assert [n for n in registry if not n.startswith(("styleflow_", "clip_")) and n != "face_parsing"] == list(PUBLISHED_IDS)
     for name, (filename, drive_id) in PUBLISHED_IDS.items():
         e = registry[name]
         assert e.filename == filename
@@ -63,6 +63,8 @@ def test_packaged_registry_lists_the_published_files():
         assert e.kind in zoo.KINDS and e.description
     assert registry["stylegan2_ffhq_1024"].kind == "generator"
     assert {registry[n].kind for n in ("ir_se50", "moco_v2_resnet50")} == {"identity"}
+    clip = registry["clip_vit_b32_openai"]  # OpenAI's URL carries the file's sha256, which openai/CLIP checks
+    assert clip.kind == "clip" and clip.sha256 and clip.sha256 in clip.sources[0]
 
 
 def test_the_face_parser_is_face_parsing_pytorchs_file_with_its_published_hash():
