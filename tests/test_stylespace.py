@@ -267,10 +267,15 @@ def test_cli_bad_text_options_fail_fast(args, why, tmp_path):
     assert time.perf_counter() - t < 5 and not (tmp_path / "o").exists()
 
 
-def test_help_does_not_import_clip():
-    code = "import sys; from e4ecli.cli import app; import e4ecli.cli.edit, e4ecli.cli.eval, e4ecli.cli.video; print('open_clip' in sys.modules)"
+def test_help_and_spec_checks_import_neither_clip_nor_torch():
+    code = ("import sys; from e4ecli.cli import app; import e4ecli.cli.edit, e4ecli.cli.eval, e4ecli.cli.video\n"
+            "from e4ecli.edits.specs import precheck\nfrom e4ecli.edits.prompts import TextOptions\n"
+            "for spec in ('text:', 'text:a smile', 'stylespace:1:x'):\n"
+            "    try: precheck(spec, None, TextOptions())\n"
+            "    except Exception as e: print(type(e).__name__)\n"
+            "print('open_clip' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.split() == ["DirectionError"] * 3 + ["False", "False"], out.stdout + out.stderr
 
 
 def test_cli_text_edit_end_to_end_with_offline_weights(e4e_64, vitb32_file, tmp_path):
@@ -301,3 +306,20 @@ def test_cli_text_edit_end_to_end_with_offline_weights(e4e_64, vitb32_file, tmp_
     assert np.count_nonzero(np.concatenate(read_offsets(out / "a.s.npz"))) < np.count_nonzero(offsets)
     r = run(*args, "--beta", "0.99")
     assert r.exit_code == 2 and "largest usable value" in r.output, r.output
+
+
+def test_cli_directions_styleclip_computes_resumable_rows(e4e_64, vitb32_file, tmp_path):
+    from e4ecli.hub.checkpoints import load_checkpoint
+
+    out = tmp_path / "rel.npz"
+    r = run("directions", "styleclip", "-o", tmp_path / "rel.npy", "--checkpoint", e4e_64)
+    assert r.exit_code == 2 and "written as .npz" in r.output
+    args = ["directions", "styleclip", "-o", out, "--checkpoint", e4e_64, "--clip-weights", vitb32_file, "--samples", "1",
+            "--device", "cpu"]
+    r = run(*args, "--channels", "5")
+    assert r.exit_code == 0 and "unfinished" in r.output, r.output
+    with np.load(out) as z:
+        assert z["done"].sum() == 1 and z["done"][5] and abs(np.linalg.norm(z["fs3"][5]) - 1) < 1e-5
+        assert list(z["channels"]) == list(ss.conv_layout(load_checkpoint(e4e_64).generator))
+    r = run(*args, "--samples", "2", "--channels", "5")
+    assert r.exit_code == 2 and "other settings" in r.output and str(out) in r.output, r.output

@@ -55,7 +55,8 @@ def list_cmd() -> None:
         name = f"[bold]{escape(e.name)}[/]" + (f"\n[dim]{escape(e.description)}[/]" if e.description else "")
         table.add_row(name, kind, e.domain, "" if e.kind == "pca" else _styles(e.styles), strength, cached)
     Console(highlight=False, emoji=False).print(table)
-    console.print("Also: a .pt/.npy direction file, ganspace:COMP:START:END, sefa:K[:LAYERS] (see `e4e edit --help`).")
+    console.print("Also: a .pt/.npy direction file, ganspace:COMP:START:END, sefa:K[:LAYERS], stylespace:LAYER:CHANNEL, "
+                  "\"text:DESCRIPTION\" (see `e4e edit --help`).")
 
 
 @directions_app.command(

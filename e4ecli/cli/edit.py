@@ -48,7 +48,7 @@ def relevance_option():
 
 
 def text_options(neutral, beta, clip_weights, relevance, device: str = "cpu"):
-    from e4ecli.edits.stylespace import TextOptions
+    from e4ecli.edits.prompts import TextOptions
 
     return TextOptions(neutral=neutral, beta=beta, clip_weights=Path(clip_weights) if clip_weights else None,
                        relevance=Path(relevance) if relevance else None, device=device)

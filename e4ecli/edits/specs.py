@@ -308,12 +308,12 @@ def precheck(spec: str, pca: str | Path | None = None, text=None) -> float | Non
         _ints([rest.partition(":")[0]], spec, "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)")
         return 10.0
     if head == "stylespace" and not _is_file(path):
-        from e4ecli.edits.stylespace import parse_channel_spec
+        from e4ecli.edits.prompts import parse_channel_spec
 
         parse_channel_spec(spec, rest)
         return None
     if head == "text" and not _is_file(path):
-        from e4ecli.edits.stylespace import TEXT_STRENGTH, precheck_text
+        from e4ecli.edits.prompts import TEXT_STRENGTH, precheck_text
 
         precheck_text(rest, text)
         return TEXT_STRENGTH
