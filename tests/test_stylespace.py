@@ -323,3 +323,18 @@ def test_cli_directions_styleclip_computes_resumable_rows(e4e_64, vitb32_file, t
         assert list(z["channels"]) == list(ss.conv_layout(load_checkpoint(e4e_64).generator))
     r = run(*args, "--samples", "2", "--channels", "5")
     assert r.exit_code == 2 and "other settings" in r.output and str(out) in r.output, r.output
+
+
+def test_edit_video_ramps_stylespace_offsets_per_frame():
+    from e4ecli.edits.specs import Edit
+    from e4ecli.pipelines.video_edit import Ramp, edit_codes, edit_offsets
+
+    d = (torch.zeros(4), torch.tensor([0.0, 2.0, 0.0]))
+    edit = Edit("stylespace:1:1", "stylespace", s_direction=d)
+    w = torch.randn(3, 2, 8)
+    steps = [(edit, Ramp(0.0, 2.0))]
+    assert torch.equal(edit_codes(w, steps, [0, 5, 10], 11), w)  # W+ untouched
+    offsets = edit_offsets(steps, [0, 5, 10], 11)
+    assert offsets[0].shape == (3, 4) and not offsets[0].any()
+    assert offsets[1][:, 1].tolist() == [0.0, 2.0, 4.0]
+    assert edit_offsets([], [0], 1) is None

@@ -13,6 +13,7 @@ from e4ecli.cli.align import DETECTOR_HELP, Detector
 from e4ecli.cli.app import app
 from e4ecli.cli.batch import EXIT_INTERRUPTED, checkpoint_option, checkpoint_problem, device_option, usage_or_die
 from e4ecli.cli.common import EXIT_FAILED, console, die, escape
+from e4ecli.cli.edit import beta_option, clip_weights_option, neutral_option, relevance_option, text_options
 
 STRENGTH_HELP = ("How much, one per --direction in the same order (default: the registry's strength): a number, or A:B to ramp "
                  "the strength linearly from A on the first frame to B on the last.")
@@ -78,7 +79,7 @@ def check_files(clip: Path, out: Path, work: Path) -> list[str]:
     return problems
 
 
-def check_edits(direction: List[str], strength: List[str], pca: Optional[str]) -> tuple[list, list[str]]:
+def check_edits(direction: List[str], strength: List[str], pca: Optional[str], text=None) -> tuple[list, list[str]]:
     """-d / -s / --pca without a model: (ramps, problems)."""
     from e4ecli.edits.specs import precheck
     from e4ecli.hub.directions import DirectionError
@@ -98,7 +99,7 @@ def check_edits(direction: List[str], strength: List[str], pca: Optional[str]) -
                             "use an InterFaceGAN, GANSpace or SeFa direction")
             continue
         try:
-            default = precheck(spec, pca)
+            default = precheck(spec, pca, text)
         except DirectionError as e:
             problems.append(str(e))
             continue
@@ -144,6 +145,10 @@ def edit_video_cmd(
     feather: float = typer.Option(0.1, min=0.0, max=0.5, help="Paste-back: width of the soft edge, as a fraction of the aligned square's side."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per forward pass."),
     device: str = device_option(),
+    neutral: Optional[str] = neutral_option(),
+    beta: float = beta_option(),
+    clip_weights: Optional[Path] = clip_weights_option(),
+    relevance: Optional[Path] = relevance_option(),
 ) -> None:
     """Edit the face in a video clip: smoothed alignment, e4e, PTI on all frames, edit, stitching, paste-back, with the sound.
 
@@ -159,7 +164,11 @@ def edit_video_cmd(
         info = probe(clip)
     except VideoError as e:
         die(str(e))
-    ramps, problems = check_edits(direction, strength, pca)
+    text = text_options(neutral, beta, clip_weights, relevance)
+    ramps, problems = check_edits(direction, strength, pca, text)
+    if stitch and any(d.strip().startswith(("text:", "stylespace:")) for d in direction):
+        problems.append("--stitch tunes the generator on W+ codes; text: and stylespace: edits move StyleSpace and cannot be "
+                        "stitched yet: drop --stitch (paste-back still applies)")
     usage_or_die(problems)
     usage_or_die([checkpoint_problem(checkpoint)])
     if info.note:
@@ -168,7 +177,7 @@ def edit_video_cmd(
         console.print(f"[yellow]note:[/] {escape(str(clip))} has no audio stream: the output will be silent")
     try:
         _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine, refine_steps, stitch, stitch_steps, mask.value,
-             side_by_side, face, center_sigma, xy_sigma, detector.value, feather, batch_size, device)
+             side_by_side, face, center_sigma, xy_sigma, detector.value, feather, batch_size, device, text=text)
     except KeyboardInterrupt:
         from e4ecli.files.guard import release_all
 
@@ -178,7 +187,9 @@ def edit_video_cmd(
 
 
 def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine, refine_steps, stitch, stitch_steps, mask_kind, side_by_side,
-         face, center_sigma, xy_sigma, detector, feather, batch_size, device) -> None:
+         face, center_sigma, xy_sigma, detector, feather, batch_size, device, text=None) -> None:
+    from dataclasses import replace
+
     from rich.progress import Progress
 
     from e4ecli.cli.align import open_detector_or_die
@@ -196,7 +207,7 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
         die(f"--checkpoint {checkpoint} holds only a generator; editing a video needs an e4e checkpoint with an encoder")
     if not ckpt.domain.is_face:
         die(f"edit-video aligns human faces; {checkpoint} is a {ckpt.domain.name} model")
-    edits = resolve_edits(direction, ckpt, ident, pca, force=force)
+    edits = resolve_edits(direction, ckpt, ident, pca, force=force, text=replace(text, device=str(dev)) if text else None)
     steps = []
     for i, edit in enumerate(edits):
         if ramps:

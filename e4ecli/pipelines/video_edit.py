@@ -196,6 +196,19 @@ def edit_codes(w: torch.Tensor, steps: Sequence[tuple[Edit, Ramp]], frames: Sequ
     return w
 
 
+def edit_offsets(steps: Sequence[tuple[Edit, Ramp]], frames: Sequence[int], total: int, device=None) -> list[torch.Tensor] | None:
+    """The StyleSpace offsets (one (N, C_l) per layer) of the StyleSpace/text steps for the given frames, each at its
+    strength for that frame; None when no step edits in StyleSpace (W+ edits: edit_codes)."""
+    total_offsets = None
+    for edit, ramp in steps:
+        if not edit.in_stylespace:
+            continue
+        strength = torch.tensor([ramp.at(i, total) for i in frames], dtype=torch.float32)
+        offsets = edit.style_offsets(strength, len(frames))
+        total_offsets = offsets if total_offsets is None else [a + b for a, b in zip(total_offsets, offsets)]
+    return None if total_offsets is None else [o.to(device) for o in total_offsets]
+
+
 def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder: Path, steps, total: int, device, batch_size: int,
                 stitch=None, masker=None, on_frame: Callable[[int], None] | None = None) -> None:
     """Edited crops -> folder/<frame>.png; with `stitch` (a refine.stitch.StitchConfig) each crop is stitched
@@ -205,13 +218,16 @@ def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder
         w = torch.stack([load_latent(latents, i) for i in chunk]).to(device)
         with torch.inference_mode():
             edited = edit_codes(w, steps, chunk, total)
+            offsets = edit_offsets(steps, chunk, total, w.device)
         if stitch is None:
-            crops, _ = render_uint8(generator, domain, edited, batch_size, None)
+            crops, _ = render_uint8(generator, domain, edited, batch_size, None, offsets=offsets)
             for i, crop in zip(chunk, crops):
                 save_image(folder / f"{frame_name(i)}.png", crop)
                 if on_frame is not None:
                     on_frame(i)
             continue
+        if offsets is not None:
+            raise ValueError("stitching tunes W+ codes; StyleSpace/text edits cannot be stitched yet")
         from e4ecli.refine.masks import landmarks_in_crop
         from e4ecli.refine.stitch import stitch_frame
 
