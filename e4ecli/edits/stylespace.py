@@ -316,7 +316,7 @@ def all_channels(generator) -> list[tuple[int, int]]:
     return [(k, c) for k in conv_layers(generator) for c in range(channels[k])]
 
 
-# -- text edits: options, CLIP, the Edit ---------------------------------------------------------------
+# -- text edits: CLIP and the direction ----------------------------------------------------------------
 _CLIP_MEMO: dict[tuple, object] = {}
 _EMBED_MEMO: dict[tuple, torch.Tensor] = {}
 
@@ -352,13 +352,7 @@ def text_direction(rest: str, generator, text: TextOptions | None, *, domain_sho
     neutral = clean_prompt(text.neutral, "--neutral") if text.neutral is not None else neutral_for(domain_short)
     label = f"text:{target}"
     rel = read_relevance(text.relevance)  # type: ignore[arg-type]
-    layout_error = None
-    try:
-        check_relevance(rel, generator, rel.matrix.shape[1], domain_short, force)
-    except DirectionError as e:
-        layout_error = e
-    if layout_error is not None:  # before CLIP loads
-        raise layout_error
+    check_relevance(rel, generator, rel.matrix.shape[1], domain_short, force)  # the layout, before CLIP loads
     clip = clip_cached(text.clip_weights, text.device, download)
     check_relevance(rel, generator, clip.dim, domain_short, force)
     for what, prompt in (("text", target), ("--neutral", neutral)):
