@@ -238,18 +238,27 @@ def test_clip_weights_load_in_the_vitb32_layout_and_others_are_refused(vitb32_fi
         load_clip(other)
 
 
-def test_cli_stylespace_edit_saves_offsets_beside_the_latent(e4e_64, tmp_path):
+def test_cli_stylespace_edit_sweeps_and_composes_after_a_wplus_edit(e4e_64, tmp_path):
     from e4ecli.pipelines.edit import read_offsets
 
     lat = tmp_path / "lat"
     lat.mkdir()
-    np.save(lat / "a.npy", 0.5 * np.random.RandomState(0).randn(10, 512).astype(np.float32))
+    w = 0.5 * np.random.RandomState(0).randn(10, 512).astype(np.float32)
+    np.save(lat / "a.npy", w)
+    d = np.random.RandomState(1).randn(512).astype(np.float32)
+    np.save(tmp_path / "d.npy", d)
     out = tmp_path / "out"
-    r = run("edit", lat, "-o", out, "-d", "stylespace:3:10", "-s", "2", "--checkpoint", e4e_64, "--save-latents", "--device", "cpu")
+    r = run("edit", lat, "-o", out, "-d", tmp_path / "d.npy", "-s", "1", "-d", "stylespace:3:10", "-s", "-2:2:3", "--checkpoint", e4e_64,
+            "--save-latents", "--device", "cpu")
     assert r.exit_code == 0, r.output
-    offsets = read_offsets(out / "a.s.npz")
-    assert len(offsets) == 14 and np.count_nonzero(np.concatenate(offsets)) == 1 and offsets[3][10] != 0
-    np.testing.assert_array_equal(np.load(out / "a.npy"), np.load(lat / "a.npy"))  # the W+ latent is unedited
+    assert (out / "a.png").is_file()  # the labelled strip
+    values = []
+    for k, tag in enumerate(("-2", "+0", "+2")):
+        np.testing.assert_allclose(np.load(out / "a" / f"{k:02d}_s{tag}.npy"), w + d, atol=1e-6)  # the W+ edit, then S offsets
+        offsets = np.concatenate(read_offsets(out / "a" / f"{k:02d}_s{tag}.s.npz"))
+        assert np.count_nonzero(offsets) == (0 if tag == "+0" else 1)
+        values.append(read_offsets(out / "a" / f"{k:02d}_s{tag}.s.npz")[3][10])
+    assert values[0] == pytest.approx(-values[2]) and values[2] > 0 and values[1] == 0
 
 
 @pytest.mark.parametrize("args,why", [
