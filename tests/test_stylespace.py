@@ -347,3 +347,9 @@ def test_edit_video_ramps_stylespace_offsets_per_frame():
     assert offsets[0].shape == (3, 4) and not offsets[0].any()
     assert offsets[1][:, 1].tolist() == [0.0, 2.0, 4.0]
     assert edit_offsets([], [0], 1) is None
+
+
+def test_eval_refuses_lec_for_stylespace_edits_before_loading(tmp_path):
+    r = run("eval", tmp_path, "--json", tmp_path / "o.json", "-m", "lec", "-d", "stylespace:1:1", "-s", "1")
+    assert r.exit_code == 2 and "defined for W+ edits" in r.output and r.output.count("error:") == 1, r.output
+    assert not (tmp_path / "o.json").exists()
