@@ -222,3 +222,9 @@ def test_align_reads_videos_frame_by_frame(env, tmp_path):
     assert r.exit_code == 0 and "│    0 │                      1 │" in r.output
     r = run("align", clip, "-o", tmp_path / "x", "-L", "dlib", "--all-faces")
     assert r.exit_code == 2 and "--all-faces is for photos" in r.output
+
+
+def test_invert_points_a_video_to_align(env, tmp_path):
+    root, ckpt, clip = env
+    r = run("invert", clip, "-o", tmp_path / "inv", "--align", "-c", ckpt)
+    assert r.exit_code == 2 and "is a video: align its frames first" in r.output and not (tmp_path / "inv").exists()

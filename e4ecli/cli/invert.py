@@ -66,6 +66,11 @@ def invert_cmd(
 
     workers = capped_workers(workers)
     problems = ["--save-aligned keeps the crops of --align: add --align"] if save_aligned and not align else []
+    from e4ecli.files.video import is_video
+
+    for clip in [p for p in inputs if is_video(p) and p.is_file()][:1]:
+        problems.append(f"{clip} is a video: align its frames first (e4e align {clip} -o aligned/ writes aligned/{clip.stem}/<frame>.png "
+                        f"with smoothing), then e4e invert aligned/{clip.stem}; or edit it in one go with e4e edit-video")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     chosen: dict = {}
 
