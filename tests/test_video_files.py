@@ -100,3 +100,12 @@ def test_variable_frame_rate_is_read_at_a_constant_average_rate(clips):
     assert lo == pytest.approx(12.5, rel=0.02) and hi == pytest.approx(25, rel=0.02)
     n = sum(1 for _ in V.iter_frames(clips / "vfr.mp4", info))
     assert n == pytest.approx(info.duration * float(info.fps), abs=2)
+
+
+def test_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    stale = [tmp_path / f".out.mp4.{dead}-abc123.tmp.mp4", tmp_path / f".out.mkv.{dead}-abc123.tmp.mkv"]
+    for p in stale:
+        p.write_bytes(b"partial")
+    V.write_video(tmp_path / "out.mp4", [np.zeros((16, 16, 3), np.uint8)] * 3, 10)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]

@@ -22,11 +22,13 @@ Limits and decisions:
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -297,6 +299,23 @@ def _run(cmd: list[str]) -> tuple[int, str]:
     return proc.returncode, proc.stderr.decode("utf-8", "replace")
 
 
+def _remove_stale_temps(*paths: Path) -> None:
+    """Temp files of an earlier writer of these paths that was killed (its process is gone): removed."""
+    for path in paths:
+        for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
+            m = re.match(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.tmp", tmp.name)
+            if not m:
+                continue
+            try:
+                os.kill(int(m.group(1)), 0)
+                continue  # still running
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError, ValueError):
+                continue
+            tmp.unlink(missing_ok=True)
+
+
 class VideoWriter:
     """Write frames to `path` at `fps`, with the first audio stream of `audio_from` copied in unchanged.
 
@@ -326,7 +345,9 @@ class VideoWriter:
         self._err = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # the intermediate video-only file is always MKV (any codec goes in), except for GIF
-        self._video_tmp = temp_name(self.path.with_suffix(".gif" if self.suffix == ".gif" else ".mkv"))
+        inner = self.path.with_suffix(".gif" if self.suffix == ".gif" else ".mkv")
+        _remove_stale_temps(self.path, inner)
+        self._video_tmp = temp_name(inner)
 
     def __enter__(self) -> "VideoWriter":
         return self
