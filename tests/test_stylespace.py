@@ -14,6 +14,7 @@ from e4ecli.edits import stylespace as ss
 from e4ecli.hub.directions import DirectionError
 
 from conftest import run
+from editing_kit import g64_path, wplus64  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +354,27 @@ def test_eval_refuses_lec_for_stylespace_edits_before_loading(tmp_path):
     r = run("eval", tmp_path, "--json", tmp_path / "o.json", "-m", "lec", "-d", "stylespace:1:1", "-s", "1")
     assert r.exit_code == 2 and "defined for W+ edits" in r.output and r.output.count("error:") == 1, r.output
     assert not (tmp_path / "o.json").exists()
+
+
+def test_cli_stylespace_edit_pastes_back(tmp_path, g64_path, wplus64):
+    from PIL import Image
+
+    from e4ecli.files.images import load_rgb
+    from editing_kit import KIT, kit_face_quad, write_sidecar
+
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    np.save(lat / "a.npy", wplus64[0])
+    quad = kit_face_quad()
+    write_sidecar(lat / "a.json", KIT / "photos" / "face.jpg", quad, 256)
+    out = tmp_path / "out"
+    r = run("edit", lat, "-o", out, "-d", "stylespace:2:3", "-s", "8", "--paste-back", "-c", g64_path, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    photo = np.asarray(load_rgb(KIT / "photos" / "face.jpg"))
+    pasted = np.asarray(Image.open(out / "a.pasted.png"))
+    changed = np.any(pasted != photo, axis=-1)
+    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+    outside = changed.copy()
+    outside[y0:y1 + 1, x0:x1 + 1] = False
+    assert pasted.shape == photo.shape and not outside.any() and changed[y0:y1, x0:x1].mean() > 0.5
