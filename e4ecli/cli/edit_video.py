@@ -166,9 +166,6 @@ def edit_video_cmd(
         die(str(e))
     text = text_options(neutral, beta, clip_weights, relevance)
     ramps, problems = check_edits(direction, strength, pca, text)
-    if stitch and any(d.strip().startswith(("text:", "stylespace:")) for d in direction):
-        problems.append("--stitch tunes the generator on W+ codes; text: and stylespace: edits move StyleSpace and cannot be "
-                        "stitched yet: drop --stitch (paste-back still applies)")
     usage_or_die(problems)
     usage_or_die([checkpoint_problem(checkpoint)])
     if info.note:

@@ -226,8 +226,6 @@ def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder
                 if on_frame is not None:
                     on_frame(i)
             continue
-        if offsets is not None:
-            raise ValueError("stitching tunes W+ codes; StyleSpace/text edits cannot be stitched yet")
         from e4ecli.refine.masks import landmarks_in_crop
         from e4ecli.refine.stitch import stitch_frame
 
@@ -236,7 +234,8 @@ def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder
         side = _read_json(aligned.sidecar(i)) or {}
         face = masker(reference, landmarks_in_crop(side["landmarks"], side["source_from_output"]))
         with torch.enable_grad():
-            r = stitch_frame(generator, edited[0].clone(), w[0].clone(), face.mask, stitch, target=reference)
+            r = stitch_frame(generator, edited[0].clone(), w[0].clone(), face.mask, stitch, target=reference,
+                             s_offsets=None if offsets is None else [o[:1] for o in offsets])
         save_npy(folder / f"{frame_name(i)}.mask.npy", r.blend_mask.astype(np.float32))
         save_image(folder / f"{frame_name(i)}.png", r.crop)
         if on_frame is not None:
