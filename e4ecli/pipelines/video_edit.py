@@ -32,10 +32,13 @@ from e4ecli.edits.specs import Edit
 from e4ecli.files.batch import save_image, save_npy, save_torch, write_text
 from e4ecli.files.provenance import input_stamp, stable_hash
 from e4ecli.pipelines.edit import render_uint8
+from e4ecli.refine.losses import Weights
 from e4ecli.files.video import TruncatedVideo, VideoInfo, VideoWriter, iter_frames
 from e4ecli.pipelines.video_align import CENTER_SIGMA, XY_SIGMA, ClipAlignment, align_clip, frame_name
 
 STAGE_FILE = "stage.json"
+# STIT's train.py: l2 weighted 10, LPIPS 1, no locality regulariser, Adam at 3e-5
+STIT_PTI = {"weights": Weights(l2=10.0, lpips=1.0, reg=0.0), "lr": 3e-5}
 DONE_FILE = "done.json"
 
 
@@ -144,8 +147,7 @@ def tune_on_clip(generator, aligned: ClipAlignment, latents: Path, folder: Path,
     the result is folder/generator.pt (the tunable weights). Returns the tuned generator."""
     from PIL import Image
 
-    from e4ecli.refine.losses import Weights
-    from e4ecli.refine.pti import DEFAULT_LR, tunable, tune_generator_streaming
+    from e4ecli.refine.pti import tunable, tune_generator_streaming
 
     final = folder / "generator.pt"
     if final.exists():
@@ -167,7 +169,7 @@ def tune_on_clip(generator, aligned: ClipAlignment, latents: Path, folder: Path,
 
     avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0] if latent_avg is not None else None
     with torch.enable_grad():
-        tuned = tune_generator_streaming(generator, batches, epochs=epochs, lr=lr or DEFAULT_LR, weights=Weights(l2=1.0, lpips=1.0, reg=1.0),
+        tuned = tune_generator_streaming(generator, batches, epochs=epochs, lr=lr or STIT_PTI["lr"], weights=STIT_PTI["weights"],
                                          nets=nets, latent_avg=avg, crop=domain.crop, state=state, on_epoch=keep)
     save_torch(final, {k: v.detach().cpu() for k, v in tunable(tuned).items()})
     state_path.unlink(missing_ok=True)
@@ -291,7 +293,8 @@ class Fingerprints:
 def fingerprints(info: VideoInfo, detector: str, ckpt_id: str, steps, opts: VideoEditOptions, frames_id: str, out: Path,
                  stitch_config=None, mask_kind: str | None = None) -> Fingerprints:
     latents = stable_hash({"aligned": frames_id, "checkpoint": ckpt_id})
-    pti = stable_hash({"latents": latents, "epochs": opts.pti_steps, "lr": opts.pti_lr}) if opts.pti_steps > 0 else None
+    pti = (stable_hash({"latents": latents, "epochs": opts.pti_steps, "lr": opts.pti_lr or STIT_PTI["lr"], "weights": STIT_PTI["weights"].__dict__})
+           if opts.pti_steps > 0 else None)
     stitch = None
     if stitch_config is not None:
         from dataclasses import asdict
