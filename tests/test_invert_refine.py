@@ -119,9 +119,26 @@ def test_rerun_with_other_refinement_or_stage_redoes_the_image(setup, tmp_path):
     assert manifest(out)["a.npy"]["settings"]["stage"] == 0 and manifest(out)["a.npy"]["status"] in ("ok", "skipped")
 
 
-def test_long_refinements_report_their_steps():
+def test_refinement_steps_are_a_live_bar_under_the_batch_bar():
+    from rich.progress import Progress
+
+    from e4ecli.cli import common
     from e4ecli.cli.refining import step_reporter
     from e4ecli.pipelines.refine import RefineOptions
 
-    assert step_reporter(None) is None and step_reporter(RefineOptions("w+", steps=5)) is None
-    assert step_reporter(RefineOptions("w+", steps=40)) is not None
+    assert step_reporter(None) is None
+    report = step_reporter(RefineOptions("pti", steps=3, pivot="w", pivot_steps=2))
+    report(0, 1.0)  # no batch shown (a library caller, another rank): nothing to draw on, no error
+    progress = Progress(*common.progress_columns(), console=common.console, disable=False)
+    seen = []
+    with progress, common._live(progress):
+        assert common.live_progress() is progress
+        for _batch in range(2):  # each batch runs the pivot's latent steps, then the tuning
+            for steps in (2, 3):
+                for step in range(steps):
+                    report(step, 0.5 / (step + 1))
+                    seen.append([(t.description, t.completed, t.total) for t in progress.tasks])
+    assert common.live_progress() is None
+    # one bar at a time; a finished phase takes its bar away
+    assert seen[:5] == [[("  pivot (loss 0.5000)", 1, 2)], [], [("  tuning (loss 0.5000)", 1, 3)], [("  tuning (loss 0.2500)", 2, 3)], []]
+    assert seen[5:] == seen[:5]

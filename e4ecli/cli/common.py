@@ -6,6 +6,7 @@ Exit codes (documented in the README): 0 every input done (or already done), 1 s
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -289,6 +290,24 @@ def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, 
         release_all()
 
 
+_LIVE: list = []  # the batch's rich Progress while it is shown (one live display at a time)
+
+
+@contextmanager
+def _live(progress):
+    _LIVE.append(progress)
+    try:
+        yield progress
+    finally:
+        _LIVE.remove(progress)
+
+
+def live_progress():
+    """The progress display of the batch being shown, to add a bar of its own to (refinement steps); None when
+    none is shown (or on a rank other than 0, whose display is disabled)."""
+    return _LIVE[-1] if _LIVE and not _LIVE[-1].disable else None
+
+
 def show_events(events: Iterable, counter: dict | None = None) -> int:
     """A batch run's events (e4ecli.runs.events) as the CLI shows them: progress bar with ETA, one line per
     failure, notes, the summary table on rank 0; returns the exit code (0 all done, 1 something failed).
@@ -310,7 +329,7 @@ def show_events(events: Iterable, counter: dict | None = None) -> int:
     finished = first if isinstance(first, Finished) else None
     if isinstance(first, Started):
         main = first.rank == 0
-        with Progress(*progress_columns(), console=console, transient=False, disable=not main) as progress:
+        with Progress(*progress_columns(), console=console, transient=False, disable=not main) as progress, _live(progress):
             task = progress.add_task(first.label if first.world == 1 else f"{first.label} (rank 0 of {first.world})", total=first.total)
             for ev in events:
                 if isinstance(ev, Finished):

@@ -71,17 +71,31 @@ def base_record(checkpoint: str, ckpt, ident: str) -> dict:
 
 
 def step_reporter(opts):
-    """on_step for long refinements (>= 20 steps): a line every quarter of the steps, above the progress bar."""
+    """on_step for refinement: a live bar of the steps under the batch's bar (the tool's one progress style), the
+    loss in its label; one bar per phase (PTI: the pivot's latent steps, then the tuning) and batch of images."""
     if opts is None:
         return None
-    counts = [opts.steps] + ([opts.pivot_steps] if opts.is_pti and opts.pivot else [])
-    if max(counts) < 20:
-        return None
-    every = max(1, min(c for c in counts if c > 0) // 4)
-    what = "tuning" if opts.is_pti else "refining"
+    phases = ([("pivot", opts.pivot_steps)] if opts.is_pti and opts.pivot and opts.pivot_steps > 0 else [])
+    phases.append(("tuning" if opts.is_pti else "refining", opts.steps))
+    state: dict = {"task": None, "phase": -1}
 
     def report(step: int, loss: float) -> None:
-        if (step + 1) % every == 0:
-            console.print(f"  {what}: step {step + 1}, loss {loss:.5f}", highlight=False)
+        from e4ecli.cli.common import live_progress
+
+        progress = live_progress()
+        if progress is None:
+            return
+        if step == 0:  # a phase starts (each batch of images runs them all again)
+            if state["task"] is not None:
+                progress.remove_task(state["task"])
+                state["task"] = None
+            state["phase"] = (state["phase"] + 1) % len(phases)
+        if state["task"] is None:
+            state["name"], state["total"] = phases[state["phase"]]
+            state["task"] = progress.add_task(f"  {state['name']}", total=state["total"])
+        progress.update(state["task"], completed=step + 1, description=f"  {state['name']} (loss {loss:.4f})")
+        if step + 1 >= state["total"]:
+            progress.remove_task(state["task"])
+            state["task"] = None
 
     return report
