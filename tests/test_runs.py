@@ -125,3 +125,42 @@ def test_finished_counts_every_result():
     assert (fin.done, fin.skipped, fin.failed, fin.ok) == (1, 2, 0, True)
     assert not Finished("x", Path("."), {"ok": 1}, stopped="no space left on device").ok
     assert ItemSkipped  # the event types are importable from e4ecli.runs
+
+
+# -- the invert pipeline as an object -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def e4e_photos(kit_weights, tmp_path_factory):
+    from conftest import e4e_64_with_photos
+
+    return e4e_64_with_photos(kit_weights, tmp_path_factory.mktemp("photos"), seed=3)
+
+
+def test_invert_pipeline_from_a_checkpoint_runs_under_the_run_layer(tmp_path, e4e_photos):
+    from e4ecli.files.images import IMAGE_EXTENSIONS
+    from e4ecli.pipelines.invert import InvertConfig, InvertPipeline
+
+    ckpt_path, photos = e4e_photos
+    pipe = InvertPipeline.from_checkpoint(ckpt_path, InvertConfig(stage=0, save_reconstructions=True, size=32))
+    assert pipe.suffixes == [".npy", ".png"]
+    out = tmp_path / "out"
+
+    def once():
+        with BatchRun.prepare("invert", [photos], out, IMAGE_EXTENSIONS, suffixes=pipe.suffixes) as run:
+            return run.run(pipe(run.items, out, finished=run.start(pipe.settings("e4e64"), "e4e64")))
+
+    first = once()
+    assert (first.done, first.failed) == (2, 0)
+    w = np.load(out / "a.npy")
+    assert w.shape == (pipe.ckpt.generator.n_latent, 512)
+    assert np.allclose(w, w[0])  # stage 0: pure W, every style the same code
+    assert json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["settings"]["stage"] == 0
+    assert once().skipped == 2
+
+
+def test_invert_pipeline_refuses_what_it_cannot_run(g64_path, e4e_photos):
+    from e4ecli.pipelines.invert import InvertConfig, InvertPipeline, NoEncoder, StageError
+
+    with pytest.raises(NoEncoder, match="holds only a generator"):
+        InvertPipeline.from_checkpoint(g64_path)
+    with pytest.raises(StageError, match="out of range"):
+        InvertPipeline.from_checkpoint(e4e_photos[0], InvertConfig(stage=99))

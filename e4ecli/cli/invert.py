@@ -61,7 +61,7 @@ def invert_cmd(
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
-    from e4ecli.cli.refining import base_record, loss_nets_with_notes, refine_options_or_die
+    from e4ecli.cli.refining import base_record, refine_options_or_die
     from e4ecli.files.images import IMAGE_EXTENSIONS
 
     workers = capped_workers(workers)
@@ -83,38 +83,28 @@ def invert_cmd(
 
     def work(job: Job):
         from e4ecli.cli.common import load_model
-        from e4ecli.files.provenance import Settings
-        from e4ecli.cli.refining import step_reporter
-        from e4ecli.pipelines.invert import invert
+        from e4ecli.cli.refining import refiner_with_notes
+        from e4ecli.pipelines.invert import InvertConfig, InvertPipeline, NoEncoder, StageError
 
-        opts = chosen["opts"]
         ckpt, ident = load_model(checkpoint)
-        if not ckpt.has_encoder:
+        config = InvertConfig(precision=precision, batch_size=batch_size, workers=workers, stage=stage,
+                              save_reconstructions=save_reconstructions, size=size, save_aligned=save_aligned)
+        try:
+            pipe = InvertPipeline.from_checkpoint(ckpt, config, device=job.device)
+        except NoEncoder:
             die(f"{checkpoint} holds only a generator; `e4e invert` needs an e4e/pSp checkpoint (e.g. {DEFAULT_CHECKPOINT})")
-        if stage is not None:
-            from e4ecli.pipelines.invert import set_stage
-
-            try:
-                set_stage(ckpt.encoder, stage)
-            except ValueError as e:
-                die(f"--stage {stage}: {checkpoint}: {e}")
-        aligner = None
+        except StageError as e:
+            die(f"--stage {stage}: {checkpoint}: {e}")
         if align:
             if not ckpt.domain.is_face:
                 die(f"--align aligns human faces; {checkpoint} is a {ckpt.domain.name} model (drop --align)")
             from e4ecli.cli.align import open_detector_or_die
             from e4ecli.pipelines.align import FaceAligner
 
-            aligner = FaceAligner(open_detector_or_die(detector.value, str(job.device)), size=256, supersample=1)
-        nets = loss_nets_with_notes(opts, job.device, ckpt, arcface) if opts is not None else None
-        settings = Settings("invert", checkpoint=ident_hash(ident), precision=precision, stage=stage,
-                            reconstructions=({"size": size} if save_reconstructions else None),
-                            align=({"detector": aligner.backend.name, "size": 256, "supersample": 1, "save_aligned": save_aligned} if aligner else None),
-                            refine=dict(opts.settings(), left_out=sorted(nets.missing)) if opts is not None else None)
-        return invert(job.items, ckpt, out, device=job.device, precision=precision, batch_size=batch_size, workers=workers,
-                      save_reconstructions=save_reconstructions, size=size, finished=job.start(settings, ident), aligner=aligner, stage=stage,
-                      save_aligned=save_aligned, refine=opts, nets=nets, base=base_record(checkpoint, ckpt, ident),
-                      on_step=step_reporter(opts))
+            pipe.aligner = FaceAligner(open_detector_or_die(detector.value, str(job.device)), size=256, supersample=1)
+        if chosen["opts"] is not None:
+            pipe.refiner = refiner_with_notes(chosen["opts"], job.device, ckpt, arcface, base_record(checkpoint, ckpt, ident))
+        return pipe(job.items, out, finished=job.start(pipe.settings(ident_hash(ident)), ident))
 
     run_batch("invert", inputs, out, IMAGE_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
               checkpoint=checkpoint, suffix=".npy", usage=problems, check_items=check_items,

@@ -64,6 +64,14 @@ def loss_nets_with_notes(opts, device, ckpt, arcface: str):
     return nets
 
 
+def refiner_with_notes(opts, device, ckpt, arcface: str, base: dict):
+    """The invert pipeline's refinement strategy: the loss networks (with their notes), the tuned generators'
+    base checkpoint, a step reporter for long refinements."""
+    from e4ecli.pipelines.refine import Refiner
+
+    return Refiner(opts, loss_nets_with_notes(opts, device, ckpt, arcface), base, step_reporter(opts))
+
+
 def base_record(checkpoint: str, ckpt, ident: str) -> dict:
     """What a tuned generator records of its base: path, content id, zoo name (when given by name)."""
     path = Path(ckpt.path)

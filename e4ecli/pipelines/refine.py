@@ -6,7 +6,7 @@ why and which file to place); the refinement runs with the terms that are availa
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -161,8 +161,53 @@ def refine_batch(opts: RefineOptions, generator, latent_avg: torch.Tensor, x: to
     return Refinement(latents, tuned, info)
 
 
+@dataclass
+class Refiner:
+    """The refinement strategy an InvertPipeline runs between encoding a batch and writing it: the options,
+    the loss networks (those that could not be loaded are in `nets.missing`), what a tuned generator records
+    of its base checkpoint (`base`: {'path', 'id', 'name'}; PTI only) and an optional step callback."""
+
+    options: RefineOptions
+    nets: LossNets = field(default_factory=LossNets)
+    base: dict | None = None
+    on_step: Callable[[int, float], None] | None = None
+
+    @classmethod
+    def load(cls, options: RefineOptions, device: torch.device, *, face: bool, arcface: str = "ir_se50", base: dict | None = None,
+             on_step: Callable[[int, float], None] | None = None) -> "Refiner":
+        """Load the loss networks the options ask for (see load_loss_nets) -> a Refiner."""
+        return cls(options, load_loss_nets(options, device, face=face, arcface=arcface), base, on_step)
+
+    @property
+    def is_pti(self) -> bool:
+        return self.options.is_pti
+
+    @property
+    def shared(self) -> bool:
+        """One generator tuned for the whole batch of inputs (PTI)."""
+        return self.options.is_pti and self.options.shared
+
+    def settings(self) -> dict:
+        """What the run's Settings record: the options with their defaults resolved, and the loss terms left out."""
+        return dict(self.options.settings(), left_out=sorted(self.nets.missing))
+
+    def __call__(self, generator, latent_avg: torch.Tensor, x: torch.Tensor, codes: torch.Tensor, crop=None) -> Refinement:
+        return refine_batch(self.options, generator, latent_avg, x, codes, self.nets, crop=crop, on_step=self.on_step)
+
+    def save_tuned(self, path, generator, base_generator) -> None:
+        """Write a tuned generator (safetensors, only the tuned weights) recording its base checkpoint."""
+        from pathlib import Path
+
+        from e4ecli.hub.tuned import save_tuned
+        from e4ecli.refine.pti import tunable
+
+        base = self.base or {}
+        save_tuned(path, generator, base_generator, tunable(generator), Path(base["path"]), base["id"], base.get("name"),
+                   {"refine": self.options.settings()})
+
+
 def describe_missing(nets: LossNets) -> list[str]:
     return [f"{name} left out of the refinement: {why}" for name, why in nets.missing.items()]
 
 
-__all__ = ["MODES", "MAX_SHARED", "RefineOptions", "Refinement", "load_loss_nets", "refine_batch", "used_terms", "describe_missing", "replace"]
+__all__ = ["MODES", "MAX_SHARED", "RefineOptions", "Refinement", "Refiner", "load_loss_nets", "refine_batch", "used_terms", "describe_missing", "replace"]
