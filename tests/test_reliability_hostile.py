@@ -741,3 +741,41 @@ def test_train_workers_are_capped_to_the_machine(tmp_path):
     res = run("train", "--exp-dir", tmp_path / "exp", "--data", tmp_path / "missing", "--workers", 1000, "--device", "cpu")
     assert f"--workers 1000: this machine has {machine_cpus()} CPU(s); using {machine_cpus()}" in res.output, res.output
     assert datamod.loader([], [], 1000).num_workers == machine_cpus()  # a resumed run's stored value too
+
+
+# -- round three's surfaces, through the CLI: one line, exit 2, nothing created, names escaped ------------------
+def _one_error(res) -> str:
+    no_traceback(res)
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "\x1b" not in res.output, res.output
+    return errors[0]
+
+
+@pytest.mark.parametrize("prompt, why", [
+    ("text:smile\x1b[2J", "U+001B"), ("text:a face\nwith a smile", "U+000A"), ("text:   ", "empty"), ("text:" + "x" * 100_000, "characters"),
+])
+def test_hostile_prompts_are_one_short_line_before_anything_loads(tmp_path, prompt, why):
+    a = latent(tmp_path / "a.npy")
+    res = run("edit", a, "-o", tmp_path / "out", "-d", prompt, "-s", "2", "-c", tmp_path / "never_loaded.pt")
+    assert res.exit_code == 2 and why in _one_error(res) and len(res.output) < 1000, res.output[:2000]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all, just text", b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64])
+def test_edit_video_refuses_files_that_are_not_videos_in_one_line(tmp_path, content):
+    clip = tmp_path / "two\nlines.mp4"  # a hostile name too
+    clip.write_bytes(content)
+    res = run("edit-video", clip, "-o", tmp_path / "o.mp4", "-d", "age", "-s", "2", "-c", tmp_path / "never_loaded.pt")
+    line = _one_error(res)
+    assert res.exit_code == 2 and "two\\nlines.mp4" in line, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two\nlines.mp4"]  # nothing created
+
+
+def test_a_relevance_file_of_another_layout_is_one_line_naming_it(gen, tmp_path):
+    a = latent(tmp_path / "a.npy")
+    bad = tmp_path / "rel\x1b[31m.npz"
+    np.savez(bad, something=np.zeros((3, 3), np.float32))
+    res = run("edit", a, "-o", tmp_path / "out", "-d", "text:a face with a smile", "-s", "2", "--relevance", bad, "-c", gen,
+              "--device", "cpu")
+    assert res.exit_code == 2 and "rel\\x1b[31m.npz" in _one_error(res), res.output
+    assert not (tmp_path / "out").exists()
