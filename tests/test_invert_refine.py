@@ -42,6 +42,7 @@ def test_refine_w_plus_replaces_the_latent_and_records_losses(setup, tmp_path):
         assert row["losses_after"]["l2"] < row["losses_before"]["l2"]
     if "lpips" not in rows["a.npy"]["losses_before"]:  # torchvision's AlexNet file is not in this environment
         assert "lpips left out of the refinement" in res.output and "alexnet" in res.output
+        assert "or refine without it: --lpips-weight 0" in res.output  # the hint reaches refinement users
     again = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 8)
     assert again.exit_code == 0 and "skipped" in again.output
 

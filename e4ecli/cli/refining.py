@@ -53,11 +53,11 @@ def loss_nets_with_notes(opts, device, ckpt, arcface: str):
     """Load the loss networks; print one note per network left out (what to place where)."""
     from e4ecli.pipelines.refine import describe_missing, load_loss_nets
 
-    face = ckpt.domain.name not in ("cars_encode", "horse_encode", "church_encode")
     with console.status("loading the refinement's loss networks"):
-        nets = load_loss_nets(opts, device, face=face, arcface=arcface)
-    for line in describe_missing(nets):
-        console.print(f"[yellow]note:[/] {escape(line)}")
+        nets = load_loss_nets(opts, device, face=ckpt.domain.is_face, arcface=arcface)  # the domain decides what is a face
+    for name, line in zip(nets.missing, describe_missing(nets)):
+        hint = "; or refine without it: --lpips-weight 0" if name == "lpips" else ""
+        console.print(f"[yellow]note:[/] {escape(line + hint)}")
     if nets.missing:
         console.print(f"[yellow]note:[/] refining with {', '.join(['l2'] + [k for k in ('lpips', 'id') if getattr(nets, 'identity' if k == 'id' else k)])} "
                       "and the regulariser only")

@@ -86,7 +86,7 @@ def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpi
                 p.requires_grad_(False)
             nets.lpips = lambda a, b: model(a, b).reshape(-1)
         except LossWeightsError as e:
-            nets.missing["lpips"] = str(e).replace(", or train without LPIPS: --lpips-lambda 0.", "; or refine without it: --lpips-weight 0.")
+            nets.missing["lpips"] = str(e)  # what to place where; the caller words how to do without it
     if opts.id > 0:
         if not face:
             nets.missing["id"] = "the identity loss compares faces (ArcFace); this model's domain is not faces"
