@@ -1,13 +1,20 @@
 """e4ecli: batch StyleGAN2 inversion and editing with e4e (Tov et al., SIGGRAPH 2021).
 
-Layout (data flows one way, CLI -> pipelines -> models):
-  cli/        the Typer app: parse options, show progress, print summaries, exit codes
+Layout, bottom-up (a package imports only its own layer and the layers below; tests/test_import_graph.py
+holds the order):
+  runtime.py, domains.py, alignment.py   devices, precision and process-wide switches; domain facts; FFHQ alignment maths
+  models/     pure nn.Modules, no I/O (StyleGAN2, e4e/pSp encoders, ArcFace, StyleFlow, BiSeNet)
+  files/      image/latent/video decoding, output naming, atomic writes, manifests, provenance, guards
+  hub/        checkpoints in and out (safely), the weights zoo, the one fetcher, the directions registry
+  edits/      latent edits (directions, specs, StyleSpace, StyleFlow) over tensors
+  metrics/    FID, SWD, LEC, pairwise and temporal metrics
+  refine/     latent optimisation, PTI, stitching, face masks
+  landmarks.py, pasteback.py   landmark detectors; pasting edited crops back
+  training/   the e4e training loop (yields events); inference code does not import it (one import left: see the test)
+  pipelines/  plain functions and pipeline objects over iterables of items (InvertPipeline, render, edit, ...)
   runs/       batch runs below the CLI: inputs, shards, lock, skip by fingerprint, manifest; yields events
-  pipelines/  plain functions over iterables of items (invert, render, ...)
-  models/     pure nn.Modules, no I/O (StyleGAN2, e4e/pSp encoders)
-  hub/        checkpoints in and out (safely), the weights zoo
-  files/      image decoding, output naming, atomic writes, manifests
-  ui/         the `e4e ui` web page: its state and callbacks over the pipelines, the Gradio layout
+  ui/         the Gradio page `e4e ui` serves
+  cli/        the Typer app: parse options, show progress, print summaries, exit codes
 """
 
 __version__ = "0.1.0"

@@ -62,3 +62,71 @@ def test_metrics_do_not_import_training():
     leaks = {m: sorted(t for t in reachable(graph, m) if t.startswith("e4ecli.training"))
              for m in graph if m.startswith("e4ecli.metrics")}
     assert not {m: t for m, t in leaks.items() if t}, leaks
+
+
+# -- the layer order ----------------------------------------------------------------------------------
+# A package imports only packages of its own layer or of layers below it (listed bottom-up). `cli` is the
+# top: it parses, shows and exits; `ui` is the page `e4e ui` serves; `runs` the batch-run layer both use.
+LAYERS = [
+    {"e4ecli", "runtime", "domains", "alignment"},  # facts and process-wide switches
+    {"models", "files"},  # pure nn.Modules; file formats, naming, atomic writes, manifests
+    {"hub"},  # checkpoints, the weights zoo, the one fetcher
+    {"edits", "metrics", "refine", "landmarks", "pasteback"},  # the operations pipelines compose
+    {"training", "pipelines"},  # training and inference side by side: neither imports the other (below)
+    {"runs"},  # batch runs: discover, shard, lock, skip, manifest; events
+    {"ui"},
+    {"cli"},
+    {"__main__"},
+]
+INFERENCE = {"pipelines", "runs", "ui", "edits", "metrics", "refine"}
+# Imports that break the order today, each named with what replaces it; the test fails when one is gone too
+# (so the list only shrinks).
+KNOWN = {
+    ("e4ecli.hub.directions", "e4ecli.edits.ops"): "the registry builds edit directions; edits/ should only receive tensors",
+    ("e4ecli.pipelines.refine", "e4ecli.training.losses"): "LPIPS / identity loss builders belong in hub/ or refine/",
+}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "e4ecli"
+
+
+def layer_of(package: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if package in layer:
+            return i
+    raise AssertionError(f"package e4ecli.{package} is in no layer of LAYERS: place it there (and in e4ecli/__init__.py's layout)")
+
+
+def test_every_package_has_a_layer():
+    for module in import_graph():
+        layer_of(package_of(module))
+
+
+def breaks() -> dict[tuple[str, str], str]:
+    found = {}
+    for module, targets in import_graph().items():
+        a = package_of(module)
+        for target in targets:
+            b = package_of(target)
+            if layer_of(b) > layer_of(a):
+                found[(module, target)] = f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)}) above it"
+            elif a != b and (a in INFERENCE) and b == "training" or (a == "training" and b == "pipelines"):
+                found[(module, target)] = f"{a} and {b} do not import each other"
+    return found
+
+
+def test_no_package_imports_a_layer_above_it():
+    found = breaks()
+    new = {k: v for k, v in found.items() if k not in KNOWN}
+    assert not new, "\n".join(f"{m} -> {t}: {why}" for (m, t), why in new.items())
+    gone = set(KNOWN) - set(found)
+    assert not gone, f"fixed, remove from KNOWN: {sorted(gone)}"
+
+
+def test_the_package_docstring_lists_every_package():
+    doc = e4ecli.__doc__ or ""
+    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    missing = [p for p in packages if f"  {p}/" not in doc]
+    assert not missing, f"e4ecli/__init__.py's layout does not list: {missing}"
