@@ -212,8 +212,7 @@ class Session:
 
         key = (opts.mode, opts.lpips, opts.id)
         if key not in self._nets:
-            face = self.ckpt.domain.name not in ("cars_encode", "horse_encode", "church_encode")
-            nets = load_loss_nets(opts, self.device, face=face)
+            nets = load_loss_nets(opts, self.device, face=self.is_face)  # the domain decides what is a face
             for line in describe_missing(nets):
                 self.notify(line)
             self._nets[key] = nets
