@@ -72,8 +72,7 @@ NEEDS_TORCH = {
     "invert: missing --checkpoint": "the checkpoint is checked after the output plan (collisions are reported even without "
                                     "a usable checkpoint), and invert's plan comes from pipelines.invert, which imports torch",
     "edit: missing --checkpoint": "as invert: the plan of frames, strips and pasted images comes from pipelines.edit",
-    "video: bad suffix": "the output type is checked by pipelines.video (with the ffmpeg fallback), which imports torch",
-    "video: missing --checkpoint": "checked after the output type (above)",
+    "video: missing --checkpoint": "checked after the output's ffmpeg fallback, which pipelines.video decides (it imports torch)",
 }
 
 

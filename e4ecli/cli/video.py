@@ -84,6 +84,11 @@ def video_cmd(
     problems += missing
     if direction is not None and len(inputs) > 1:
         problems.append(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
+    from e4ecli.files.video import VIDEO_SUFFIXES
+
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        problems.append(f"{out}: unsupported video type '{out.suffix}'; use .mp4 or .gif "
+                        f"(also {', '.join(s for s in VIDEO_SUFFIXES if s not in ('.mp4', '.gif'))})")
     usage_or_die(problems)  # the typos above are answered before the video pipeline (and torch) is imported
     from e4ecli.pipelines.video import VideoError, output_for
 
