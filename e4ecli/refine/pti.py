@@ -59,6 +59,18 @@ def locality_loss(tuned: Generator, base: Generator, pivots: torch.Tensor, laten
     return loss.sum()
 
 
+def _adam_step(opt: torch.optim.Optimizer, tuned: Generator, base: Generator, pivots: torch.Tensor, targets: torch.Tensor,
+               nets: LossNets, weights: Weights, crop, latent_avg: torch.Tensor | None, rng: torch.Generator) -> float:
+    """One PTI step on one batch: reconstruction terms (+ the locality term when weights.reg > 0) -> loss."""
+    loss = weighted_sum(_terms(tuned, pivots, targets, nets, weights, crop), weights).sum()
+    if weights.reg > 0 and latent_avg is not None:
+        loss = loss + weights.reg * locality_loss(tuned, base, pivots, latent_avg.to(pivots.device), nets, rng)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 def tune_generator(base: Generator, pivots: torch.Tensor, targets: torch.Tensor, *, steps: int = 30, lr: float = DEFAULT_LR,
                    weights: Weights = Weights(l2=1.0, lpips=1.0, reg=1.0), nets: LossNets | None = None, latent_avg: torch.Tensor | None = None,
                    crop=None, seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> Tuned:
@@ -83,14 +95,9 @@ def tune_generator(base: Generator, pivots: torch.Tensor, targets: torch.Tensor,
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at_step(step, steps, lr)
-        loss = weighted_sum(_terms(tuned, pivots, targets, nets, weights, crop), weights).sum()
-        if weights.reg > 0 and latent_avg is not None:
-            loss = loss + weights.reg * locality_loss(tuned, base, pivots, latent_avg.to(pivots.device), nets, rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = _adam_step(opt, tuned, base, pivots, targets, nets, weights, crop, latent_avg, rng)
         if on_step is not None:
-            on_step(step, float(loss.detach()))
+            on_step(step, loss)
     for p in params:
         p.requires_grad_(False)
     with torch.no_grad():
@@ -133,14 +140,9 @@ def tune_generator_streaming(base: Generator, batches: Callable[[], Iterable[tup
             group["lr"] = lr_at_step(epoch, epochs, lr)
         for pivots, targets in batches():
             pivots = pivots.detach().float()
-            loss = weighted_sum(_terms(tuned, pivots, targets, nets, weights, crop), weights).sum()
-            if weights.reg > 0 and latent_avg is not None:
-                loss = loss + weights.reg * locality_loss(tuned, base, pivots, latent_avg.to(pivots.device), nets, rng)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = _adam_step(opt, tuned, base, pivots, targets, nets, weights, crop, latent_avg, rng)
             if on_step is not None:
-                on_step(step, float(loss.detach()))
+                on_step(step, loss)
             step += 1
         if on_epoch is not None:
             on_epoch(epoch + 1, {"epoch": epoch + 1, "params": {k: v.detach().cpu().clone() for k, v in named.items()},
