@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -23,7 +23,8 @@ def is_local(host: str) -> bool:
         return False
 
 
-def check_options(inputs: List[Path], host: str, port: int, allow_remote: bool) -> list[str]:
+def check_options(inputs: List[Path], host: str, port: int, allow_remote: bool, clip_weights: Path | None = None,
+                  relevance: Path | None = None) -> list[str]:
     """Everything checked before torch or gradio load: -> problems (empty when fine)."""
     import importlib.util
 
@@ -31,6 +32,10 @@ def check_options(inputs: List[Path], host: str, port: int, allow_remote: bool) 
     for path in inputs:
         if not path.exists():
             problems.append(f"{path}: no such file or folder")
+    if relevance is not None and not relevance.is_file():
+        problems.append(f"--relevance {relevance}: no such file (`e4e directions styleclip -o {relevance}` computes it)")
+    if clip_weights is not None and not clip_weights.is_file():
+        problems.append(f"--clip-weights {clip_weights}: no such file (OpenAI's ViT-B-32.pt, or leave it out to use the zoo's once downloaded)")
     if not 0 <= port <= 65535:
         problems.append(f"--port {port}: use 1-65535 (or 0 for any free port)")
     if not is_local(host) and not allow_remote:
@@ -49,6 +54,7 @@ def check_options(inputs: List[Path], host: str, port: int, allow_remote: bool) 
         "  e4e ui --checkpoint e4e_ffhq_encode latents/   # also pick latents (and photos) from latents/\n\n"
         "  e4e ui --port 0 --detector dlib          # any free port; dlib alignment (offline)\n\n"
         "  e4e ui --host 0.0.0.0 --allow-remote     # reachable from other machines (a warning is printed)\n\n"
+        "  e4e ui latents/ --relevance ffhq_fs3.npz --clip-weights ViT-B-32.pt   # with a text box for StyleCLIP text edits\n\n"
         "The page shows the `e4e invert` / `e4e edit` / `e4e video` lines that reproduce what is on screen: copy them and "
         "run them on a folder."
     ),
@@ -62,10 +68,14 @@ def ui_cmd(
     device: str = device_option(),
     detector: Detector = typer.Option(Detector.face_alignment, "--detector", "-L", help="Photos: " + DETECTOR_HELP),
     preview_size: int = typer.Option(256, "--preview-size", min=32, max=1024, help="Width of the fast preview (full size on request)."),
+    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="Text directions: CLIP ViT-B/32 weights file (OpenAI's "
+                                                "ViT-B-32.pt or an open_clip state dict; default: the zoo's clip_vit_b32_openai when downloaded)."),
+    relevance: Optional[Path] = typer.Option(None, "--relevance", help="Text directions: the generator's channel relevance matrix (.npz "
+                                             "from `e4e directions styleclip`); with it the page shows a text box for StyleCLIP edits."),
 ) -> None:
     """Serve a local web page to invert a photo, move edit sliders, and copy the batch command that does the same."""
     inputs = list(inputs or [])
-    problems = check_options(inputs, host, port, allow_remote)
+    problems = check_options(inputs, host, port, allow_remote, clip_weights, relevance)
     if problems:
         for line in problems[:-1]:
             console.print(f"[red]✗[/] {escape(line)}")
@@ -103,8 +113,9 @@ def ui_cmd(
 
         with console.status("preparing the directions"):
             session = Session(ckpt, ident, None if checkpoint == DEFAULT_CHECKPOINT else checkpoint, dev, workdir / "session", inputs=inputs,
-                              detector=detector.value, notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
-        for note in session.unavailable:
+                              detector=detector.value, notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True),
+                              clip_weights=clip_weights, relevance=relevance)
+        for note in session.unavailable + ([session.text_note] if session.text_note else []):
             console.print(f"[yellow]note:[/] not offered: {escape(note)}")
         console.print(f"e4e ui: http://{host}:{port}  (Ctrl+C stops it and removes its temporary folder {escape(str(workdir))})",
                       highlight=False, soft_wrap=True)

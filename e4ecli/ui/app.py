@@ -88,6 +88,19 @@ def build(session: Session):
             with gr.Row():
                 for i, s in enumerate(session.sliders):
                     sliders.append(gr.Slider(s.low, s.high, value=0.0, step=s.step, label=s.label, elem_id=f"dir-{i}", min_width=240))
+            textctl = []
+            if session.has_text:
+                with gr.Row():
+                    prompt = gr.Textbox("", label="Text direction (StyleCLIP): the target, e.g. a face with a smile (Enter applies)",
+                                        max_lines=1, scale=3, elem_id="text-prompt")
+                    neutral = gr.Textbox("", label=f"--neutral (empty: the domain's, e.g. '{cb.neutral_for(session)}')", max_lines=1,
+                                         scale=2, elem_id="text-neutral")
+                    beta = gr.Number(cb.DEFAULT_BETA, minimum=0.0, maximum=0.99, step=0.01, label="--beta", scale=1, elem_id="text-beta")
+                    tstrength = gr.Slider(cb.TEXT_RANGE[0], cb.TEXT_RANGE[1], value=cb.TEXT_STRENGTH, step=0.1, label="text strength",
+                                          scale=2, elem_id="text-strength")
+                textctl = [prompt, neutral, beta, tstrength]
+            else:
+                gr.Markdown(session.text_note, elem_id="text-note")
             notes = list(session.unavailable) + ["StyleFlow attributes: not on the page yet (they need each latent's attributes and "
                                                  "the flow's weights; `e4e edit -d styleflow:NAME -s VALUE` has them)"]
             gr.Markdown("Not offered here: " + "; ".join(notes), elem_id="unavailable")
@@ -98,13 +111,16 @@ def build(session: Session):
         gr.Markdown(f"Uploads: at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB and {MAX_UPLOAD_PIXELS // 1_000_000} megapixels each; "
                     "kept in a temporary folder that is removed when `e4e ui` stops.")
 
-        controls = [stage, refine, steps, *sliders, paste, feather]
+        controls = [stage, refine, steps, *sliders, paste, feather, *textctl]
         n = len(sliders)
+
+        def text_of(rest):  # the text box's controls after the sliders, paste-back and feather (None: no text box)
+            return tuple(rest[n + 2:n + 6]) if textctl else None
 
         def opening(path, v, st, rf, sp, *rest, uploaded=True, progress=gr.Progress()):
             values, pb, fe = rest[:n], rest[n], rest[n + 1]
             total = max(int(sp or 0), 1)
-            result = cb.open_input(session, path, v, st, rf, sp, values, pb, fe, uploaded=uploaded,
+            result = cb.open_input(session, path, v, st, rf, sp, values, pb, fe, uploaded=uploaded, text=text_of(rest),
                                    on_step=lambda step, loss: progress((step + 1) / total, desc="refining"))
             return result
 
@@ -118,28 +134,33 @@ def build(session: Session):
             st, rf, sp, rest = args[0], args[1], args[2], args[3:]
             total = max(int(sp or 0), 1)
             return cb.open_input(session, str(o.photo), v, st, rf, sp, rest[:n], rest[n], rest[n + 1], uploaded=False,
-                                 source=o.view.source, on_step=lambda step, loss: progress((step + 1) / total, desc="refining"))
+                                 source=o.view.source, text=text_of(rest), on_step=lambda step, loss: progress((step + 1) / total, desc="refining"))
 
         again.click(reopen, [opened, view, *controls], outputs, concurrency_id=MODEL_QUEUE)
 
         def changed(o, v, *rest, full=False):
-            return cb.update(session, o, v, rest[:n], rest[n], rest[n + 1], full=full)
+            return cb.update(session, o, v, rest[:n], rest[n], rest[n + 1], full=full, text=text_of(rest))
 
         live = [view, preview, command, status]
+        edit_inputs = [opened, view, *sliders, paste, feather, *textctl]
         for s in sliders:
-            s.release(changed, [opened, view, *sliders, paste, feather], live, concurrency_id=MODEL_QUEUE)
-        paste.input(changed, [opened, view, *sliders, paste, feather], live, concurrency_id=MODEL_QUEUE)
-        feather.release(changed, [opened, view, *sliders, paste, feather], live, concurrency_id=MODEL_QUEUE)
-        full_size.click(lambda o, v, *rest: changed(o, v, *rest, full=True), [opened, view, *sliders, paste, feather], live,
-                        concurrency_id=MODEL_QUEUE)
+            s.release(changed, edit_inputs, live, concurrency_id=MODEL_QUEUE)
+        paste.input(changed, edit_inputs, live, concurrency_id=MODEL_QUEUE)
+        feather.release(changed, edit_inputs, live, concurrency_id=MODEL_QUEUE)
+        if textctl:
+            prompt, neutral, beta, tstrength = textctl
+            for box in (prompt, neutral, beta):
+                box.submit(changed, edit_inputs, live, concurrency_id=MODEL_QUEUE)
+            tstrength.release(changed, edit_inputs, live, concurrency_id=MODEL_QUEUE)
+        full_size.click(lambda o, v, *rest: changed(o, v, *rest, full=True), edit_inputs, live, concurrency_id=MODEL_QUEUE)
 
         def loading(text, o, v, progress=gr.Progress()):
             r = cb.load_settings(session, text, o, v, on_step=lambda step, loss: progress(None, desc=f"refining: step {step + 1}"))
-            o, v, values, st, rf, sp, pb, fe, c, rc, d, pv, cmd, msg = r
-            return out((o, v, st, rf, sp, *values, pb, fe, c, rc, d, pv, cmd, msg))
+            o, v, values, st, rf, sp, pb, fe, tx, c, rc, d, pv, cmd, msg = r
+            return out((o, v, st, rf, sp, *values, pb, fe, *(tx if textctl else ()), c, rc, d, pv, cmd, msg))
 
-        load.click(loading, [pasted, opened, view], [opened, view, stage, refine, steps, *sliders, paste, feather, crop, recon, dist, preview,
-                                                     command, status], concurrency_id=MODEL_QUEUE)
+        load.click(loading, [pasted, opened, view], [opened, view, stage, refine, steps, *sliders, paste, feather, *textctl, crop, recon, dist,
+                                                     preview, command, status], concurrency_id=MODEL_QUEUE)
 
         def downloading(o, v, spec):
             return cb.make_downloads(session, o, v, spec or None)

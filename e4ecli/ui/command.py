@@ -1,7 +1,8 @@
 """What the page shows <-> the batch command lines that reproduce it (no torch, no gradio).
 
 A View holds every setting that changes the picture: the input, the inversion dial (--stage, --refine),
-the edits in order and paste-back. `to_command` writes the `e4e invert` (photos) and `e4e edit` lines,
+the edits in order (a `text:` direction last: its style offsets add after every W+ edit, as in `e4e edit`)
+with the text options (--neutral, --beta, --clip-weights, --relevance) and paste-back. `to_command` writes the `e4e invert` (photos) and `e4e edit` lines,
 and the `e4e video` line of a sweep GIF; `parse_command` reads such text back into a View, so pasting a
 command into "load settings" reproduces the view.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, replace
+
+from e4ecli.edits.prompts import DEFAULT_BETA
 
 DEFAULT_FEATHER = 0.1
 LATENTS_DIR = "latents/"
@@ -36,9 +39,30 @@ class View:
     paste_back: bool = False
     feather: float = DEFAULT_FEATHER
     sweep: tuple[str, float, float, int] | None = None  # (direction, from, to, frames) of the GIF shown
+    neutral: str | None = None  # text directions: --neutral (None: the domain's)
+    beta: float = DEFAULT_BETA  # text directions: --beta
+    clip_weights: str | None = None  # text directions: --clip-weights (None: the zoo's)
+    relevance: str | None = None  # text directions: --relevance
+
+    @property
+    def text(self) -> tuple[str, float] | None:
+        """The text direction on screen: (its `text:TARGET` spec, strength), or None."""
+        return next(((s, v) for s, v in self.edits if is_text(s)), None)
 
     def with_edits(self, edits) -> "View":
         return replace(self, edits=tuple((s, float(v)) for s, v in edits if float(v) != 0.0))
+
+
+def is_text(spec: str) -> bool:
+    return spec.startswith("text:")
+
+
+def text_words(view: View) -> list:
+    """The options a text direction needs, as `e4e edit` takes them."""
+    words = [] if view.neutral is None else ["--neutral", view.neutral]
+    words += ["--beta", number(view.beta)]
+    words += [] if view.clip_weights is None else ["--clip-weights", view.clip_weights]
+    return words + ([] if view.relevance is None else ["--relevance", view.relevance])
 
 
 def number(value: float) -> str:
@@ -89,6 +113,8 @@ def to_command(view: View) -> str:
         words += ["-d", spec, "-s", number(value)]
     if not view.edits:  # `e4e edit` needs a direction: a zero-strength edit renders the reconstruction
         words += ["-d", "sefa:0", "-s", "0"]
+    if view.text is not None:
+        words += text_words(view)
     if view.paste_back:
         words += ["--paste-back"] + ([] if view.feather == DEFAULT_FEATHER else ["--feather", number(view.feather)])
         if view.photo:
@@ -234,6 +260,7 @@ def parse_command(text: str, base: View | None = None) -> View:
             edits, specs, strengths = [], [], []
             paste, feather = False, DEFAULT_FEATHER
             checkpoint = None
+            text: dict = {"neutral": None, "beta": DEFAULT_BETA, "clip_weights": view.clip_weights, "relevance": view.relevance}
             for name, value in options:
                 if name in ("-d", "--direction"):
                     specs.append(value)
@@ -248,10 +275,20 @@ def parse_command(text: str, base: View | None = None) -> View:
                     feather = _float(value, "--feather")
                 elif name in ("--checkpoint", "-c"):
                     checkpoint = value
+                elif name == "--neutral":
+                    text["neutral"] = value
+                elif name == "--beta":
+                    text["beta"] = _float(value, "--beta")
+                elif name == "--clip-weights":
+                    text["clip_weights"] = value
+                elif name == "--relevance":
+                    text["relevance"] = value
             if len(specs) != len(strengths):
                 raise CommandError(f"got {len(specs)} --direction but {len(strengths)} --strength; give one strength per direction")
-            edits = [(s, v) for s, v in zip(specs, strengths)]
-            updates = {"edits": tuple((s, v) for s, v in edits if v != 0.0), "paste_back": paste, "feather": feather}
+            if sum(is_text(s) for s in specs) > 1:
+                raise CommandError("the page shows one text direction; keep one -d \"text:...\"")
+            edits = [(s, v) for s, v in zip(specs, strengths) if not is_text(s)] + [(s, v) for s, v in zip(specs, strengths) if is_text(s)]
+            updates = {"edits": tuple((s, v) for s, v in edits if v != 0.0), "paste_back": paste, "feather": feather, **text}
             if not found_invert:
                 updates.update(photo=False, stage=None, refine=None, refine_steps=30, align=False, detector=None, checkpoint=checkpoint)
                 if positional:

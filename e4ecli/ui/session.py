@@ -21,7 +21,8 @@ import torch
 
 from e4ecli.files.images import IMAGE_EXTENSIONS
 from e4ecli.files.latents import LATENT_EXTENSIONS
-from e4ecli.ui.command import View, stem
+from e4ecli.edits.prompts import DEFAULT_BETA
+from e4ecli.ui.command import View, is_text, stem
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MB per uploaded file
 MAX_UPLOAD_PIXELS = 40_000_000  # 40 megapixels (e.g. 8000 x 5000), checked from the header before decoding
@@ -84,7 +85,8 @@ class Session:
     (`name:hash`); `checkpoint`: the --checkpoint text the batch commands repeat (None for the default)."""
 
     def __init__(self, ckpt, ident: str, checkpoint: str | None, device: torch.device, workdir: Path, *, inputs: Sequence[Path] = (),
-                 detector: str = "face-alignment", preview_size: int = PREVIEW_SIZE, notify: Callable[[str], None] | None = None):
+                 detector: str = "face-alignment", preview_size: int = PREVIEW_SIZE, notify: Callable[[str], None] | None = None,
+                 clip_weights: Path | None = None, relevance: Path | None = None):
         self.ckpt, self.ident, self.checkpoint, self.device = ckpt, ident, checkpoint, torch.device(device)
         self.workdir = Path(workdir)
         self.detector_name = detector
@@ -97,6 +99,9 @@ class Session:
         self.generator = ckpt.generator.to(self.device).eval()
         self.inputs = list(inputs)
         self.sliders, self.unavailable = self._directions()
+        self.clip_weights, self.relevance = clip_weights, relevance
+        self.text_note = self._text_note()
+        self._text_edits: dict = {}
 
     # -- what the page offers -------------------------------------------------------------------------------
     @property
@@ -133,6 +138,46 @@ class Session:
             label = f"{spec} — {description}" if description else spec
             sliders.append(Slider(spec, label, edit.kind, float(low), float(high), edit))
         return sliders, notes
+
+    # -- text directions (StyleCLIP global directions) --------------------------------------------------------
+    def _text_note(self) -> str:
+        """'' when text directions can be offered, else one line saying what is missing and how to get it."""
+        if self.relevance is None:
+            return ("Text directions: start `e4e ui` with --relevance FILE (the generator's channel relevance: "
+                    "`e4e directions styleclip -o FILE` computes it) and --clip-weights FILE (CLIP ViT-B/32; README: Text edits)")
+        from e4ecli.hub.clip import ZOO_NAME
+
+        if self.clip_weights is None and not _zoo_cached(ZOO_NAME):
+            return ("Text directions: start `e4e ui` with --clip-weights FILE (OpenAI's ViT-B-32.pt), or download the zoo's "
+                    "clip_vit_b32_openai once (README: Text edits)")
+        return ""
+
+    @property
+    def has_text(self) -> bool:
+        return not self.text_note
+
+    def text_edit(self, spec: str, neutral: str | None = None, beta: float = DEFAULT_BETA):
+        """The Edit of `text:TARGET` with this --neutral and --beta (as `e4e edit` resolves it; remembered)."""
+        from e4ecli.edits.prompts import TextOptions, precheck_text
+        from e4ecli.edits.specs import resolve
+        from e4ecli.hub.directions import DirectionError
+
+        if not self.has_text:
+            raise UIError(self.text_note)
+        options = TextOptions(neutral=neutral, beta=float(beta), clip_weights=self.clip_weights, relevance=self.relevance,
+                              device=str(self.device))
+        key = (spec, neutral, float(beta))
+        if key not in self._text_edits:
+            try:
+                precheck_text(spec.partition(":")[2], options)
+                with self.lock:
+                    self._text_edits[key] = resolve(spec, self.generator, domain_name=self.ckpt.domain.name,
+                                                    sefa_cache_key=self.ident.rsplit(":", 1)[-1], download=False, text=options)
+            except (DirectionError, OSError, ValueError) as e:
+                raise UIError(first_line(e)) from None
+            if len(self._text_edits) > 32:
+                self._text_edits.pop(next(iter(self._text_edits)))
+        return self._text_edits[key]
 
     def slider(self, spec: str) -> Slider:
         for s in self.sliders:
@@ -280,21 +325,30 @@ class Session:
         return Opened(view, latent, self.generator, recon, None, "", sidecar)
 
     # -- rendering -------------------------------------------------------------------------------------------
-    def steps(self, edits: Sequence[tuple[str, float]]):
+    def steps(self, edits: Sequence[tuple[str, float]], neutral: str | None = None, beta: float = DEFAULT_BETA):
         from e4ecli.edits.specs import Strength
         from e4ecli.pipelines.edit import Step, format_strength
 
-        return [Step(self.slider(spec).edit, Strength((float(v),), format_strength(float(v)), False)) for spec, v in edits]
+        return [Step(self.text_edit(spec, neutral, beta) if is_text(spec) else self.slider(spec).edit,
+                     Strength((float(v),), format_strength(float(v)), False)) for spec, v in edits]
 
-    def edited(self, opened: Opened, edits: Sequence[tuple[str, float]]) -> torch.Tensor:
+    def edited(self, opened: Opened, edits: Sequence[tuple[str, float]], neutral: str | None = None, beta: float = DEFAULT_BETA) -> torch.Tensor:
         """The edited latent (n_styles, 512), the edits composed in order as `e4e edit` composes them."""
-        from e4ecli.pipelines.edit import edited_latents
+        return self.codes(opened, edits, neutral, beta)[0]
+
+    def codes(self, opened: Opened, edits: Sequence[tuple[str, float]], neutral: str | None = None,
+              beta: float = DEFAULT_BETA) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(the edited latent (n_styles, 512), the StyleSpace offsets of a text edit (one (1, C_l) per layer) or None):
+        the W+ edits in order, then the text edit's offsets, as `e4e edit` composes them (pipelines.edit.edited_codes)."""
+        from e4ecli.pipelines.edit import edited_codes
 
         w = opened.latent[None].to(self.device)
+        steps = self.steps(edits, neutral, beta)
         with torch.inference_mode():
-            return edited_latents(w, self.steps(edits))[0, 0].cpu()
+            latents, offsets = edited_codes(w, steps)
+        return latents[0, 0].cpu(), offsets
 
-    def render(self, latents: torch.Tensor, size: int | None, generator=None) -> np.ndarray:
+    def render(self, latents: torch.Tensor, size: int | None, generator=None, offsets: Sequence[torch.Tensor] | None = None) -> np.ndarray:
         """latents (N, S, D) -> uint8 (N, h, w, 3) at width `size` (None: the generator's own size). Below the
         generator's size the fast path stops synthesis at that resolution (a coarse preview, see Generator.synthesis)."""
         from e4ecli.files.images import area_resize, to_uint8
@@ -304,17 +358,17 @@ class Session:
         latents = latents.to(self.device)
         with self.lock:
             if size is None or size >= gen.size:
-                return render_uint8(gen, self.ckpt.domain, latents, 1, size)[0]
+                return render_uint8(gen, self.ckpt.domain, latents, 1, size, offsets=offsets)[0]
             with torch.inference_mode():
-                images = self.ckpt.domain.crop(gen.synthesis(latents, max_size=size))
+                images = self.ckpt.domain.crop(gen.synthesis(latents, max_size=size, style_offsets=offsets))
                 return to_uint8(area_resize(images, size) if images.shape[-1] != size else images)
 
     def preview(self, opened: Opened, edits: Sequence[tuple[str, float]], *, full: bool = False, paste_back: bool = False,
-                feather: float = 0.1) -> np.ndarray:
+                feather: float = 0.1, neutral: str | None = None, beta: float = DEFAULT_BETA) -> np.ndarray:
         """The edited image: at the preview width (fast) or full size; pasted into the photo when asked and possible."""
-        w = self.edited(opened, edits)
+        w, offsets = self.codes(opened, edits, neutral, beta)
         size = None if full or paste_back else self.preview_size
-        image = self.render(w[None], size, opened.generator)[0]
+        image = self.render(w[None], size, opened.generator, offsets)[0]
         if paste_back:
             image = self.pasted(opened, image, feather)
         return image
@@ -332,18 +386,23 @@ class Session:
 
     # -- downloads ------------------------------------------------------------------------------------------
     def downloads(self, opened: Opened, edits: Sequence[tuple[str, float]], *, paste_back: bool = False, feather: float = 0.1,
-                  sweep: tuple[str, float, float, int] | None = None) -> list[Path]:
-        """Write the full-size PNG (and the pasted one), the edited latent and, with `sweep`, a sweep GIF of one
-        direction as `e4e video LATENT -d SPEC -s A:B -n FRAMES` renders it (at the preview width)."""
+                  sweep: tuple[str, float, float, int] | None = None, neutral: str | None = None, beta: float = DEFAULT_BETA) -> list[Path]:
+        """Write the full-size PNG (and the pasted one), the edited latent (and a text edit's style offsets, as
+        `e4e edit --save-latents` writes them) and, with `sweep`, a sweep GIF of one direction as
+        `e4e video LATENT -d SPEC -s A:B -n FRAMES` renders it (at the preview width)."""
         from e4ecli.files.batch import save_image, save_npy
+        from e4ecli.pipelines.edit import OFFSETS_SUFFIX, save_offsets
 
         folder = self._folder()
         name = stem(opened.view.source) or "image"
-        w = self.edited(opened, edits)
-        image = self.render(w[None], None, opened.generator)[0]
+        w, offsets = self.codes(opened, edits, neutral, beta)
+        image = self.render(w[None], None, opened.generator, offsets)[0]
         files = [folder / f"{name}.png", folder / f"{name}.npy"]
         save_image(files[0], image)
         save_npy(files[1], w.numpy())
+        if offsets is not None:
+            files.append(folder / f"{name}{OFFSETS_SUFFIX}")
+            save_offsets(files[-1], [o[0] for o in offsets])
         if paste_back:
             files.append(folder / f"{name}.pasted.png")
             save_image(files[-1], self.pasted(opened, image, feather))
@@ -387,6 +446,16 @@ class _Remembered:
                 self.seen.pop(next(iter(self.seen)))
             self.seen[key] = self.aligner(path)
         return self.seen[key]
+
+
+def _zoo_cached(name: str) -> bool:
+    """Whether the zoo's file `name` is already downloaded (the page never downloads CLIP while serving)."""
+    from e4ecli.hub import zoo
+
+    try:
+        return zoo.is_cached(zoo.lookup(name))
+    except zoo.ZooError:
+        return False
 
 
 def _read_rgb(path: Path) -> np.ndarray:
