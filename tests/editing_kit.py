@@ -79,6 +79,31 @@ def empty_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def vitb32_file(tmp_path_factory) -> Path:
+    """Seeded CLIP weights in open_clip's ViT-B-32 (OpenAI) layout, fp16 as OpenAI publishes them."""
+    import torch
+
+    from e4ecli.hub.clip import build_model
+
+    torch.manual_seed(0)
+    model, _ = build_model()
+    path = tmp_path_factory.mktemp("clip") / "vitb32_seeded.pt"
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def write_relevance(generator, path: Path, seed: int = 2, domain: str = "ffhq") -> Path:
+    """A seeded relevance file for `generator` in `e4e directions styleclip`'s layout (unit rows, one per conv channel)."""
+    from e4ecli.edits import stylespace as ss
+
+    layout = ss.conv_layout(generator)
+    rel = np.random.RandomState(seed).randn(sum(layout), 512).astype(np.float32)
+    rel /= np.linalg.norm(rel, axis=1, keepdims=True)
+    np.savez(path, fs3=rel, channels=np.array(layout), domain=np.array(domain))
+    return path
+
+
 def kit_face_quad(scale: float = 0.5) -> np.ndarray:
     """A square around the kit's face (photos/face.jpg), oriented along the eyes, from the kit's
     landmarks: (4, 2) corners in the order TL, BL, BR, TR (pixel-index coordinates)."""

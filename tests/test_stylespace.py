@@ -14,7 +14,7 @@ from e4ecli.edits import stylespace as ss
 from e4ecli.hub.directions import DirectionError
 
 from conftest import run
-from editing_kit import g64_path, wplus64  # noqa: F401  (fixtures)
+from editing_kit import g64_path, vitb32_file, wplus64, write_relevance  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -205,18 +205,6 @@ def test_torchscript_weights_are_read_without_running_code(tmp_path):
     assert sorted(sd) == sorted(model.state_dict()) and all(torch.equal(sd[k], v) for k, v in model.float().state_dict().items())
 
 
-@pytest.fixture(scope="module")
-def vitb32_file(tmp_path_factory):
-    """Seeded CLIP weights in open_clip's ViT-B-32 (OpenAI) layout, fp16 as OpenAI publishes them."""
-    from e4ecli.hub.clip import build_model
-
-    torch.manual_seed(0)
-    model, _ = build_model()
-    path = tmp_path_factory.mktemp("clip") / "vitb32_seeded.pt"
-    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
-    return path
-
-
 def test_clip_weights_load_in_the_vitb32_layout_and_others_are_refused(vitb32_file, tmp_path):
     from e4ecli.hub.clip import load_clip
     from e4ecli.hub.types import CheckpointError
@@ -294,12 +282,7 @@ def test_cli_text_edit_end_to_end_with_offline_weights(e4e_64, vitb32_file, tmp_
     from e4ecli.hub.checkpoints import load_checkpoint
     from e4ecli.pipelines.edit import read_offsets
 
-    gen = load_checkpoint(e4e_64).generator
-    layout = ss.conv_layout(gen)
-    rel = np.random.RandomState(2).randn(sum(layout), 512).astype(np.float32)
-    rel /= np.linalg.norm(rel, axis=1, keepdims=True)
-    rel_file = tmp_path / "rel.npz"
-    np.savez(rel_file, fs3=rel, channels=np.array(layout), domain=np.array("ffhq"))
+    rel_file = write_relevance(load_checkpoint(e4e_64).generator, tmp_path / "rel.npz")
     lat = tmp_path / "lat"
     lat.mkdir()
     np.save(lat / "a.npy", 0.5 * np.random.RandomState(0).randn(10, 512).astype(np.float32))

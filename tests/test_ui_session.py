@@ -3,14 +3,17 @@ published directions. What each control does, the one-line errors, the upload li
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import KIT, kit_or_skip, run, write_e4e_64
+from editing_kit import vitb32_file, write_relevance  # noqa: F401  (fixture)
 from e4ecli.ui import callbacks as cb
 from e4ecli.ui.command import View, parse_command, to_command
 from e4ecli.ui.session import UIError
@@ -215,6 +218,8 @@ def test_the_cli_checks_its_options_before_loading_anything(tmp_path):
     assert r.exit_code == 2 and "--allow-remote" in r.output
     r = run("ui", tmp_path / "missing", "--port", "70000")
     assert r.exit_code == 2 and "missing: no such file or folder" in r.output and "--port 70000" in r.output
+    r = run("ui", "--relevance", tmp_path / "rel.npz", "--clip-weights", tmp_path / "clip.pt")
+    assert r.exit_code == 2 and "--relevance" in r.output and "e4e directions styleclip" in r.output and "--clip-weights" in r.output
     assert time.perf_counter() - start < 5
     from e4ecli.cli.ui import is_local
 
@@ -237,3 +242,53 @@ def test_a_generator_alone_opens_latents_and_refuses_photos_in_one_line(case_che
     assert r[-1] == "" and r[3].shape == (64, 64, 3) and r[5].shape == (32, 32, 3)
     assert r[6] == f"e4e edit w.npy -o edited/ --checkpoint {ck} -d {s.sliders[0].spec} -s 1"
     s.close()
+
+
+@pytest.fixture(scope="module")
+def text_session(session, vitb32_file, tmp_path_factory):  # noqa: F811
+    """The same model with seeded CLIP weights and a seeded relevance file: the page's text box."""
+    from e4ecli.ui.session import Session
+
+    root = tmp_path_factory.mktemp("uitext")
+    rel = write_relevance(session.generator, root / "rel.npz")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("E4E_DIRECTIONS", str(KIT / "directions"))
+        s = Session(session.ckpt, session.ident, session.checkpoint, torch.device("cpu"), root / "session", preview_size=32,
+                    clip_weights=vitb32_file, relevance=rel)
+    yield s
+    s.close()
+
+
+def test_the_text_box_renders_a_styleclip_edit_as_e4e_edit_does_and_round_trips(session, text_session, tmp_path, monkeypatch):
+    assert not session.has_text and "--relevance FILE" in session.text_note and "\n" not in session.text_note
+    s = text_session
+    assert s.has_text and s.text_note == ""
+    lat = tmp_path / "a.npy"
+    np.save(lat, 0.5 * np.random.RandomState(0).randn(10, 512).astype(np.float32))
+    r = cb.open_input(s, str(lat), cb.initial_view(s), None, "none", 30, values_with(s), False, 0.1, uploaded=False)
+    assert r[-1] == "", r[-1]
+    o, view = r[0], r[1]
+    age = values_with(s, age=2.0)
+    text = ("a face with lipstick", "", 0.05, 4.0)
+    v2, image, command, status = cb.update(s, o, view, age, False, 0.1, full=True, text=text)
+    assert status == "" and v2.edits == (("age", 2.0), ("text:a face with lipstick", 4.0))
+    line = command.splitlines()[-1]
+    assert "-d age -s 2 -d 'text:a face with lipstick' -s 4 --beta 0.05 --clip-weights " in line and "--relevance " in line
+    age_only = cb.update(s, o, view, age, False, 0.1, full=True)[1]
+    assert np.abs(image.astype(int) - age_only.astype(int)).mean() > 0.5  # the text edit moves the picture beyond the slider's
+    # the command box's line renders the same picture with `e4e edit`
+    monkeypatch.setenv("E4E_DIRECTIONS", str(KIT / "directions"))
+    words = shlex.split(line)[1:]
+    words[words.index("-o") + 1] = str(tmp_path / "out")
+    result = run(*words, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    from e4ecli.files.images import load_rgb
+
+    assert np.abs(np.asarray(load_rgb(tmp_path / "out" / "a.png")).astype(int) - image.astype(int)).max() <= 1
+    # load settings reproduces the view and the text box's controls
+    back = cb.load_settings(s, command, o, replace(view, edits=()))
+    assert back[-1] == "" and back[1] == v2 and back[8] == text and back[-2] == command
+    # a bad prompt or beta: one line on the page, no picture
+    for bad, why in ((("smile\x1b[2J", "", 0.05, 4.0), "U+001B"), (("a face with lipstick", "", 0.99, 4.0), "largest usable value")):
+        _, img, _, status = cb.update(s, o, view, values_with(s), False, 0.1, text=bad)
+        assert img is None and why in status and "\n" not in status, status
