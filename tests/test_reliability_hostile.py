@@ -738,7 +738,8 @@ def test_train_workers_are_capped_to_the_machine(tmp_path):
     from e4ecli.cli.common import machine_cpus
     from e4ecli.training import data as datamod
 
-    res = run("train", "--exp-dir", tmp_path / "exp", "--data", tmp_path / "missing", "--workers", 1000, "--device", "cpu")
+    (tmp_path / "data").mkdir()  # --data is checked (it exists) before the workers are capped
+    res = run("train", "--exp-dir", tmp_path / "exp", "--data", tmp_path / "data", "--workers", 1000, "--device", "cpu")
     assert f"--workers 1000: this machine has {machine_cpus()} CPU(s); using {machine_cpus()}" in res.output, res.output
     assert datamod.loader([], [], 1000).num_workers == machine_cpus()  # a resumed run's stored value too
 

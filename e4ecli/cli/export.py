@@ -57,12 +57,13 @@ def export_cmd(
             done = export_onnx(ckpt, out, check=check, writer=atomic_output)
     except OSError as e:
         die(f"{out}: cannot write ({e})")
-    table = Table(title=f"export: {escape(ident)} -> ONNX opset {OPSET}", title_justify="left")
+    # the folder once in the title, file names in the rows: a long -o path never folds a name on a narrow console
+    table = Table(title=f"export: {escape(ident)} -> ONNX opset {OPSET} in {escape(out)}", title_justify="left")
     for col in ("graph", "input", "output", "onnxruntime max |diff|"):
         table.add_column(col, overflow="fold")
     for e in done:
         shape = lambda s: "(" + ", ".join(map(str, s)) + ")"  # noqa: E731
-        table.add_row(escape(str(e.path)), shape(e.input_shape), shape(e.output_shape), "not checked" if e.max_abs_diff is None else f"{e.max_abs_diff:.2e}")
+        table.add_row(escape(e.path.name), shape(e.input_shape), shape(e.output_shape), "not checked" if e.max_abs_diff is None else f"{e.max_abs_diff:.2e}")
     console.print(table)
     if not ckpt.has_encoder:
         console.print("note: the checkpoint holds only a generator; no encoder.onnx")
