@@ -83,7 +83,6 @@ INFERENCE = {"pipelines", "runs", "ui", "edits", "metrics", "refine"}
 # (so the list only shrinks).
 KNOWN = {
     ("e4ecli.hub.directions", "e4ecli.edits.ops"): "the registry builds edit directions; edits/ should only receive tensors",
-    ("e4ecli.pipelines.refine", "e4ecli.training.losses"): "LPIPS / identity loss builders belong in hub/ or refine/",
 }
 
 

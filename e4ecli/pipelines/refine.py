@@ -75,7 +75,7 @@ def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpi
                    lpips_factory: Callable[[], torch.nn.Module] | None = None) -> LossNets:
     """The LPIPS / identity networks the weights ask for; each one that cannot be loaded is recorded in
     `missing` with the reason (which file, where). lpips_factory: build LPIPS another way (tests)."""
-    from e4ecli.training.losses import LossWeightsError, build_lpips
+    from e4ecli.hub.perceptual import WeightsUnavailable, build_lpips
 
     nets = LossNets()
     wants_lpips = (opts.weights(False).lpips > 0 and opts.latent_space()) or (opts.is_pti and opts.weights(True).lpips > 0)
@@ -85,7 +85,7 @@ def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpi
             for p in model.parameters():
                 p.requires_grad_(False)
             nets.lpips = lambda a, b: model(a, b).reshape(-1)
-        except LossWeightsError as e:
+        except WeightsUnavailable as e:
             nets.missing["lpips"] = str(e)  # what to place where; the caller words how to do without it
     if opts.id > 0:
         if not face:
@@ -93,7 +93,7 @@ def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpi
         else:
             from e4ecli.hub.checkpoints import CheckpointError
             from e4ecli.hub.networks import load_arcface, resolve_weights
-            from e4ecli.training.losses import IdentityLoss
+            from e4ecli.models.identity import IdentityLoss
 
             try:
                 net = load_arcface(resolve_weights(arcface, "the ArcFace network of the identity loss", "--arcface", "--id-weight 0 refines without it"))
