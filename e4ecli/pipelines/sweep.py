@@ -37,14 +37,15 @@ def refiner(ckpt: LoadedCheckpoint, steps: int, nets=None) -> Callable[[torch.Te
     """(x, w) -> w refined `steps` times in W+ (the invert defaults), or None for 0 steps."""
     if steps == 0:
         return None
-    from e4ecli.pipelines.refine import RefineOptions, refine_batch
+    from e4ecli.pipelines.refine import RefineOptions, Refiner
+    from e4ecli.refine.losses import LossNets
 
-    opts = RefineOptions("w+", steps=steps)
+    strategy = Refiner(RefineOptions("w+", steps=steps), nets if nets is not None else LossNets())
 
     def refine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         for p in ckpt.generator.parameters():
             p.requires_grad_(False)
-        return refine_batch(opts, ckpt.generator, ckpt.latent_avg, x, w, nets, crop=ckpt.domain.crop).latents
+        return strategy(ckpt.generator, ckpt.latent_avg, x, w, crop=ckpt.domain.crop).latents
 
     return refine
 

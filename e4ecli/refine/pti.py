@@ -33,6 +33,35 @@ def tunable(gen: Generator) -> dict[str, torch.nn.Parameter]:
     return {k: p for k, p in gen.named_parameters() if not k.startswith("style.")}
 
 
+@dataclass
+class TunableCopy:
+    """A copy of a generator being tuned: `generator` (eval mode; only `params` take gradients, between
+    `unfreeze()` and `freeze()`), `params` (name -> the tunable parameters, see `tunable`) and the Adam
+    `optimizer` over them."""
+
+    generator: Generator
+    params: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Adam
+
+    def unfreeze(self) -> None:
+        for p in self.params.values():
+            p.requires_grad_(True)
+
+    def freeze(self) -> None:
+        for p in self.params.values():
+            p.requires_grad_(False)
+
+
+def tunable_copy(base: Generator, lr: float) -> TunableCopy:
+    """A copy of `base` to tune (base is left as it is): eval mode, all its parameters frozen, an Adam
+    (betas 0.9, 0.999) at `lr` over its `tunable` ones; `unfreeze()` before the steps, `freeze()` after."""
+    tuned = copy.deepcopy(base).train(False)
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    named = tunable(tuned)
+    return TunableCopy(tuned, named, torch.optim.Adam(list(named.values()), lr=lr, betas=(0.9, 0.999)))
+
+
 def _terms(gen: Generator, pivots: torch.Tensor, targets: torch.Tensor, nets: LossNets, weights: Weights, crop) -> dict[str, torch.Tensor]:
     return reconstruction_terms(to_target(gen.synthesis(pivots), targets, crop), targets, nets, weights)
 
@@ -80,15 +109,11 @@ def tune_generator(base: Generator, pivots: torch.Tensor, targets: torch.Tensor,
     `latent_avg` (D,) and runs when weights.reg > 0. Several pivots tune one shared generator."""
     nets = nets or LossNets()
     pivots = pivots.detach().float()
-    tuned = copy.deepcopy(base).train(False)
-    for p in tuned.parameters():
-        p.requires_grad_(False)
-    params = list(tunable(tuned).values())
-    for p in params:
-        p.requires_grad_(True)
+    t = tunable_copy(base, lr)
+    tuned, opt = t.generator, t.optimizer
+    t.unfreeze()
     for p in base.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         before = _floats(_terms(tuned, pivots, targets, nets, weights, crop), weights)
@@ -98,8 +123,7 @@ def tune_generator(base: Generator, pivots: torch.Tensor, targets: torch.Tensor,
         loss = _adam_step(opt, tuned, base, pivots, targets, nets, weights, crop, latent_avg, rng)
         if on_step is not None:
             on_step(step, loss)
-    for p in params:
-        p.requires_grad_(False)
+    t.freeze()
     with torch.no_grad():
         after = _floats(_terms(tuned, pivots, targets, nets, weights, crop), weights)
     return Tuned(tuned.eval(), before, after)
@@ -116,14 +140,10 @@ def tune_generator_streaming(base: Generator, batches: Callable[[], Iterable[tup
     state: {'epoch', 'params', 'optimizer'} from an earlier on_epoch(epoch, state) call (a killed run goes on
     from there); on_epoch is called after each epoch with the state to keep. Returns the tuned generator."""
     nets = nets or LossNets()
-    tuned = copy.deepcopy(base).train(False)
-    for p in tuned.parameters():
-        p.requires_grad_(False)
+    t = tunable_copy(base, lr)
+    tuned, named, opt = t.generator, t.params, t.optimizer
     for p in base.parameters():
         p.requires_grad_(False)
-    named = tunable(tuned)
-    params = list(named.values())
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
     start = 0
     if state is not None:
         with torch.no_grad():
@@ -131,8 +151,7 @@ def tune_generator_streaming(base: Generator, batches: Callable[[], Iterable[tup
                 named[k].copy_(v.to(named[k].device))
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
-    for p in params:
-        p.requires_grad_(True)
+    t.unfreeze()
     rng = torch.Generator().manual_seed(seed + start)
     step = 0
     for epoch in range(start, epochs):
@@ -147,6 +166,5 @@ def tune_generator_streaming(base: Generator, batches: Callable[[], Iterable[tup
         if on_epoch is not None:
             on_epoch(epoch + 1, {"epoch": epoch + 1, "params": {k: v.detach().cpu().clone() for k, v in named.items()},
                                  "optimizer": opt.state_dict()})
-    for p in params:
-        p.requires_grad_(False)
+    t.freeze()
     return tuned.eval()

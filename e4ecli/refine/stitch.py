@@ -31,7 +31,6 @@ sigma for that kernel). It is 0 beyond the dilated face and at the crop's edge.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from e4ecli.models.stylegan2 import Generator
-from e4ecli.refine.pti import tunable
+from e4ecli.refine.pti import tunable_copy
 
 REFERENCE_SIZE = 1024  # dilations are in pixels of a crop this size (STIT's), scaled to the generator's
 
@@ -218,13 +217,9 @@ def _stitch(generator: Generator, w_edit, w_unedited, mask, config: StitchConfig
         border_target = (_image_tensor(target, size, device) if target is not None
                          else generator.synthesis(_codes(w_unedited, generator, device)).float())
 
-    tuned = copy.deepcopy(generator).train(False)
-    for p in tuned.parameters():
-        p.requires_grad_(False)
-    params = list(tunable(tuned).values())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=config.lr)
+    t = tunable_copy(generator, config.lr)
+    tuned, opt = t.generator, t.optimizer
+    t.unfreeze()
     start = None
     steps_run = 0
     for step in range(config.steps):
@@ -241,13 +236,12 @@ def _stitch(generator: Generator, w_edit, w_unedited, mask, config: StitchConfig
         loss.backward()
         opt.step()
         steps_run += 1
-    for p in params:
-        p.requires_grad_(False)
+    t.freeze()
     with torch.no_grad():
         render = edit_render(tuned) if steps_run else edited
         final = float(masked_error(render, border_target, masks.border, config.l2))
         if start is None:
             start = float(masked_error(edited, border_target, masks.border, config.l2))
         soft = blend_mask(masks.full, config)
-    del tuned, opt
+    del t, tuned, opt
     return StitchResult(_to_uint8(render), soft[0, 0].cpu().numpy().astype(np.float32), steps_run, final, start)
