@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # (label, arguments, expected exit code). Paths are relative to an empty working folder holding `a.npy` (a
-# latent), `photos/` (one file) and `ck.pt` (a placeholder file): the typo, not a missing input, is what fails.
+# latent), `photos/` (one file), `ck.pt` (a placeholder file) and `clip.mp4` (a real 2-frame clip): the typo, not
+# a missing input, is what fails.
 CASES: list[tuple[str, list[str], int]] = [
     ("--help", ["--help"], 0),
     ("invert: bad --stage", ["invert", "photos", "-o", "out", "--stage", "abc"], 2),
@@ -33,6 +34,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("invert: bad --refine", ["invert", "photos", "-o", "out", "--refine", "nope"], 2),
     ("invert: missing input", ["invert", "no_such_photos", "-o", "out"], 2),
     ("invert: missing --checkpoint", ["invert", "photos", "-o", "out", "-c", "no_such.pt"], 2),
+    ("invert: pti, missing --checkpoint", ["invert", "photos", "-o", "out", "--refine", "pti", "-c", "no_such.pt"], 2),
     ("invert: unknown option", ["invert", "photos", "-o", "out", "--bacth-size", "2"], 2),
     ("render: bad --size", ["render", "a.npy", "-o", "out", "--size", "abc"], 2),
     ("render: bad --device", ["render", "a.npy", "-o", "out", "--device", "tpu"], 2),
@@ -42,6 +44,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("edit: unknown direction", ["edit", "a.npy", "-o", "out", "-d", "agee", "-s", "3"], 2),
     ("edit: bad ganspace spec", ["edit", "a.npy", "-o", "out", "-d", "ganspace:x:1:2", "-s", "3"], 2),
     ("edit: missing --checkpoint", ["edit", "a.npy", "-o", "out", "-d", "age", "-s", "3", "-c", "no_such.pt"], 2),
+    ("edit: sweep, missing --checkpoint", ["edit", "a.npy", "-o", "out", "-d", "age", "-s", "-3:3:3", "--save-latents", "-c", "no_such.pt"], 2),
     ("edit: missing latents", ["edit", "no_such", "-o", "out", "-d", "age", "-s", "3"], 2),
     ("edit: bad --attribute", ["edit", "a.npy", "-o", "out", "-d", "styleflow:age", "-s", "40", "--attribute", "age"], 2),
     ("video: bad --easing", ["video", "a.npy", "-o", "v.mp4", "--easing", "bogus"], 2),
@@ -50,12 +53,20 @@ CASES: list[tuple[str, list[str], int]] = [
     ("video: bad suffix", ["video", "a.npy", "-o", "v.txt"], 2),
     ("video: missing --checkpoint", ["video", "a.npy", "-o", "v.mp4", "-c", "no_such.pt"], 2),
     ("video: missing latent", ["video", "no_such.npy", "-o", "v.mp4"], 2),
+    ("edit-video: bad ramp strength", ["edit-video", "clip.mp4", "-o", "e.mp4", "-d", "age", "-s", "0:abc"], 2),
+    ("edit-video: unknown direction", ["edit-video", "clip.mp4", "-o", "e.mp4", "-d", "agee", "-s", "3"], 2),
+    ("edit-video: missing clip", ["edit-video", "no_such.mp4", "-o", "e.mp4", "-d", "age", "-s", "3"], 2),
+    ("edit-video: missing --checkpoint", ["edit-video", "clip.mp4", "-o", "e.mp4", "-d", "age", "-s", "3", "-c", "no_such.pt"], 2),
+    ("ui: remote --host", ["ui", "--host", "0.0.0.0"], 2),
+    ("ui: missing --checkpoint", ["ui", "a.npy", "-c", "no_such.pt"], 2),
     ("align: bad --detector", ["align", "photos", "-o", "out", "--detector", "nope"], 2),
     ("align: missing input", ["align", "no_such_photos", "-o", "out"], 2),
     ("eval: bad --metrics", ["eval", "photos", "--metrics", "nope"], 2),
     ("eval: bad strength", ["eval", "photos", "-d", "age", "-s", "abc"], 2),
     ("eval: unknown direction", ["eval", "photos", "--metrics", "lec", "-d", "agee", "-s", "3"], 2),
     ("eval: bad --sweep", ["eval", "photos", "--sweep", "nope", "-d", "age", "-s", "3"], 2),
+    ("eval: a clip with --metrics", ["eval", "clip.mp4", "-o", "r.json", "--metrics", "lpips"], 2),
+    ("eval: a clip, missing --source", ["eval", "clip.mp4", "-o", "r.json", "--source", "no_such.mp4"], 2),
     ("export: bad --format", ["export", "-o", "out", "--format", "nope"], 2),
     ("convert: missing source", ["convert", "no_such.pkl", "-o", "g.pt"], 2),
     ("bench: bad --precision", ["bench", "--precision", "fp8"], 2),
@@ -63,16 +74,17 @@ CASES: list[tuple[str, list[str], int]] = [
     ("train: bad --device", ["train", "--data", "photos", "--exp-dir", "run", "--device", "tpu"], 2),
     ("train: missing --data", ["train", "--data", "no_such", "--exp-dir", "run"], 2),
     ("directions sefa: bad --layers", ["directions", "sefa", "-c", "ck.pt", "--layers", "x", "-o", "s.npz"], 2),
+    ("directions styleclip: bad -o", ["directions", "styleclip", "-c", "ck.pt", "-o", "r.txt"], 2),
+    ("directions styleclip: missing -c", ["directions", "styleclip", "-c", "no_such.pt", "-o", "r.npz"], 2),
     ("directions fit: missing labels", ["directions", "fit", "--latents", "photos", "--labels", "no.csv", "-o", "d.npy"], 2),
     ("weights download: unknown name", ["weights", "download", "nope"], 1),
 ]
 
 # cases answered after torch is imported, and why (tests/test_typo_latency.py holds every other case to no torch)
 NEEDS_TORCH = {
-    "invert: missing --checkpoint": "the checkpoint is checked after the output plan (collisions are reported even without "
-                                    "a usable checkpoint), and invert's plan comes from pipelines.invert, which imports torch",
-    "edit: missing --checkpoint": "as invert: the plan of frames, strips and pasted images comes from pipelines.edit",
     "video: missing --checkpoint": "checked after the output's ffmpeg fallback, which pipelines.video decides (it imports torch)",
+    **dict.fromkeys(["edit-video: bad ramp strength", "edit-video: unknown direction", "edit-video: missing --checkpoint"],
+                    "cli/edit_video.py parses the ramps with pipelines.video_edit.Ramp (that module imports torch)"),
 }
 
 
@@ -84,7 +96,24 @@ def prepare(folder: Path) -> set[Path]:
     (folder / "photos").mkdir()
     (folder / "photos" / "p.png").write_bytes(b"not looked at")
     (folder / "ck.pt").write_bytes(b"not looked at")
+    (folder / "clip.mp4").write_bytes(_clip())
     return set(folder.rglob("*"))
+
+
+_CLIP: list[bytes] = []
+
+
+def _clip() -> bytes:
+    """A real, tiny H.264 clip (2 frames of 32 x 32 grey), made once with imageio-ffmpeg's ffmpeg."""
+    if not _CLIP:
+        import imageio_ffmpeg
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "clip.mp4"
+            subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=32x32:d=0.2:r=10",
+                            "-pix_fmt", "yuv420p", str(path)], check=True, capture_output=True)
+            _CLIP.append(path.read_bytes())
+    return _CLIP[0]
 
 
 def time_case(args: list[str], expected: int, runs: int) -> tuple[float, float, str]:

@@ -233,6 +233,10 @@ def styleclip_cmd(
         die(f"--clip-weights {clip_weights}: no such file")
     if out.exists() and not out.is_file():
         die(f"-o {out}: not a regular file")
+    from e4ecli.cli.batch import checkpoint_problem, usage_or_die
+    from e4ecli.cli.common import device_problem
+
+    usage_or_die([device_problem(device), checkpoint_problem(checkpoint)])  # before torch: a typo is answered at once
     from rich.progress import Progress
 
     from e4ecli.cli.common import device_or_die, load_model, progress_columns

@@ -178,7 +178,7 @@ def edit_cmd(
     """Edit W+ latents (InterFaceGAN, GANSpace, SeFa, StyleFlow, StyleSpace, StyleCLIP text) and render the results."""
     from e4ecli.cli.common import capped_workers
     from e4ecli.cli.styleflow import overrides_or_die
-    from e4ecli.files.latents import LATENT_EXTENSIONS
+    from e4ecli.files.kinds import LATENT_EXTENSIONS
 
     text = text_options(neutral, beta, clip_weights, relevance)
     parsed, problems = check_options(direction, strength, pca, aligned, text)
@@ -194,7 +194,7 @@ def edit_cmd(
         replaces no input or sidecar; found before any model loads."""
         from e4ecli.cli.common import outputs_or_die
         from e4ecli.files.guard import overwritten_inputs
-        from e4ecli.pipelines.edit import plan_outputs
+        from e4ecli.pipelines.plans import plan_outputs
 
         if paste_back:
             from e4ecli.pasteback import find_sidecar

@@ -62,12 +62,10 @@ def invert_cmd(
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.cli.refining import base_record, refine_options_or_die
-    from e4ecli.files.images import IMAGE_EXTENSIONS
+    from e4ecli.files.kinds import IMAGE_EXTENSIONS, is_video
 
     workers = capped_workers(workers)
     problems = ["--save-aligned keeps the crops of --align: add --align"] if save_aligned and not align else []
-    from e4ecli.files.video import is_video
-
     for clip in [p for p in inputs if is_video(p) and p.is_file()][:1]:
         problems.append(f"{clip} is a video: align its frames first (e4e align {clip} -o aligned/ writes aligned/{clip.stem}/<frame>.png "
                         f"with smoothing), then e4e invert aligned/{clip.stem}; or edit it in one go with e4e edit-video")
@@ -75,7 +73,7 @@ def invert_cmd(
     chosen: dict = {}
 
     def check_items(items) -> None:
-        from e4ecli.pipelines.invert import output_suffixes
+        from e4ecli.pipelines.plans import output_suffixes
 
         chosen["opts"] = opts = refine_options_or_die(refine, refine_steps, refine_lr, pivot, pivot_steps, pti_shared, lpips_weight, id_weight,
                                                       reg_weight, len(items), world)

@@ -28,7 +28,7 @@ REFINE_HELP = ("Optimise each code after the encoder: w+ (every style free, most
 def refine_options_or_die(refine: Optional[RefineMode], steps: int, lr: Optional[float], pivot: Optional[PivotMode], pivot_steps: int,
                           shared: bool, lpips: Optional[float], id_weight: float, reg: Optional[float], n_items: int, world: int):
     """RefineOptions (None without --refine); exit 2 on options that need --refine or do not combine."""
-    from e4ecli.pipelines.refine import MAX_SHARED, RefineOptions
+    from e4ecli.refine.options import MAX_SHARED, RefineOptions
 
     if refine is None:
         given = [flag for flag, on in (("--pivot", pivot is not None), ("--pti-shared", shared), ("--refine-lr", lr is not None),

@@ -33,7 +33,7 @@ def render_cmd(
 ) -> None:
     """Render W+ latents (n_styles x 512 .npy files) through the StyleGAN2 generator."""
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
-    from e4ecli.files.latents import LATENT_EXTENSIONS
+    from e4ecli.files.kinds import LATENT_EXTENSIONS
 
     workers = capped_workers(workers)
 

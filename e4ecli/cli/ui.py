@@ -76,6 +76,10 @@ def ui_cmd(
     """Serve a local web page to invert a photo, move edit sliders, and copy the batch command that does the same."""
     inputs = list(inputs or [])
     problems = check_options(inputs, host, port, allow_remote, clip_weights, relevance)
+    from e4ecli.cli.batch import checkpoint_problem
+    from e4ecli.cli.common import device_problem
+
+    problems += [p for p in (device_problem(device), checkpoint_problem(checkpoint)) if p]  # still before torch loads
     if problems:
         for line in problems[:-1]:
             console.print(f"[red]✗[/] {escape(line)}")

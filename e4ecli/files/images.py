@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+from e4ecli.files.kinds import IMAGE_EXTENSIONS  # noqa: F401  (re-exported: where callers have always found it)
 
 # Never decode partial files as if they were whole.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-LATENT_EXTENSIONS = frozenset({".npy"})
+from e4ecli.files.kinds import LATENT_EXTENSIONS  # noqa: F401  (re-exported)
 
 
 class LatentError(ValueError):

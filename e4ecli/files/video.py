@@ -34,7 +34,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
+from e4ecli.files.kinds import VIDEO_SUFFIXES, is_video  # noqa: F401  (re-exported)
+
 MAX_PIXELS = 4096 * 4096
 NOPTS = -(2**63)
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "jpegls_pipe", "ppm_pipe")
@@ -62,10 +63,6 @@ class TruncatedVideo(VideoError):
     def __init__(self, message: str, frames_read: int):
         super().__init__(message)
         self.frames_read = frames_read
-
-
-def is_video(path: Path | str) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def ffmpeg_exe() -> str:

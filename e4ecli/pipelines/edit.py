@@ -11,7 +11,7 @@ layer's length; the style vectors of the edit are A(w) + offsets).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,27 +20,19 @@ import numpy as np
 import torch
 
 from e4ecli.edits.specs import Edit, Strength
-from e4ecli.files.batch import Item, output_path, save_image, save_npy
+from e4ecli.files.batch import Item, save_image, save_npy
 from e4ecli.files.images import area_resize, to_uint8
 from e4ecli.files.latents import LatentError, LatentReader
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.pipelines.common import Finished, Result, decoded_batches, partition, split_finished, write_item
+from e4ecli.pipelines.plans import OFFSETS_SUFFIX, PASTED_SUFFIX, Plan, format_strength, plan_outputs  # noqa: F401  (named here too)
 from e4ecli.runtime import autocast
-
-PASTED_SUFFIX = ".pasted.png"
-OFFSETS_SUFFIX = ".s.npz"
 
 
 @dataclass(frozen=True)
 class Step:
     edit: Edit
     strength: Strength
-
-
-def format_strength(value: float) -> str:
-    """3.0 -> '+3', -1.5 -> '-1.5', 0 -> '+0' (file names and labels)."""
-    text = f"{value:+.3f}".rstrip("0").rstrip(".")
-    return "+0" if text in ("-0", "+0", "") else text
 
 
 def sweep_values(steps: Sequence[Step]) -> tuple[int | None, tuple[float, ...]]:
@@ -117,46 +109,6 @@ def read_offsets(path: Path) -> list[np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         flat, channels = z["offsets"], z["channels"]
     return np.split(flat, np.cumsum(channels)[:-1])
-
-
-@dataclass
-class Plan:
-    """Every output one input will have."""
-
-    item: Item
-    images: list[Path] = field(default_factory=list)  # one per frame (empty with latents_only)
-    latents: list[Path] = field(default_factory=list)  # one per frame (empty unless saved)
-    offsets: list[Path] = field(default_factory=list)  # one per frame: StyleSpace offsets beside saved latents
-    pasted: list[Path] = field(default_factory=list)  # one per frame when a sidecar was found
-    strip: Path | None = None
-    sidecar: Path | None = None
-
-    def all_outputs(self) -> list[Path]:
-        return [p for p in (self.strip, *self.images, *self.latents, *self.offsets, *self.pasted) if p is not None]
-
-    def main_output(self) -> Path:
-        return self.all_outputs()[0]
-
-
-def plan_outputs(item: Item, out_dir: Path, values: Sequence[float], sweep: bool, *, save_latents: bool,
-                 latents_only: bool, sidecar: Path | None, stylespace: bool = False) -> Plan:
-    plan = Plan(item, sidecar=sidecar)
-    if not sweep:
-        stems = [item.key]
-    else:
-        stems = [f"{item.key}/{i:02d}_s{format_strength(v)}" for i, v in enumerate(values)]
-        if not latents_only:
-            plan.strip = output_path(out_dir, item.key, ".png")
-    for stem in stems:
-        if not latents_only:
-            plan.images.append(output_path(out_dir, stem, ".png"))
-            if sidecar is not None:
-                plan.pasted.append(output_path(out_dir, stem, PASTED_SUFFIX))
-        if save_latents or latents_only:
-            plan.latents.append(output_path(out_dir, stem, ".npy"))
-            if stylespace:
-                plan.offsets.append(output_path(out_dir, stem, OFFSETS_SUFFIX))
-    return plan
 
 
 def render_uint8(gen, domain, latents: torch.Tensor, batch_size: int, size: int | None,

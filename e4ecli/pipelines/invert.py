@@ -18,12 +18,9 @@ from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.runtime import autocast, store_for
 from e4ecli.pipelines.align import sidecar_text
 from e4ecli.pipelines.common import Finished, Result, decoded_batches, outputs_for, split_finished, partition
+from e4ecli.pipelines.plans import ALIGNED_SUFFIX, PTI_SUFFIX, SHARED_PTI_FILE, output_suffixes  # noqa: F401  (named here too)
 from e4ecli.pipelines.refine import RefineOptions, Refiner
 from e4ecli.refine.losses import LossNets
-
-PTI_SUFFIX = ".pti.safetensors"
-SHARED_PTI_FILE = "pti_shared.safetensors"
-ALIGNED_SUFFIX = ".aligned.png"
 
 
 class InvertError(ValueError):
@@ -62,12 +59,6 @@ class _Preprocess:
             return self.domain.preprocess(load_rgb(path)), None, None
         face = self.aligner(path)[0]
         return self.domain.preprocess(face.image), face.info, face.image if self.keep_face else None
-
-
-def output_suffixes(save_reconstructions: bool, align: bool, save_aligned: bool, refine: RefineOptions | None) -> list[str]:
-    """What invert writes per image, the latent first."""
-    pti = refine is not None and refine.is_pti and not refine.shared
-    return [".npy"] + [PTI_SUFFIX] * pti + [".png"] * save_reconstructions + [ALIGNED_SUFFIX] * (align and save_aligned) + [".json"] * align
 
 
 @dataclass(frozen=True)
