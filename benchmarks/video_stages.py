@@ -53,7 +53,7 @@ def main() -> None:
     import torch
     import weights
 
-    from e4ecli.edits.specs import resolve
+    from e4ecli.pipelines.directions import resolve
     from e4ecli.files import video as V
     from e4ecli.hub.checkpoints import load_checkpoint
     from e4ecli.landmarks import open_landmarks

@@ -3,15 +3,18 @@
 Layout, bottom-up (a package imports only its own layer and the layers below; tests/test_import_graph.py
 holds the order):
   runtime.py, domains.py, alignment.py   devices, precision and process-wide switches; domain facts; FFHQ alignment maths
+  errors.py   errors whose messages name settings ({beta}, {pca}, ...), spelled by the interface showing them
   models/     pure nn.Modules, no I/O (StyleGAN2, e4e/pSp encoders, ArcFace, StyleFlow, BiSeNet)
   files/      image/latent/video decoding, output naming, atomic writes, manifests, provenance, guards
-  hub/        checkpoints in and out (safely), the weights zoo, the one fetcher, the directions registry
-  edits/      latent edits (directions, specs, StyleSpace, StyleFlow) over tensors
+  hub/        checkpoints in and out (safely), the weights zoo, the one fetcher, the directions registry (its files,
+              downloads and per-checkpoint caches)
+  edits/      latent edits (directions, StyleSpace, StyleFlow) over given tensors, no I/O; the direction-spec parser
   metrics/    FID, SWD, LEC, pairwise and temporal metrics
   refine/     latent optimisation, PTI, stitching, face masks
   landmarks.py, pasteback.py   landmark detectors; pasting edited crops back
   training/   the e4e training loop (yields events); inference code does not import it (one import left: see the test)
-  pipelines/  plain functions and pipeline objects over iterables of items (InvertPipeline, render, edit, ...)
+  pipelines/  plain functions and pipeline objects over iterables of items (InvertPipeline, render, edit, ...);
+              direction specs checked and resolved into edits (pipelines.directions)
   runs/       batch runs below the CLI: inputs, shards, lock, skip by fingerprint, manifest; yields events
   ui/         the Gradio page `e4e ui` serves
   cli/        the Typer app: parse options, show progress, print summaries, exit codes

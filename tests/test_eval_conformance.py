@@ -24,7 +24,7 @@ def test_eval_reproduces_l2_id_and_lec_of_the_kit(kit, kit_weights, case_checkpo
         Image.fromarray(case[f"input_{i}"]).save(path)
         items.append(Item(path, f"input_{i}"))
     ckpt = load_checkpoint(case_checkpoint("e4e_256"))
-    from e4ecli.edits.specs import resolve
+    from e4ecli.pipelines.directions import resolve
 
     edit = resolve(str(kit / "directions" / "age.pt"), ckpt.generator)
     metrics = build_metrics(["l2", "id", "lec"], torch.device("cpu"), arcface=str(arcface))

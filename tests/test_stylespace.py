@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from e4ecli.edits import stylespace as ss
-from e4ecli.hub.directions import DirectionError
+from e4ecli.hub.directions import DirectionError, read_relevance
+from e4ecli.pipelines.directions import clip_cached, style_stats_cached
 
 from conftest import run
 from editing_kit import g64_path, vitb32_file, wplus64, write_relevance  # noqa: F401  (fixtures)
@@ -96,10 +97,10 @@ def test_split_conv_scales_by_std_and_skips_torgb(gen64):
 
 
 def test_stylespace_channel_edit_moves_one_channel_by_its_std(gen64):
-    from e4ecli.edits.specs import resolve
+    from e4ecli.pipelines.directions import resolve
 
     edit = resolve("stylespace:2:7", gen64, sefa_cache_key="gen64")
-    std = ss.style_stats_cached(gen64, "gen64").std
+    std = style_stats_cached(gen64, "gen64").std
     nonzero = [(k, int(i)) for k, d in enumerate(edit.s_direction) for i in torch.nonzero(d).flatten()]
     assert nonzero == [(2, 7)] and edit.s_direction[2][7].item() == pytest.approx(std[2][7].item())
     offs = edit.style_offsets(torch.tensor([1.0, -2.0]), 2)
@@ -128,15 +129,15 @@ def test_relevance_file_of_another_layout_is_refused_naming_it(gen64, tmp_path):
     wrong = tmp_path / "fs3_other.npy"
     np.save(wrong, np.zeros((rows + 3, 512), np.float32))
     with pytest.raises(DirectionError, match=f"{wrong}.*{rows + 3} channel rows.*{rows}"):
-        ss.check_relevance(ss.read_relevance(wrong), gen64, 512, "ffhq")
+        ss.check_relevance(read_relevance(wrong), gen64, 512, "ffhq")
     other = tmp_path / "other.npz"
     np.savez(other, fs3=np.zeros((rows, 512), np.float32), channels=np.array([rows // 2, rows - rows // 2]))
     with pytest.raises(DirectionError, match=f"{other}.*made for a generator"):
-        ss.check_relevance(ss.read_relevance(other), gen64, 512, "ffhq")
+        ss.check_relevance(read_relevance(other), gen64, 512, "ffhq")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(DirectionError, match=str(bad)):
-        ss.read_relevance(bad)
+        read_relevance(bad)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_relevance_rows_match_a_direct_finite_difference(small64, tmp_path):
         fs3, flags = z["fs3"], z["done"]
     assert flags[rows].all() and flags.sum() == 3
 
-    stats = ss.style_stats_cached(gen64, "small64")
+    stats = style_stats_cached(gen64, "small64")
     z = torch.randn(3, gen64.style_dim, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         w = gen64.mapping(z)[:, None].repeat(1, gen64.n_latent, 1)
@@ -188,7 +189,7 @@ def test_relevance_rows_match_a_direct_finite_difference(small64, tmp_path):
         d = (d / d.norm(dim=1, keepdim=True)).mean(0)
         np.testing.assert_allclose(fs3[r], (d / d.norm()).numpy(), atol=2e-4)
     with pytest.raises(DirectionError, match="unfinished"):
-        ss.read_relevance(out)
+        read_relevance(out)
     # a rerun continues; other settings are refused naming the file
     assert compute_relevance(gen64, Embedder(), out, samples=3, seed=5, rows=rows, stats_key="small64")[0] == 0
     with pytest.raises(DirectionError, match=f"{out}.*other settings"):
@@ -209,7 +210,7 @@ def test_clip_weights_load_in_the_vitb32_layout_and_others_are_refused(vitb32_fi
     from e4ecli.hub.clip import load_clip
     from e4ecli.hub.types import CheckpointError
 
-    clip = ss.clip_cached(vitb32_file, "cpu")  # what text edits load (kept for the CLI test below)
+    clip = clip_cached(vitb32_file, "cpu")  # what text edits load (kept for the CLI test below)
     assert clip.dim == 512 and clip.encode("a face") and clip.identity
     prompts = ["a photo of a face with lipstick.", "itap of a car."]
     with torch.no_grad():  # the context cut after the end token gives open_clip's own numbers
@@ -267,9 +268,9 @@ def test_cli_bad_text_options_fail_fast(args, why, tmp_path):
 
 def test_help_and_spec_checks_import_neither_clip_nor_torch():
     code = ("import sys; from e4ecli.cli import app; import e4ecli.cli.edit, e4ecli.cli.eval, e4ecli.cli.video\n"
-            "from e4ecli.edits.specs import precheck\nfrom e4ecli.edits.prompts import TextOptions\n"
+            "from e4ecli.pipelines.directions import check\nfrom e4ecli.edits.prompts import TextOptions\n"
             "for spec in ('text:', 'text:a smile', 'stylespace:1:x'):\n"
-            "    try: precheck(spec, None, TextOptions())\n"
+            "    try: check(spec, None, TextOptions())\n"
             "    except Exception as e: print(type(e).__name__)\n"
             "print('open_clip' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])

@@ -55,13 +55,25 @@ def escape(text: object) -> str:
     return _markup_escape(visible(text))
 
 
+# how the CLI spells the settings that errors from below name (e4ecli.errors): its flags
+FLAGS = {"pca": "--pca", "neutral": "--neutral", "beta": "--beta", "relevance": "--relevance", "clip_weights": "--clip-weights",
+         "force": "--force", "attribute": "--attribute", "direction": "--direction", "strength": "--strength"}
+
+
+def worded(error: BaseException) -> str:
+    """An error's message, the settings it names spelled as the CLI's flags."""
+    from e4ecli.errors import worded as word
+
+    return word(error, FLAGS)
+
+
 def message_lines(message: "str | BaseException") -> list[str]:
     """The lines of a message: a string is one line (a line break in it came from a name and is shown as \\n);
     an error laid out on several lines by this program says so with a `lines` attribute (hub.fetch.FetchError),
     also when it was re-raised as another error with the same text (`raise X(str(e)) from None`)."""
     if isinstance(message, str):
         return [message]
-    text, seen, error = str(message), set(), message
+    text, seen, error = worded(message), set(), message
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         lines = getattr(error, "lines", None)

@@ -242,6 +242,7 @@ def styleclip_cmd(
     from e4ecli.cli.common import device_or_die, load_model, progress_columns
     from e4ecli.edits import stylespace as ss
     from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.directions import clip_cached
     from e4ecli.pipelines.styleclip import compute_relevance, parse_rows
 
     dev = device_or_die(device)
@@ -250,7 +251,7 @@ def styleclip_cmd(
     try:
         rows = parse_rows(channels, sum(ss.conv_layout(gen)))
         with console.status("loading CLIP"):
-            clip = ss.clip_cached(clip_weights, str(dev))
+            clip = clip_cached(clip_weights, str(dev))
         with Progress(*progress_columns(), console=console, transient=False) as progress:
             task = progress.add_task("relevance rows", total=len(rows))
             key = ident.split(":")[-1]
@@ -259,6 +260,6 @@ def styleclip_cmd(
                                                   batch_size=batch_size, on_rows=lambda k: progress.advance(task, k))
             progress.update(task, completed=len(rows))
     except DirectionError as e:
-        die(str(e))
+        die(e)
     state = "complete" if missing == 0 else f"unfinished: {missing} rows left (run again without --channels to finish)"
     console.print(f"computed {done_now} rows into {escape(out)} ({state})")

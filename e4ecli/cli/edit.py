@@ -9,7 +9,7 @@ import typer
 from e4ecli.cli.app import app
 from e4ecli.cli.batch import (Job, batch_size_option, checkpoint_option, device_option, ident_hash, overwrite_option,
                               precision_option, run_batch, size_option, workers_option)
-from e4ecli.cli.common import console, die
+from e4ecli.cli.common import console, die, worded
 from e4ecli.cli.styleflow import Attribute, StyleflowWeights
 
 if TYPE_CHECKING:
@@ -64,8 +64,9 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
                   text=None) -> List["Edit"]:
     """--direction specs -> Edits for this checkpoint; exits 2 with the reason on a bad spec (a registered
     direction of another domain too, unless `force`)."""
-    from e4ecli.edits.specs import OtherDomain, resolve
+    from e4ecli.edits.specs import OtherDomain
     from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.directions import resolve
 
     edits = []
     for spec in specs:
@@ -74,7 +75,7 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
                 edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident.split(":")[-1],
                                force=force, text=text)
         except OtherDomain as e:
-            die(f"{e}; --force applies it anyway")
+            die(f"{worded(e)}; --force applies it anyway")
         except DirectionError as e:
             die(e)
         if force and edit.domain and edit.domain not in ("any", ckpt.domain.short):
@@ -85,8 +86,9 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
 
 def check_options(direction: List[str], strength: List[str], pca: Optional[str], aligned: List[Path], text=None) -> tuple[list, list[str]]:
     """Everything about -d/-s/--pca/--aligned that can be checked without a model: (parsed strengths, problems)."""
-    from e4ecli.edits.specs import parse_strength, precheck
+    from e4ecli.edits.specs import parse_strength
     from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.directions import check
 
     problems: list[str] = []
     parsed = []
@@ -94,7 +96,7 @@ def check_options(direction: List[str], strength: List[str], pca: Optional[str],
         try:
             parsed.append(parse_strength(value))
         except DirectionError as e:
-            problems.append(str(e))
+            problems.append(worded(e))
     if strength and len(strength) != len(direction):
         problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction "
                         "(in the same order), or none to use the registry's defaults")
@@ -102,9 +104,9 @@ def check_options(direction: List[str], strength: List[str], pca: Optional[str],
         problems.append("only one --strength may be a sweep A:B:N; the others must be single numbers")
     for spec in direction:
         try:
-            default = precheck(spec, pca, text)
+            default = check(spec, pca, text)
         except DirectionError as e:
-            problems.append(str(e))
+            problems.append(worded(e))
             continue
         if not strength and default is None:
             problems.append(f"--direction {spec} has no default strength; give --strength (e.g. --strength 3 or --strength -3:3:7)")

@@ -81,8 +81,9 @@ def check_files(clip: Path, out: Path, work: Path) -> list[str]:
 
 def check_edits(direction: List[str], strength: List[str], pca: Optional[str], text=None) -> tuple[list, list[str]]:
     """-d / -s / --pca without a model: (ramps, problems)."""
-    from e4ecli.edits.specs import precheck
+    from e4ecli.cli.common import worded
     from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.directions import check
 
     problems: list[str] = []
     ramps = []
@@ -90,7 +91,7 @@ def check_edits(direction: List[str], strength: List[str], pca: Optional[str], t
         try:
             ramps.append(parse_ramp(text))
         except DirectionError as e:
-            problems.append(str(e))
+            problems.append(worded(e))
     if strength and len(strength) != len(direction):
         problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction (in the same order)")
     for spec in direction:
@@ -99,9 +100,9 @@ def check_edits(direction: List[str], strength: List[str], pca: Optional[str], t
                             "use an InterFaceGAN, GANSpace or SeFa direction")
             continue
         try:
-            default = precheck(spec, pca, text)
+            default = check(spec, pca, text)
         except DirectionError as e:
-            problems.append(str(e))
+            problems.append(worded(e))
             continue
         if not strength and default is None:
             problems.append(f"--direction {spec} has no default strength; give --strength (e.g. -s 3 or -s 0:3)")

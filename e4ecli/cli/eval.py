@@ -154,13 +154,13 @@ def eval_cmd(
         die(e)
     if direction is not None:
         from e4ecli.cli.edit import text_options
-        from e4ecli.edits.specs import precheck
         from e4ecli.hub.directions import DirectionError
+        from e4ecli.pipelines.directions import check
 
         try:
-            precheck(direction, pca, text_options(neutral, beta, clip_weights, relevance))
+            check(direction, pca, text_options(neutral, beta, clip_weights, relevance))
         except DirectionError as e:
-            die(str(e))
+            die(e)
         if direction.strip().startswith(("text:", "stylespace:")) and "lec" in names:
             if metrics.strip() == "default":
                 names = [n for n in names if n != "lec"]

@@ -60,8 +60,10 @@ def video_cmd(
     from e4ecli.cli.batch import checkpoint_problem, usage_or_die
     from e4ecli.cli.common import precision_or_die
     from e4ecli.edits.syntax import EASINGS
-    from e4ecli.edits.specs import parse_range, precheck
+    from e4ecli.cli.common import worded
+    from e4ecli.edits.specs import parse_range
     from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.directions import check
 
     import math
 
@@ -75,11 +77,11 @@ def video_cmd(
         problems.append("--strength and --no-bounce sweep an edit; give --direction too")
     if direction is not None:
         try:
-            precheck(direction, pca, text_options(neutral, beta, clip_weights, relevance))
+            check(direction, pca, text_options(neutral, beta, clip_weights, relevance))
             if strength is not None:
                 parse_range(strength)
         except DirectionError as e:
-            problems.append(str(e))
+            problems.append(worded(e))
     inputs, missing = keyframe_files(inputs)
     problems += missing
     if direction is not None and len(inputs) > 1:

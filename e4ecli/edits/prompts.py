@@ -1,5 +1,6 @@
-"""Text and StyleSpace direction specs checked without torch (a typo or a hostile prompt is answered before any
-model loads): prompts, `stylespace:LAYER:CHANNEL`, the options of text directions. `edits.stylespace` re-exports them."""
+"""Text directions checked without torch (a typo or a hostile prompt is answered before any model loads): prompts
+and the options of text directions (no files: `pipelines.directions.check` looks at those). `edits.stylespace`
+re-exports them."""
 from __future__ import annotations
 
 import unicodedata
@@ -19,37 +20,27 @@ def neutral_for(domain_short: str) -> str:
 
 
 # -- prompts ------------------------------------------------------------------------------------
-def clean_prompt(text: str, what: str = "text") -> str:
+def clean_prompt(text: str, setting: str | None = None) -> str:
     """A prompt as CLIP will read it, or DirectionError: surrounding whitespace and one pair of matching outer quotes
     are removed; empty text, control characters and more than MAX_PROMPT_CHARS characters are refused. Quotes
-    inside and any printable Unicode are kept (CLIP's byte-level BPE reads them)."""
+    inside and any printable Unicode are kept (CLIP's byte-level BPE reads them). `setting`: the setting the text
+    came from ('neutral'), named in the message; None: the `text:` of a direction."""
+    what = "text" if setting is None else "{" + setting + "}"
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
     if not text:
-        raise DirectionError(f"{what}: the description is empty; write what the edit should show, e.g. \"text:a face with a smile\"")
+        raise DirectionError(what + ": the description is empty; write what the edit should show, e.g. \"text:a face with a smile\"",
+                             settings=True)
     bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
     if bad is not None:
-        raise DirectionError(f"{what}: the description contains the control character U+{ord(bad):04X}; write it on one line of printable text")
+        raise DirectionError(what + ": the description contains the control character U+{code:04X}; write it on one line of printable text",
+                             code=ord(bad))
     if len(text) > MAX_PROMPT_CHARS:
-        raise DirectionError(f"{what}: the description is {len(text)} characters; CLIP reads at most {CONTEXT_LENGTH} tokens "
-                             f"(a sentence of about 50 words), so keep it under {MAX_PROMPT_CHARS} characters")
+        raise DirectionError(what + ": the description is {n} characters; CLIP reads at most {tokens} tokens "
+                             "(a sentence of about 50 words), so keep it under {most} characters", n=len(text), tokens=CONTEXT_LENGTH,
+                             most=MAX_PROMPT_CHARS)
     return text
-
-
-def parse_channel_spec(spec: str, rest: str) -> tuple[int, int]:
-    """LAYER, CHANNEL of `stylespace:LAYER:CHANNEL`; DirectionError when malformed."""
-    parts = rest.split(":")
-    usage = "stylespace:LAYER:CHANNEL (e.g. stylespace:6:501, the StyleSpace paper's smile channel at 1024 px)"
-    if len(parts) != 2:
-        raise DirectionError(f"direction {spec!r}: use {usage}")
-    try:
-        layer, channel = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise DirectionError(f"direction {spec!r}: use {usage}") from None
-    if layer < 0 or channel < 0:
-        raise DirectionError(f"direction {spec!r}: LAYER and CHANNEL are counted from 0")
-    return layer, channel
 
 
 TEXT_STRENGTH = 4.0  # default alpha of a text edit
@@ -67,19 +58,11 @@ class TextOptions:
     device: str = "cpu"
 
 
-def precheck_text(rest: str, text: TextOptions | None) -> None:
-    """What can be checked of `text:TARGET` before any model loads."""
-    clean_prompt(rest, "text")
+def check_text_options(text: TextOptions | None) -> None:
+    """What can be checked of a text direction's options without files or models: the neutral description, beta."""
     text = text or TextOptions()
     if text.neutral is not None:
-        clean_prompt(text.neutral, "--neutral")
+        clean_prompt(text.neutral, "neutral")
     if not 0 <= text.beta < 1:
-        raise DirectionError(f"--beta {text.beta:g}: the threshold is on cosine-like relevance values, use 0 <= beta < 1 "
-                             f"(StyleCLIP's default {DEFAULT_BETA})")
-    if text.relevance is None:
-        raise DirectionError("text directions need the generator's relevance matrix: give --relevance FILE "
-                             "(`e4e directions styleclip -o FILE` computes it; README: Text edits)")
-    if not Path(text.relevance).is_file():
-        raise DirectionError(f"--relevance {text.relevance}: no such file (`e4e directions styleclip -o {text.relevance}` computes it)")
-    if text.clip_weights is not None and not Path(text.clip_weights).is_file():
-        raise DirectionError(f"--clip-weights {text.clip_weights}: no such file")
+        raise DirectionError("{beta} {value:g}: the threshold is on cosine-like relevance values, use 0 <= beta < 1 "
+                             "(StyleCLIP's default {default})", value=text.beta, default=DEFAULT_BETA)

@@ -22,15 +22,13 @@ normalised, averaged over the N codes and normalised.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from e4ecli.edits.prompts import (CONTEXT_LENGTH, DEFAULT_BETA, MAX_PROMPT_CHARS, NEUTRAL, TEXT_RANGE, TEXT_STRENGTH,  # noqa: F401
-                                   TextOptions, clean_prompt, neutral_for, parse_channel_spec, precheck_text)
-from e4ecli.hub.directions import DirectionError
+                                   TextOptions, check_text_options, clean_prompt, neutral_for)
+from e4ecli.hub.directions import DirectionError, Relevance
 
 RELEVANCE_ALPHA = 5.0  # StyleCLIP's single-channel move: -/+ 5 std
 STATS_SAMPLES = 4096  # seeded z for the per-channel mean and std (the std to about 1%)
@@ -60,13 +58,16 @@ IMAGENET_TEMPLATES = (
 )
 
 
-def check_token_length(text: str, encode: Callable[[str], list], what: str = "text") -> None:
-    """Refuse a prompt that does not fit CLIP's context in every template (it would be cut silently)."""
+def check_token_length(text: str, encode: Callable[[str], list], setting: str | None = None) -> None:
+    """Refuse a prompt that does not fit CLIP's context in every template (it would be cut silently). `setting`:
+    as for clean_prompt ('neutral'; None: the direction's text)."""
     longest = max(len(encode(t.format(text))) for t in IMAGENET_TEMPLATES) + 2  # start and end tokens
     if longest > CONTEXT_LENGTH:
         own = len(encode(text))
         room = CONTEXT_LENGTH - 2 - (longest - 2 - own)
-        raise DirectionError(f"{what}: the description is {own} CLIP tokens; with the prompt templates CLIP reads at most {room}: shorten it")
+        what = "text" if setting is None else "{" + setting + "}"
+        raise DirectionError(what + ": the description is {own} CLIP tokens; with the prompt templates CLIP reads at most {room}: shorten it",
+                             own=own, room=room)
 
 
 # -- the StyleSpace layout ------------------------------------------------------------------------
@@ -105,45 +106,6 @@ def style_stats(generator, samples: int = STATS_SAMPLES, seed: int = 0, chunk: i
     return StyleStats(tuple(m.float() for m in mean), tuple(s.float() for s in std))
 
 
-_STATS_MEMO: dict[str, StyleStats] = {}
-
-
-def style_stats_cached(generator, cache_key: str | None) -> StyleStats:
-    """style_stats, cached in memory and (with a checkpoint hash as cache_key) on disk under
-    `$E4E_HOME/stylespace/<hash>-<samples>.npz` (like SeFa's cache)."""
-    if cache_key is None:
-        return style_stats(generator)
-    key = f"{cache_key}-{STATS_SAMPLES}"
-    if key in _STATS_MEMO:
-        return _STATS_MEMO[key]
-    from e4ecli.files.batch import atomic_output
-    from e4ecli.hub.directions import cache_root
-
-    safe = "".join(c if c.isalnum() else "_" for c in cache_key)
-    path = cache_root() / "stylespace" / f"{safe}-{STATS_SAMPLES}.npz"
-    channels = generator.style_channels()
-    stats = None
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                mean, std = z["mean"], z["std"]
-            if mean.shape == std.shape == (sum(channels),) and np.isfinite(mean).all() and np.isfinite(std).all():
-                cuts = np.cumsum(channels)[:-1]
-                stats = StyleStats(tuple(torch.from_numpy(m.copy()) for m in np.split(mean, cuts)),
-                                   tuple(torch.from_numpy(s.copy()) for s in np.split(std, cuts)))
-        except (OSError, ValueError, KeyError):
-            stats = None  # a damaged cache file is recomputed and replaced
-    if stats is None:
-        stats = style_stats(generator)
-        try:
-            with atomic_output(path) as tmp:
-                np.savez(tmp, mean=torch.cat(stats.mean).numpy(), std=torch.cat(stats.std).numpy(), channels=np.array(channels))
-        except OSError:
-            pass  # the cache is an optimisation
-    _STATS_MEMO[key] = stats
-    return stats
-
-
 def channel_direction(channels: Sequence[int], layer: int, channel: int, std: Sequence[torch.Tensor], spec: str) -> tuple[torch.Tensor, ...]:
     """Per-layer offsets moving one channel by one std."""
     if layer >= len(channels):
@@ -159,8 +121,9 @@ def channel_direction(channels: Sequence[int], layer: int, channel: int, std: Se
 class BetaTooHigh(DirectionError):
     def __init__(self, beta: float, largest: float, what: str):
         self.beta, self.largest = beta, largest
-        super().__init__(f"{what}: --beta {beta:g} leaves no channel (every |relevance| is below it); the largest usable "
-                         f"value for this prompt is {largest:.4f} -- use a smaller --beta (StyleCLIP's default is {DEFAULT_BETA})")
+        super().__init__("{what}: {beta} {value:g} leaves no channel (every |relevance| is below it); the largest usable "
+                         "value for this prompt is {largest:.4f} -- use a smaller {beta} (StyleCLIP's default is {default})",
+                         what=what, value=beta, largest=largest, default=DEFAULT_BETA)
 
 
 @torch.no_grad()
@@ -177,7 +140,7 @@ def text_delta(target: torch.Tensor, neutral: torch.Tensor, what: str = "text") 
     d = target.double() - neutral.double()
     norm = d.norm()
     if not torch.isfinite(norm) or norm <= 1e-12:
-        raise DirectionError(f"{what}: the target and --neutral descriptions have the same CLIP embedding; describe a change")
+        raise DirectionError("{what}: the target and {neutral} descriptions have the same CLIP embedding; describe a change", what=what)
     return d / norm
 
 
@@ -202,56 +165,10 @@ def split_conv(flat: torch.Tensor, channels: Sequence[int], convs: Sequence[int]
     return tuple(out)
 
 
-# -- relevance files ---------------------------------------------------------------------------------
-RELEVANCE_FORMAT = "e4ecli-styleclip-relevance-1"
-
-
-@dataclass
-class Relevance:
-    """The relevance matrix (rows: conv channels in layer order) and what it was made for."""
-
-    matrix: torch.Tensor  # (C, D)
-    channels: tuple[int, ...]  # channels of each conv layer, in order
-    domain: str | None = None  # the model domain's short name, when recorded
-    path: Path | None = None
-
-
+# -- relevance matrices (files: hub.directions.read_relevance) ------------------------------------------
 def conv_layout(generator) -> tuple[int, ...]:
     channels = generator.style_channels()
     return tuple(channels[k] for k in conv_layers(generator))
-
-
-def read_relevance(path: str | Path) -> Relevance:
-    """A relevance file: `e4e directions styleclip`'s .npz (fs3, channels, domain) or StyleCLIP's bare fs3.npy
-    (its layout then only known by its row count). DirectionError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise DirectionError(f"relevance file {path}: no such file (`e4e directions styleclip -o {path.name}` computes one)")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                if "fs3" not in data.files:
-                    raise DirectionError(f"relevance file {path}: holds no 'fs3' array (found {', '.join(data.files) or 'nothing'})")
-                matrix = data["fs3"]
-                channels = tuple(int(c) for c in data["channels"]) if "channels" in data.files else None
-                domain = str(data["domain"]) if "domain" in data.files else None
-                if "done" in data.files and not bool(np.all(data["done"])):
-                    raise DirectionError(f"relevance file {path}: unfinished ({int(np.sum(data['done']))} of {data['done'].size} "
-                                         "channels); run `e4e directions styleclip` again with the same -o to finish it")
-        else:
-            matrix, channels, domain = data, None, None
-    except DirectionError:
-        raise
-    except (OSError, ValueError, EOFError) as e:
-        raise DirectionError(f"relevance file {path}: not a readable .npy/.npz ({e})") from None
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
-        raise DirectionError(f"relevance file {path}: 'fs3' must be a 2-d float matrix (channels x CLIP dims), got {matrix.dtype} {matrix.shape}")
-    if not np.isfinite(matrix).all():
-        raise DirectionError(f"relevance file {path}: contains NaN or infinite values")
-    if channels is not None and sum(channels) != matrix.shape[0]:
-        raise DirectionError(f"relevance file {path}: its layout names {sum(channels)} channels but it has {matrix.shape[0]} rows")
-    return Relevance(torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32)), channels or (matrix.shape[0],), domain, path)
 
 
 def check_relevance(rel: Relevance, generator, clip_dim: int, domain_short: str | None, force: bool = False) -> None:
@@ -268,8 +185,8 @@ def check_relevance(rel: Relevance, generator, clip_dim: int, domain_short: str 
     if rel.matrix.shape[1] != clip_dim:
         raise DirectionError(f"relevance file {name}: rows of {rel.matrix.shape[1]} CLIP dims; this CLIP model embeds in {clip_dim}")
     if rel.domain and domain_short and rel.domain != domain_short and not force:
-        raise DirectionError(f"relevance file {name}: made for {rel.domain} models; this model's domain is {domain_short} "
-                             "(--force uses it anyway)")
+        raise DirectionError("relevance file {name}: made for {domain} models; this model's domain is {model} "
+                             "({force} uses it anyway)", name=name, domain=rel.domain, model=domain_short)
 
 
 # -- relevance computation -----------------------------------------------------------------------------
@@ -314,55 +231,3 @@ def all_channels(generator) -> list[tuple[int, int]]:
     """Every (layer, channel) of the conv layers, in the relevance matrix's row order."""
     channels = generator.style_channels()
     return [(k, c) for k in conv_layers(generator) for c in range(channels[k])]
-
-
-# -- text edits: CLIP and the direction ----------------------------------------------------------------
-_CLIP_MEMO: dict[tuple, object] = {}
-_EMBED_MEMO: dict[tuple, torch.Tensor] = {}
-
-
-def clip_cached(weights: Path | None, device: str, download: bool = True):
-    """hub.clip.load_clip, once per (file, device) in this process."""
-    from e4ecli.hub.clip import load_clip
-    from e4ecli.hub.types import CheckpointError
-
-    key = (str(weights) if weights else None, str(device))
-    if key not in _CLIP_MEMO:
-        try:
-            _CLIP_MEMO[key] = load_clip(weights, device, download=download)
-        except CheckpointError as e:
-            raise DirectionError(str(e)) from None
-    return _CLIP_MEMO[key]
-
-
-def embedding_cached(clip, prompt: str) -> torch.Tensor:
-    key = (clip.identity, prompt)
-    if key not in _EMBED_MEMO:
-        _EMBED_MEMO[key] = prompt_embedding(clip.encode_text, prompt).cpu()
-    return _EMBED_MEMO[key]
-
-
-def text_direction(rest: str, generator, text: TextOptions | None, *, domain_short: str, stats_key: str | None,
-                   download: bool = True, force: bool = False) -> tuple[str, tuple[torch.Tensor, ...], dict]:
-    """`text:TARGET` -> (label, per-layer style offsets at strength 1: StyleCLIP's global direction x the per-channel
-    std, the settings that made it: prompt, neutral, beta, CLIP and relevance file ids)."""
-    text = text or TextOptions()
-    precheck_text(rest, text)
-    target = clean_prompt(rest, "text")
-    neutral = clean_prompt(text.neutral, "--neutral") if text.neutral is not None else neutral_for(domain_short)
-    label = f"text:{target}"
-    rel = read_relevance(text.relevance)  # type: ignore[arg-type]
-    check_relevance(rel, generator, rel.matrix.shape[1], domain_short, force)  # the layout, before CLIP loads
-    clip = clip_cached(text.clip_weights, text.device, download)
-    check_relevance(rel, generator, clip.dim, domain_short, force)
-    for what, prompt in (("text", target), ("--neutral", neutral)):
-        check_token_length(prompt, clip.encode, what)
-    delta = text_delta(embedding_cached(clip, target), embedding_cached(clip, neutral), label)
-    flat = global_direction(rel.matrix, delta, text.beta, label)
-    stats = style_stats_cached(generator, stats_key)
-    offsets = split_conv(flat, generator.style_channels(), conv_layers(generator), stats.std)
-    from e4ecli.files.provenance import content_id
-
-    settings = {"prompt": target, "neutral": neutral, "beta": text.beta, "clip": clip.identity,
-                "relevance": content_id(Path(text.relevance)), "channels": int((flat != 0).sum())}  # type: ignore[arg-type]
-    return label, offsets, settings

@@ -1,11 +1,16 @@
 """What editing options may say, checked without torch (so that a typo is answered before torch loads):
-easing names, SeFa layer selections (`ops` re-exports both), StyleFlow names and attribute overrides
-(`edits.styleflow` re-exports them)."""
+direction specs (`parse_direction`: the one parser of `--direction`, for the early check, the resolver and the
+page's command box), easing names, SeFa layer selections (`ops` re-exports both), StyleFlow names and attribute
+overrides (`edits.styleflow` re-exports them)."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Sequence, Union
+
+from e4ecli.errors import SettingError
 
 EASINGS = ("linear", "smooth", "cosine")
 
@@ -51,7 +56,7 @@ LIGHTING_PRESETS = {"light_left_right": 8, "light_right_left": 33, "light_down_u
 NAMES = ATTRIBUTES + tuple(LIGHTING_PRESETS)
 
 
-class StyleflowSpecError(ValueError):
+class StyleflowSpecError(SettingError):
     """A StyleFlow name, attribute override or attributes file that cannot be used."""
 
 
@@ -84,11 +89,231 @@ def parse_overrides(texts: Sequence[str]) -> dict[str, float]:
         name, eq, value = text.partition("=")
         name = name.strip().lower()
         if not eq or name not in ATTRIBUTES:
-            raise StyleflowSpecError(f"--attribute {text!r}: use NAME=VALUE with NAME one of {', '.join(ATTRIBUTES)}")
+            raise StyleflowSpecError("{attribute} {text!r}: use NAME=VALUE with NAME one of {names}", text=text, names=", ".join(ATTRIBUTES))
         try:
             out[name] = float(value)
         except ValueError:
-            raise StyleflowSpecError(f"--attribute {text!r}: {value!r} is not a number") from None
+            raise StyleflowSpecError("{attribute} {text!r}: {value!r} is not a number", text=text, value=value) from None
         if not math.isfinite(out[name]):
-            raise StyleflowSpecError(f"--attribute {text!r}: the value must be finite")
+            raise StyleflowSpecError("{attribute} {text!r}: the value must be finite", text=text)
     return out
+
+
+# -- direction specs ------------------------------------------------------------------------------
+# What a `--direction` may say (e4e edit's help lists them); one frozen dataclass per kind. `parse_direction`
+# decides the kind and checks the syntax without torch or a model; `pipelines.directions` checks what needs the
+# registry or files (`check`) and makes the tensors (`resolve`) from the same object.
+DIRECTION_SUFFIXES = (".pt", ".pth", ".npy", ".npz")
+GANSPACE_USAGE = "ganspace:COMP:START:END (e.g. ganspace:54:7:8)"
+SEFA_USAGE = "sefa:K or sefa:K:LAYERS (e.g. sefa:0:2,3,4,5 or sefa:1:all)"
+CHANNEL_USAGE = "stylespace:LAYER:CHANNEL (e.g. stylespace:6:501, the StyleSpace paper's smile channel at 1024 px)"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """NAME: a registry entry (`e4e directions list`); whether it exists is the registry's to say."""
+
+    spec: str
+    name: str
+    kind = "registered"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class DirectionFile:
+    """FILE.pt / .pth / .npy / .npz: one direction, w + s * d."""
+
+    spec: str
+    path: Path
+    kind = "file"
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class NpzRow:
+    """FILE.npz:K: row K of an .npz of directions (as `e4e directions sefa` writes)."""
+
+    spec: str
+    path: Path
+    row: int
+    kind = "npz_row"
+
+    @property
+    def label(self) -> str:
+        return self.spec
+
+
+@dataclass(frozen=True)
+class GanSpace:
+    """ganspace:COMP:START:END: PCA component COMP on styles [START, END)."""
+
+    spec: str
+    component: int
+    start: int
+    end: int
+    kind = "ganspace"
+
+    @property
+    def label(self) -> str:
+        return self.spec
+
+
+@dataclass(frozen=True)
+class Sefa:
+    """sefa:K[:LAYERS]: the K-th SeFa direction of the loaded generator's LAYERS ('all' when not given)."""
+
+    spec: str
+    k: int
+    layers: str
+    kind = "sefa"
+
+    @property
+    def label(self) -> str:
+        return self.spec
+
+
+@dataclass(frozen=True)
+class StyleFlow:
+    """styleflow:NAME: a StyleFlow attribute or lighting preset."""
+
+    spec: str
+    target: Target
+    kind = "styleflow"
+
+    @property
+    def label(self) -> str:
+        return f"styleflow:{self.target.name}"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """stylespace:LAYER:CHANNEL: one StyleSpace channel."""
+
+    spec: str
+    layer: int
+    channel: int
+    kind = "stylespace"
+
+    @property
+    def label(self) -> str:
+        return f"stylespace:{self.layer}:{self.channel}"
+
+
+@dataclass(frozen=True)
+class Text:
+    """text:TARGET: StyleCLIP's global direction towards the description `prompt` (as CLIP will read it)."""
+
+    spec: str
+    prompt: str
+    kind = "text"
+
+    @property
+    def label(self) -> str:
+        return f"text:{self.prompt}"
+
+
+DirectionSpec = Union[Registered, DirectionFile, NpzRow, GanSpace, Sefa, StyleFlow, Channel, Text]
+HEADS = {"ganspace": GanSpace, "sefa": Sefa, "styleflow": StyleFlow, "stylespace": Channel, "text": Text}
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file, False for names the OS cannot even look up (a 10k-character text: prompt is not a file)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def direction_kind(spec: str) -> str:
+    """The kind of a direction spec without checking the rest of it: 'ganspace', 'sefa', 'styleflow', 'stylespace',
+    'text' (a `HEAD:` spec that is no existing file), 'npz_row', 'file' or 'registered'."""
+    spec = spec.strip()
+    head = spec.partition(":")[0]
+    if head in HEADS and not is_file(Path(spec)):
+        return HEADS[head].kind
+    if (row := re.fullmatch(r"(.+\.npz):(\d+)", spec, re.IGNORECASE)) and is_file(Path(row.group(1))):
+        return NpzRow.kind
+    path = Path(spec)
+    if is_file(path) or path.suffix.lower() in DIRECTION_SUFFIXES or "/" in spec or "\\" in spec:
+        return DirectionFile.kind
+    return Registered.kind
+
+
+def _ints(parts: list[str], spec: str, usage: str) -> list[int]:
+    from e4ecli.hub.directions import DirectionError
+
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise DirectionError(f"direction {spec!r}: use {usage}") from None
+
+
+def parse_direction(spec: str) -> DirectionSpec:
+    """A `--direction` spec -> its typed form, its syntax checked (no torch, no model, no registry); DirectionError
+    (one line saying what to write) when malformed, a file of the wrong type, or a path to no file."""
+    from e4ecli.hub.directions import DirectionError
+
+    spec = spec.strip()
+    kind = direction_kind(spec)
+    rest = spec.partition(":")[2]
+    if kind == GanSpace.kind:
+        parts = rest.split(":")
+        if len(parts) != 3:
+            raise DirectionError(f"direction {spec!r}: use {GANSPACE_USAGE}")
+        comp, start, end = _ints(parts, spec, GANSPACE_USAGE)
+        if not 0 <= start < end:
+            raise DirectionError(f"direction {spec!r}: styles [START, END) must satisfy 0 <= START < END")
+        return GanSpace(spec, comp, start, end)
+    if kind == Sefa.kind:
+        k_text, _, layers = rest.partition(":")
+        (k,) = _ints([k_text], spec, SEFA_USAGE)
+        try:
+            parse_layers(layers or "all", None)
+        except ValueError as e:
+            raise DirectionError(f"direction {spec!r}: {e}") from None
+        return Sefa(spec, k, layers or "all")
+    if kind == StyleFlow.kind:
+        try:
+            return StyleFlow(spec, parse_name(rest))
+        except StyleflowSpecError as e:
+            raise DirectionError(str(e)) from None
+    if kind == Channel.kind:
+        layer, channel = parse_channel(spec, rest)
+        return Channel(spec, layer, channel)
+    if kind == Text.kind:
+        from e4ecli.edits.prompts import clean_prompt
+
+        return Text(spec, clean_prompt(rest))
+    if kind == NpzRow.kind:
+        path, _, row = spec.rpartition(":")
+        return NpzRow(spec, Path(path), int(row))
+    path = Path(spec)
+    if kind == DirectionFile.kind:
+        if not is_file(path):
+            raise DirectionError(f"{spec}: no such direction file")
+        if path.suffix.lower() not in DIRECTION_SUFFIXES:
+            raise DirectionError(f"{spec}: a direction file must be {', '.join(DIRECTION_SUFFIXES)}")
+        return DirectionFile(spec, path)
+    return Registered(spec, spec)
+
+
+def parse_channel(spec: str, rest: str) -> tuple[int, int]:
+    """LAYER, CHANNEL of `stylespace:LAYER:CHANNEL` (rest: what follows 'stylespace:'); DirectionError when malformed."""
+    from e4ecli.hub.directions import DirectionError
+
+    parts = rest.split(":")
+    if len(parts) != 2:
+        raise DirectionError(f"direction {spec!r}: use {CHANNEL_USAGE}")
+    try:
+        layer, channel = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise DirectionError(f"direction {spec!r}: use {CHANNEL_USAGE}") from None
+    if layer < 0 or channel < 0:
+        raise DirectionError(f"direction {spec!r}: LAYER and CHANNEL are counted from 0")
+    return layer, channel

@@ -7,7 +7,9 @@ folder). A folder named by `$E4E_DIRECTIONS` is looked in first (offline machine
 its files must match the recorded sha256 too.
 
 Direction files are read with `safe_load` (`torch.load(weights_only=True)`) or
-`np.load(allow_pickle=False)`; nothing in them is ever executed.
+`np.load(allow_pickle=False)`; nothing in them is ever executed. Also here: the arrays cached per checkpoint
+(`read_cached` / `write_cached`: SeFa factorisations, StyleSpace channel statistics) and StyleCLIP relevance
+files (`read_relevance`). What is made of the arrays (PCA, edits) is `edits/`'s: this module only reads and writes.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from e4ecli.errors import SettingError
 from e4ecli.hub.fetch import FetchError, Remote, sha256_of
 from e4ecli.hub.fetch import fetch as fetch_file
 from e4ecli.hub.zoo import cache_dir as zoo_cache_dir
@@ -31,8 +34,9 @@ MAX_ARRAY_ELEMENTS = 1 << 26  # 64 M values: far beyond any direction or PCA (a 
 REGISTRY_FILE = "registry.toml"
 
 
-class DirectionError(ValueError):
-    """A direction name, file or download that cannot be used; the message says what to do."""
+class DirectionError(SettingError):
+    """A direction name, file or download that cannot be used; the message says what to do (the settings it
+    names, {pca}, {neutral}, ..., spelled by the interface that shows it: e4ecli.errors)."""
 
 
 @dataclass(frozen=True)
@@ -275,14 +279,97 @@ def load_direction(path: str | Path):
     return data.float()
 
 
-def load_pca(path: str | Path):
-    """A GANSpace PCA file ({'mean', 'comp', 'std'} as .pt or .npz) -> ops.PCA."""
-    from e4ecli.edits.ops import PCA
-
+def read_pca(path: str | Path) -> dict:
+    """A GANSpace PCA file ({'mean', 'comp', 'std'} as .pt or .npz) -> its arrays (tensors) by name; the shapes are
+    edits.ops.PCA.from_published's to check."""
     data = read_array(path)
     if not isinstance(data, dict):
         raise DirectionError(f"{path}: a GANSpace PCA file holds a dict with 'mean', 'comp' and 'std', found {type(data).__name__}")
+    return data
+
+
+# -- arrays cached per checkpoint -------------------------------------------------------------------
+def cached_path(kind: str, key: str, tag: str) -> Path:
+    """`$E4E_HOME/<kind>/<key>-<tag>.npz` (key: a checkpoint hash, made safe for a file name; tag: what else the
+    arrays depend on, e.g. SeFa's layers '2_3_4_5')."""
+    return cache_root() / kind / ("".join(c if c.isalnum() else "_" for c in key) + f"-{tag}.npz")
+
+
+def read_cached(kind: str, key: str, tag: str) -> dict | None:
+    """The arrays (numpy) cached under kind/key, or None when there are none or the file is damaged (it is then
+    recomputed and replaced)."""
+    import numpy as np
+
+    path = cached_path(kind, key, tag)
     try:
-        return PCA.from_published(data)
-    except ValueError as e:
-        raise DirectionError(f"{path}: {e}") from None
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    except Exception:  # noqa: BLE001 -- zipfile.BadZipFile and other damage: a cache is only an optimisation
+        return None
+
+
+def write_cached(kind: str, key: str, tag: str, **arrays) -> None:
+    """Cache numpy arrays under kind/key-tag (atomically); an unwritable cache folder is not an error."""
+    import numpy as np
+
+    from e4ecli.files.batch import atomic_output
+
+    try:
+        with atomic_output(cached_path(kind, key, tag)) as tmp:
+            np.savez(tmp, **arrays)
+    except OSError:
+        pass  # the cache is an optimisation
+
+
+# -- StyleCLIP relevance files ---------------------------------------------------------------------
+RELEVANCE_FORMAT = "e4ecli-styleclip-relevance-1"
+
+
+@dataclass
+class Relevance:
+    """The relevance matrix (rows: conv channels in layer order) and what it was made for."""
+
+    matrix: Any  # torch.Tensor (C, D)
+    channels: tuple[int, ...]  # channels of each conv layer, in order
+    domain: str | None = None  # the model domain's short name, when recorded
+    path: Path | None = None
+
+
+def read_relevance(path: str | Path) -> Relevance:
+    """A relevance file: `e4e directions styleclip`'s .npz (fs3, channels, domain) or StyleCLIP's bare fs3.npy
+    (its layout then only known by its row count). DirectionError naming the file otherwise."""
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DirectionError(f"relevance file {path}: no such file (`e4e directions styleclip -o {path.name}` computes one)")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if "fs3" not in data.files:
+                    raise DirectionError(f"relevance file {path}: holds no 'fs3' array (found {', '.join(data.files) or 'nothing'})")
+                matrix = data["fs3"]
+                channels = tuple(int(c) for c in data["channels"]) if "channels" in data.files else None
+                domain = str(data["domain"]) if "domain" in data.files else None
+                if "done" in data.files and not bool(np.all(data["done"])):
+                    raise DirectionError(f"relevance file {path}: unfinished ({int(np.sum(data['done']))} of {data['done'].size} "
+                                         "channels); run `e4e directions styleclip` again with the same -o to finish it")
+        else:
+            matrix, channels, domain = data, None, None
+    except DirectionError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DirectionError(f"relevance file {path}: not a readable .npy/.npz ({e})") from None
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
+        raise DirectionError(f"relevance file {path}: 'fs3' must be a 2-d float matrix (channels x CLIP dims), got {matrix.dtype} {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise DirectionError(f"relevance file {path}: contains NaN or infinite values")
+    if channels is not None and sum(channels) != matrix.shape[0]:
+        raise DirectionError(f"relevance file {path}: its layout names {sum(channels)} channels but it has {matrix.shape[0]} rows")
+    return Relevance(torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32)), channels or (matrix.shape[0],), domain, path)

@@ -82,7 +82,9 @@ def compute_relevance(generator, clip, out: Path, *, samples: int, seed: int = 0
     fs3, done = open_state(out, meta, clip.dim)
     targets = ss.all_channels(generator)
     wanted = [r for r in (rows if rows is not None else range(len(targets))) if not done[r]]
-    stats = ss.style_stats_cached(generator, stats_key)
+    from e4ecli.pipelines.directions import style_stats_cached
+
+    stats = style_stats_cached(generator, stats_key)
     styles = ss.sample_styles(generator, samples, seed)
     for start in range(0, len(wanted), chunk):
         part = wanted[start:start + chunk]

@@ -12,10 +12,16 @@ import shlex
 from dataclasses import dataclass, replace
 
 from e4ecli.edits.prompts import DEFAULT_BETA
+from e4ecli.edits.syntax import Text, direction_kind
 
 DEFAULT_FEATHER = 0.1
 LATENTS_DIR = "latents/"
 EDITED_DIR = "edited/"
+
+
+# the flags of `e4e edit` the page's settings are written as; also how the page words errors naming them (e4ecli.errors)
+FLAGS = {"neutral": "--neutral", "beta": "--beta", "clip_weights": "--clip-weights", "relevance": "--relevance", "pca": "--pca",
+         "force": "--force", "direction": "--direction", "strength": "--strength", "attribute": "--attribute"}
 
 
 class CommandError(ValueError):
@@ -54,15 +60,16 @@ class View:
 
 
 def is_text(spec: str) -> bool:
-    return spec.startswith("text:")
+    """A `text:TARGET` direction, as the direction parser tells the kinds apart (edits.syntax)."""
+    return direction_kind(spec) == Text.kind
 
 
 def text_words(view: View) -> list:
     """The options a text direction needs, as `e4e edit` takes them."""
-    words = [] if view.neutral is None else ["--neutral", view.neutral]
-    words += ["--beta", number(view.beta)]
-    words += [] if view.clip_weights is None else ["--clip-weights", view.clip_weights]
-    return words + ([] if view.relevance is None else ["--relevance", view.relevance])
+    words = [] if view.neutral is None else [FLAGS["neutral"], view.neutral]
+    words += [FLAGS["beta"], number(view.beta)]
+    words += [] if view.clip_weights is None else [FLAGS["clip_weights"], view.clip_weights]
+    return words + ([] if view.relevance is None else [FLAGS["relevance"], view.relevance])
 
 
 def number(value: float) -> str:

@@ -120,8 +120,8 @@ class Session:
     def _directions(self) -> tuple[list[Slider], list[str]]:
         """Sliders for the registry's directions of this model's domain and SeFa's top components; one note per
         direction that cannot be offered (not downloadable now, or made for other latents)."""
-        from e4ecli.edits.specs import resolve
         from e4ecli.hub.directions import DirectionError, load_registry
+        from e4ecli.pipelines.directions import resolve
 
         specs = [(name, e.description) for name, e in load_registry().items()
                  if e.kind in ("interfacegan", "ganspace") and e.domain in (self.ckpt.domain.short, "any")]
@@ -158,9 +158,9 @@ class Session:
 
     def text_edit(self, spec: str, neutral: str | None = None, beta: float = DEFAULT_BETA):
         """The Edit of `text:TARGET` with this --neutral and --beta (as `e4e edit` resolves it; remembered)."""
-        from e4ecli.edits.prompts import TextOptions, precheck_text
-        from e4ecli.edits.specs import resolve
+        from e4ecli.edits.prompts import TextOptions
         from e4ecli.hub.directions import DirectionError
+        from e4ecli.pipelines.directions import check, resolve
 
         if not self.has_text:
             raise UIError(self.text_note)
@@ -169,7 +169,7 @@ class Session:
         key = (spec, neutral, float(beta))
         if key not in self._text_edits:
             try:
-                precheck_text(spec.partition(":")[2], options)
+                check(spec, None, options)
                 with self.lock:
                     self._text_edits[key] = resolve(spec, self.generator, domain_name=self.ckpt.domain.name,
                                                     sefa_cache_key=self.ident.rsplit(":", 1)[-1], download=False, text=options)
@@ -478,5 +478,9 @@ def distortion(target: np.ndarray, reconstruction: np.ndarray) -> str:
 
 
 def first_line(error: BaseException | str) -> str:
-    text = str(error).strip() or type(error).__name__ if isinstance(error, BaseException) else str(error).strip()
+    """The first line of an error's message (the settings it names spelled as the command box writes them)."""
+    from e4ecli.errors import worded
+    from e4ecli.ui.command import FLAGS
+
+    text = worded(error, FLAGS).strip() or type(error).__name__ if isinstance(error, BaseException) else str(error).strip()
     return text.splitlines()[0] if text else "unknown error"
