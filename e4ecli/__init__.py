@@ -5,7 +5,7 @@ holds the order):
   runtime.py, domains.py, alignment.py   devices, precision and process-wide switches; domain facts; FFHQ alignment maths
   errors.py   errors whose messages name settings ({beta}, {pca}, ...), spelled by the interface showing them
   models/     pure nn.Modules, no I/O (StyleGAN2, e4e/pSp encoders, ArcFace, StyleFlow, BiSeNet)
-  files/      image/latent/video decoding, output naming, atomic writes, manifests, provenance, guards
+  files/      image/latent/video decoding, labels, output naming, atomic writes, manifests, provenance, guards
   hub/        checkpoints in and out (safely), the weights zoo, the one fetcher, the directions registry (its files,
               downloads and per-checkpoint caches)
   edits/      latent edits (directions, StyleSpace, StyleFlow) over given tensors, no I/O; the direction-spec parser

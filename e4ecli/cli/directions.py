@@ -171,7 +171,8 @@ def fit_cmd(
     from rich.table import Table
 
     from e4ecli.cli.common import out_file_or_die, save_or_die
-    from e4ecli.edits.fit import FitError, fit_boundary, gather, read_labels
+    from e4ecli.edits.fit import FitError, fit_boundary
+    from e4ecli.files.labels import gather, read_labels
 
     if out.suffix.lower() not in (".npy", ".pt"):
         die(f"-o {out}: write the direction as .npy or .pt")

@@ -180,11 +180,12 @@ def edit_cmd(
     """Edit W+ latents (InterFaceGAN, GANSpace, SeFa, StyleFlow, StyleSpace, StyleCLIP text) and render the results."""
     from e4ecli.cli.common import capped_workers
     from e4ecli.cli.styleflow import overrides_or_die
+    from e4ecli.edits.syntax import direction_kind
     from e4ecli.files.kinds import LATENT_EXTENSIONS
 
     text = text_options(neutral, beta, clip_weights, relevance)
     parsed, problems = check_options(direction, strength, pca, aligned, text)
-    stylespace = any(d.strip().startswith(("text:", "stylespace:")) for d in direction)
+    stylespace = any(direction_kind(d) in ("text", "stylespace") for d in direction)
     if latents_only and paste_back:
         problems.append("--paste-back needs renders; drop --latents-only")
     overrides = overrides_or_die(attribute, styleflow_weights, direction)

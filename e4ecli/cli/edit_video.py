@@ -82,6 +82,7 @@ def check_files(clip: Path, out: Path, work: Path) -> list[str]:
 def check_edits(direction: List[str], strength: List[str], pca: Optional[str], text=None) -> tuple[list, list[str]]:
     """-d / -s / --pca without a model: (ramps, problems)."""
     from e4ecli.cli.common import worded
+    from e4ecli.edits.syntax import direction_kind
     from e4ecli.hub.directions import DirectionError
     from e4ecli.pipelines.directions import check
 
@@ -95,7 +96,7 @@ def check_edits(direction: List[str], strength: List[str], pca: Optional[str], t
     if strength and len(strength) != len(direction):
         problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction (in the same order)")
     for spec in direction:
-        if spec.strip().startswith("styleflow:"):
+        if direction_kind(spec) == "styleflow":
             problems.append(f"--direction {spec}: StyleFlow edits are not supported for videos yet (they need each frame's attributes); "
                             "use an InterFaceGAN, GANSpace or SeFa direction")
             continue

@@ -154,6 +154,7 @@ def eval_cmd(
         die(e)
     if direction is not None:
         from e4ecli.cli.edit import text_options
+        from e4ecli.edits.syntax import direction_kind
         from e4ecli.hub.directions import DirectionError
         from e4ecli.pipelines.directions import check
 
@@ -161,7 +162,7 @@ def eval_cmd(
             check(direction, pca, text_options(neutral, beta, clip_weights, relevance))
         except DirectionError as e:
             die(e)
-        if direction.strip().startswith(("text:", "stylespace:")) and "lec" in names:
+        if direction_kind(direction) in ("text", "stylespace") and "lec" in names:
             if metrics.strip() == "default":
                 names = [n for n in names if n != "lec"]
                 console.print("[yellow]note:[/] lec left out: it is defined for W+ edits, and this direction edits StyleSpace")

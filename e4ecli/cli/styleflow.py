@@ -23,9 +23,9 @@ Attribute = typer.Option([], "--attribute", help=ATTRIBUTE_HELP, show_default=Fa
 
 def overrides_or_die(texts: List[str], weights: Optional[Path], directions: Sequence[str]) -> dict[str, float]:
     """Validate --attribute and --styleflow-weights before any model is loaded."""
-    from e4ecli.edits.syntax import StyleflowSpecError, parse_overrides
+    from e4ecli.edits.syntax import StyleflowSpecError, direction_kind, parse_overrides
 
-    uses = any(d.strip().startswith("styleflow:") for d in directions)
+    uses = any(direction_kind(d) == "styleflow" for d in directions)
     if (texts or weights is not None) and not uses:
         die("--attribute and --styleflow-weights apply to styleflow:NAME directions; give -d styleflow:NAME too")
     if weights is not None and not weights.is_file():

@@ -5,7 +5,7 @@ Files, downloads and caches are `hub.directions`'s; `pipelines.directions` turns
   of the generator's modulation weights), PCA of W, interpolation and easing.
 * `syntax`: the one parser of direction specs (registry names, files, `ganspace:C:S:E`, `sefa:K[:LAYERS]`,
   `styleflow:NAME`, `stylespace:L:C`, `text:TARGET`) into typed specs, torch-free.
-* `specs`: `Edit` (a resolved direction, applied to latents) and `--strength` values (numbers and `A:B:N` sweeps).
+* `specs`: `Edit` (a resolved direction, applied to latents) and strength values (numbers and `A:B:N` sweeps).
 * `stylespace`, `prompts`, `styleflow`: StyleSpace / StyleCLIP maths and prompt checks; StyleFlow conditions.
 * `fit`: InterFaceGAN boundaries (linear SVM on latents with binary labels).
 

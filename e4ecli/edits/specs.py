@@ -1,17 +1,4 @@
-"""Resolved edits (`Edit`: what a direction spec becomes for one generator) and `--strength` values.
-
-Direction specs (parsed by `edits.syntax.parse_direction`, checked and resolved by `pipelines.directions`):
-  NAME                      a registry name (`e4e directions list`): InterFaceGAN or named GANSpace
-  FILE.pt / FILE.npy        a direction shaped (512,), (1, 512) or (n_styles, 512): w + s * d
-  ganspace:COMP:START:END   GANSpace component COMP on styles [START, END) with `--pca FILE` or the
-                            model domain's registered PCA
-  sefa:K[:LAYERS]           the K-th SeFa direction (0 = largest eigenvalue) of the loaded generator,
-                            for LAYERS ('all' (default), '2,3,4,5' or '2-5'), applied to those styles
-  styleflow:NAME            StyleFlow attribute NAME set to the strength (its own units), or a lighting
-                            preset moved to by the strength (edits.styleflow; needs per-latent conditions)
-  stylespace:LAYER:CHANNEL  one StyleSpace channel moved by strength x its std (edits.stylespace)
-  text:TARGET               StyleCLIP's global direction from --neutral to TARGET (edits.stylespace; needs
-                            CLIP and a relevance matrix)
+"""Resolved edits (`Edit`: what a direction spec (edits.syntax) becomes for one generator) and strength values.
 
 StyleSpace and text edits leave the W+ latent as it is and carry offsets of the style vectors
 (`Edit.style_offsets`), added after every W+ edit when rendering.

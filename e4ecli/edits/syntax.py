@@ -1,7 +1,22 @@
 """What editing options may say, checked without torch (so that a typo is answered before torch loads):
-direction specs (`parse_direction`: the one parser of `--direction`, for the early check, the resolver and the
+direction specs (`parse_direction`: the one parser of direction specs, for the early check, the resolver and the
 page's command box), easing names, SeFa layer selections (`ops` re-exports both), StyleFlow names and attribute
-overrides (`edits.styleflow` re-exports them)."""
+overrides (`edits.styleflow` re-exports them).
+
+Direction specs (`parse_direction`; checked and resolved by `pipelines.directions`):
+  NAME                      a registry name (`e4e directions list`): InterFaceGAN or named GANSpace
+  FILE.pt / FILE.npy        a direction shaped (512,), (1, 512) or (n_styles, 512): w + s * d
+  FILE.npz:K                row K of an .npz of directions (as `e4e directions sefa` writes them)
+  ganspace:COMP:START:END   GANSpace component COMP on styles [START, END) with a PCA file or name (the
+                            `pca` setting), else the model domain's registered PCA
+  sefa:K[:LAYERS]           the K-th SeFa direction (0 = largest eigenvalue) of the loaded generator,
+                            for LAYERS ('all' (default), '2,3,4,5' or '2-5'), applied to those styles
+  styleflow:NAME            StyleFlow attribute NAME set to the strength (its own units), or a lighting
+                            preset moved to by the strength (edits.styleflow; needs per-latent conditions)
+  stylespace:LAYER:CHANNEL  one StyleSpace channel moved by strength x its std (edits.stylespace)
+  text:TARGET               StyleCLIP's global direction from the neutral description to TARGET (edits.stylespace; needs
+                            CLIP and a relevance matrix)
+"""
 from __future__ import annotations
 
 import math
@@ -255,7 +270,7 @@ def _ints(parts: list[str], spec: str, usage: str) -> list[int]:
 
 
 def parse_direction(spec: str) -> DirectionSpec:
-    """A `--direction` spec -> its typed form, its syntax checked (no torch, no model, no registry); DirectionError
+    """A direction spec -> its typed form, its syntax checked (no torch, no model, no registry); DirectionError
     (one line saying what to write) when malformed, a file of the wrong type, or a path to no file."""
     from e4ecli.hub.directions import DirectionError
 
