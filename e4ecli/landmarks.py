@@ -37,7 +37,19 @@ DLIB_PREDICTOR_ENV = "E4E_DLIB_PREDICTOR"
 DLIB_PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 DLIB_INSTALL_HINT = "pip install 'e4ecli[dlib]'  (dlib-bin + face_recognition_models)"
 
-Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UsingDlib:
+    """The note open_landmarks gives when face-alignment cannot run and dlib stands in: `reason` says why."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"face-alignment unavailable: {self.reason}; using dlib instead"
+
+
+Notify = Callable[["str | UsingDlib"], None]  # str() of either is the line to show
 
 
 class LandmarkError(RuntimeError):
@@ -330,7 +342,7 @@ def open_landmarks(name: str = DEFAULT_DETECTOR, device: str = "cpu", notify: No
         problem = dlib_problem()
         if problem is None:
             if notify:
-                notify(f"face-alignment unavailable: {fan_error}; using dlib instead (--detector dlib skips this check)")
+                notify(UsingDlib(str(fan_error)))
             return DlibLandmarks()
         raise LandmarkError(
             f"no landmark detector can run. face-alignment: {fan_error} -- {fan_placement_hint()}. "

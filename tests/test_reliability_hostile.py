@@ -225,6 +225,7 @@ def test_a_second_run_into_a_busy_output_folder_is_refused(gen, tmp_path):
         res = run("render", tmp_path / "lat", "-o", out, "-c", gen, "--device", "cpu")
         no_traceback(res)
         assert res.exit_code == 2 and "another e4e is writing" in res.output, res.output
+        assert "use another -o folder" in res.output  # the CLI's word of what to do
         assert not (out / "manifest.jsonl").exists()
     finally:
         holder.kill()

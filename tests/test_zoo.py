@@ -341,6 +341,8 @@ def test_cli_download_with_url_and_unknown_name(cli, server, cache, monkeypatch)
     assert result.stdout.strip() == str(cache / "toy.pt")
     result = cli("download", "nope")
     assert result.exit_code == 1 and "unknown weights 'nope'" in result.output
+    result = cli("download", "toy", "--url", "ftp://h/w.pt", "--quiet")  # the CLI names its option
+    assert result.exit_code == 1 and "--url: unsupported source 'ftp://h/w.pt'" in result.output, result.output
 
 
 def test_every_weights_command_help_has_an_example(cli):

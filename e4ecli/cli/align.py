@@ -27,9 +27,7 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
     """Start a landmark backend, printing the fallback note if any; exit 2 when none can run."""
     import os
 
-    from e4ecli.cli.common import escape
-
-    from e4ecli.cli.common import console, device_or_die
+    from e4ecli.cli.common import console, device_or_die, landmark_note
     from e4ecli.landmarks import LandmarkError, open_landmarks
 
     dev = str(device_or_die(device)) if detector == Detector.face_alignment.value else "cpu"
@@ -37,7 +35,7 @@ def open_detector_or_die(detector: str, device: str, workers: int = 0):
     try:
         with console.status(f"starting the {detector} landmark detector"):
             return open_landmarks(detector, dev, threads=threads,
-                                  notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
+                                  notify=landmark_note)
     except LandmarkError as e:
         die(e)
 

@@ -128,7 +128,21 @@ def out_dir_or_die(out: Path, lock: bool = True) -> None:
         try:
             lock_output(out)
         except OutputLocked as e:
-            die(e)
+            die(locked_message(e))
+
+
+def locked_message(e) -> str:
+    """files.guard.OutputLocked as the CLI words it: what to do next."""
+    return f"{e}; wait for it to finish or use another -o folder"
+
+
+def landmark_note(message) -> None:
+    """A note of the landmark detectors (e4ecli.landmarks.Notify) on the console; the fallback to dlib says how to
+    choose it directly."""
+    from e4ecli.landmarks import UsingDlib
+
+    hint = " (--detector dlib skips this check)" if isinstance(message, UsingDlib) else ""
+    console.print(f"[yellow]note:[/] {escape(str(message) + hint)}", soft_wrap=True)
 
 
 def out_file_or_die(out: Path, inputs: Iterable[Path] = (), option: str = "-o") -> None:
@@ -337,7 +351,7 @@ def show_events(events: Iterable, counter: dict | None = None) -> int:
     except OutputUnusable as e:
         die(f"-o {e.reason}")
     except OutputLocked as e:
-        die(str(e))
+        die(locked_message(e))
     finished = first if isinstance(first, Finished) else None
     if isinstance(first, Started):
         main = first.rank == 0

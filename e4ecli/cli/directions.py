@@ -251,6 +251,9 @@ def styleclip_cmd(
     gen = ckpt.generator.to(dev).eval()
     try:
         rows = parse_rows(channels, sum(ss.conv_layout(gen)))
+    except DirectionError as e:
+        die(f"--channels {e}")
+    try:
         with console.status("loading CLIP"):
             clip = clip_cached(clip_weights, str(dev))
         with Progress(*progress_columns(), console=console, transient=False) as progress:

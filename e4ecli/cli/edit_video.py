@@ -195,7 +195,7 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
     from e4ecli.cli.batch import ident_hash
     from e4ecli.cli.common import device_or_die, load_model, out_dir_or_die, progress_columns
     from e4ecli.cli.edit import resolve_edits
-    from e4ecli.pipelines.video_align import NoFaceInClip
+    from e4ecli.pipelines.video_align import FaceIndexOutOfRange, NoFaceInClip
     from e4ecli.pipelines.video_edit import Ramp, VideoEditOptions, edit_video
 
     dev = device_or_die(device)
@@ -254,6 +254,8 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
         try:
             result = edit_video(clip, info, out, work, backend=backend, ckpt=ckpt, ckpt_id=ident_hash(ident), steps=steps, opts=opts,
                                 device=dev, nets=nets, stitch_config=stitch_config, masker=masker, progress=progress)
+        except FaceIndexOutOfRange as e:
+            die(f"--face {e.face}: the first frame with faces has only {e.found} (--face 0 to {e.found - 1}, numbered from the left)", EXIT_FAILED)
         except NoFaceInClip as e:
             die(str(e), EXIT_FAILED)
     if result.skipped:

@@ -56,7 +56,8 @@ def loss_nets_with_notes(opts, device, ckpt, arcface: str):
     with console.status("loading the refinement's loss networks"):
         nets = load_loss_nets(opts, device, face=ckpt.domain.is_face, arcface=arcface)  # the domain decides what is a face
     for name, line in zip(nets.missing, describe_missing(nets)):
-        hint = "; or refine without it: --lpips-weight 0" if name == "lpips" else ""
+        hint = ("; or refine without it: --lpips-weight 0" if name == "lpips" else
+                " Set another file with --arcface, or --id-weight 0 refines without it." if name == "id" and ckpt.domain.is_face else "")
         console.print(f"[yellow]note:[/] {escape(line + hint)}")
     if nets.missing:
         console.print(f"[yellow]note:[/] refining with {', '.join(['l2'] + [k for k in ('lpips', 'id') if getattr(nets, 'identity' if k == 'id' else k)])} "

@@ -10,7 +10,7 @@ import typer
 from e4ecli.cli.align import DETECTOR_HELP, Detector
 from e4ecli.cli.app import app
 from e4ecli.cli.batch import checkpoint_option, device_option
-from e4ecli.cli.common import DEFAULT_CHECKPOINT, console, die, escape
+from e4ecli.cli.common import DEFAULT_CHECKPOINT, console, die, escape, landmark_note
 
 
 def is_local(host: str) -> bool:
@@ -117,7 +117,7 @@ def ui_cmd(
 
         with console.status("preparing the directions"):
             session = Session(ckpt, ident, None if checkpoint == DEFAULT_CHECKPOINT else checkpoint, dev, workdir / "session", inputs=inputs,
-                              detector=detector.value, notify=lambda m: console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True),
+                              detector=detector.value, notify=landmark_note,
                               clip_weights=clip_weights, relevance=relevance)
         for note in session.unavailable + ([session.text_note] if session.text_note else []):
             console.print(f"[yellow]note:[/] not offered: {escape(note)}")

@@ -106,6 +106,11 @@ def download_cmd(
             zoo.lookup(name)
         except zoo.ZooError as e:
             _fail(e)
+    if url:
+        try:
+            zoo.check_override(url, "--url")
+        except zoo.ZooError as e:
+            _fail(e)
     failed = []
     for name in names:
         try:

@@ -14,7 +14,11 @@ SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
 
 
 class OutputLocked(RuntimeError):
-    """Another e4e process holds the output folder."""
+    """Another e4e process holds the output `folder` (the caller says what to do: wait, or write elsewhere)."""
+
+    def __init__(self, folder: "str | Path"):
+        self.folder = Path(folder)
+        super().__init__(f"another e4e is writing into {folder}")
 
 
 def os_reason(e: OSError) -> str:
@@ -135,7 +139,7 @@ def lock_output(folder: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise OutputLocked(f"another e4e is writing into {folder}; wait for it to finish or use another -o folder") from None
+        raise OutputLocked(folder) from None
     except OSError:  # a file system without flock: run unlocked rather than not at all
         os.close(fd)
         return True

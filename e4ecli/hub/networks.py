@@ -3,7 +3,8 @@ ArcFace (identity loss for faces), MoCo v2 (similarity loss for other domains) a
 (face masks of video stitching).
 
 Each is named by a file path or a zoo name (`stylegan2_ffhq_1024`, `ir_se50`, `moco_v2_resnet50`, `face_parsing`);
-a missing file raises CheckpointError saying which file, where to put it and which flag changes it.
+a missing file raises WeightsNotFound (a CheckpointError) saying which file and what is wrong with it; the
+caller adds how to name another (cli/ words it with its option).
 """
 from __future__ import annotations
 
@@ -21,26 +22,32 @@ from e4ecli.models.stylegan2 import Generator, channel_plan
 MOCO_PREFIX = "module.encoder_q."
 
 
-def resolve_weights(spec: str, what: str, flag: str | None = None, alternative: str | None = None) -> Path:
-    """A file path as is; otherwise a zoo name, fetched into the zoo cache when missing.
+class WeightsNotFound(CheckpointError):
+    """A weights file named by path or zoo name that cannot be had. Fields: `spec` (as given), `what` (e.g.
+    "the ArcFace network of the identity loss"), `reason` (no such file, not a regular file, or the zoo's
+    text: unknown name, offline, bad download). str() says all that; the caller adds how to set another."""
 
-    what: e.g. "the ArcFace network of the identity loss"; flag: the option naming it (callers below the
-    CLI pass none and leave the hint to the CLI); alternative: e.g. "--id-lambda 0 trains without it".
-    """
-    hint = (f" Set another file with {flag}" + (f", or {alternative}." if alternative else ".")) if flag else ""
+    def __init__(self, spec: str, what: str, reason: str, from_zoo: bool = False):
+        self.spec, self.what, self.reason, self.from_zoo = spec, what, reason, from_zoo
+        super().__init__(f"{what}: {reason}" if from_zoo else f"{spec}: {reason} ({what}).")
+
+
+def resolve_weights(spec: str, what: str) -> Path:
+    """A file path as is; otherwise a zoo name, fetched into the zoo cache when missing (WeightsNotFound if
+    neither). what: e.g. "the ArcFace network of the identity loss"."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path
     if path.exists():
-        raise CheckpointError(f"{spec}: not a regular file ({what}).{hint}")
+        raise WeightsNotFound(spec, what, "not a regular file")
     if "/" in spec or "\\" in spec or path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
-        raise CheckpointError(f"{spec}: no such file ({what}).{hint}")
+        raise WeightsNotFound(spec, what, "no such file")
     from e4ecli.hub import zoo
 
     try:
         return Path(zoo.resolve(spec))
     except zoo.ZooError as e:  # unknown name, offline, bad download: its text says what to do
-        raise CheckpointError(f"{what}: {e}{hint}") from None
+        raise WeightsNotFound(spec, what, str(e), from_zoo=True) from None
 
 
 def _state_dict(obj, path: Path, key: str | None = None) -> dict:
@@ -54,6 +61,14 @@ def _state_dict(obj, path: Path, key: str | None = None) -> dict:
     return obj
 
 
+class NotAGenerator(CheckpointError):
+    """A generator was wanted and the file is an e4e/pSp checkpoint (`kind`: its encoder type)."""
+
+    def __init__(self, path: str | Path, kind: str):
+        self.path, self.kind = Path(path), kind
+        super().__init__(f"{path}: an e4e/pSp checkpoint ({kind}), not a generator")
+
+
 def load_stylegan(path: str | Path) -> tuple[Generator, torch.Tensor, str]:
     """A generator file -> (generator (eval), latent average (512,), where the average came from).
 
@@ -62,8 +77,7 @@ def load_stylegan(path: str | Path) -> tuple[Generator, torch.Tensor, str]:
     """
     loaded = load_checkpoint(path)
     if loaded.kind != "generator":
-        raise CheckpointError(f"{path}: an e4e/pSp checkpoint ({loaded.kind}), not a generator; to fine-tune it, "
-                              "pass it as --checkpoint-path")
+        raise NotAGenerator(path, loaded.kind)
     return loaded.generator, loaded.latent_avg.reshape(-1)[: loaded.generator.style_dim], loaded.latent_avg_source
 
 

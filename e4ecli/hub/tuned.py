@@ -56,7 +56,7 @@ def read_tuned(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: a safetensors file, but not a tuned generator written by `e4e invert --refine pti` "
+        raise CheckpointError(f"{path}: a safetensors file, but not a tuned generator (the PTI refinement of e4e invert writes them) "
                               f"(metadata format {meta.get('format')!r}, expected {FORMAT!r})")
     return meta, tensors
 

@@ -233,12 +233,18 @@ def download(name: str, url: str | None = None, force: bool = False, *, progress
 def _sources_for(entry: Entry, url: str | None) -> tuple[str, ...]:
     """The sources to try, in order: the url argument, else the env override, else the registry's."""
     env_var = override_env_var(entry.name)
-    override, origin = (url, "--url") if url else (os.environ.get(env_var), env_var)
+    override, origin = (url, "the url given") if url else (os.environ.get(env_var), env_var)
     if not override:
         return entry.sources
-    override = _drive_link_to_source(override.strip())
-    _check_source(override, origin)
-    return (override,)
+    return (check_override(override, origin),)
+
+
+def check_override(url: str, where: str) -> str:
+    """A source that replaces the registry's (a Drive share link becomes `gdrive:<id>`); ZooError naming `where`
+    when it is no source the fetcher reads."""
+    source = _drive_link_to_source(url.strip())
+    _check_source(source, where)
+    return source
 
 
 def _drive_link_to_source(url: str) -> str:

@@ -173,7 +173,7 @@ def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Se
     if paste_back:
         for it in items:
             if it not in sidecars:
-                yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the --aligned folders")
+                yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the folders of aligned images given")
         items = [it for it in items if it in sidecars]
     stylespace = any(s.edit.in_stylespace for s in steps)
     plans = {it: plan_outputs(it, out_dir, values, sweep, save_latents=save_latents, latents_only=latents_only,

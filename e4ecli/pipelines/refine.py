@@ -41,10 +41,10 @@ def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpi
             from e4ecli.models.identity import IdentityLoss
 
             try:
-                net = load_arcface(resolve_weights(arcface, "the ArcFace network of the identity loss", "--arcface", "--id-weight 0 refines without it"))
+                net = load_arcface(resolve_weights(arcface, "the ArcFace network of the identity loss"))
                 ident = IdentityLoss(net.to(device), "arcface")
                 nets.identity = identity_distance(ident.features)
-            except CheckpointError as e:
+            except CheckpointError as e:  # the caller words how to name another file or do without it
                 nets.missing["id"] = str(e)
     return nets
 

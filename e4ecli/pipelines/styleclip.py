@@ -20,7 +20,8 @@ from e4ecli.hub.directions import DirectionError
 
 
 def parse_rows(text: str | None, total: int) -> list[int]:
-    """'0-99,200-209' (inclusive ranges or single rows of the relevance matrix) -> sorted rows; None: every row."""
+    """'0-99,200-209' (inclusive ranges or single rows of the relevance matrix) -> sorted rows; None: every row.
+    DirectionError starting with the text given (the caller names its option)."""
     if text is None:
         return list(range(total))
     rows: set[int] = set()
@@ -30,9 +31,9 @@ def parse_rows(text: str | None, total: int) -> list[int]:
         try:
             lo, hi = int(a), int(b) if sep else int(a)
         except ValueError:
-            raise DirectionError(f"--channels {text!r}: use rows or ranges of rows, e.g. 0-99,512-515") from None
+            raise DirectionError(f"{text!r}: use rows or ranges of rows, e.g. 0-99,512-515") from None
         if not 0 <= lo <= hi < total:
-            raise DirectionError(f"--channels {text!r}: rows must lie in 0..{total - 1} (this generator's conv channels)")
+            raise DirectionError(f"{text!r}: rows must lie in 0..{total - 1} (this generator's conv channels)")
         rows.update(range(lo, hi + 1))
     return sorted(rows)
 

@@ -44,6 +44,14 @@ class NoFaceInClip(AlignError):
     """No frame of the clip has a face (or not the one asked for)."""
 
 
+class FaceIndexOutOfRange(NoFaceInClip):
+    """The `face`-th face from the left was asked for and the first frame with faces has only `found`."""
+
+    def __init__(self, face: int, found: int):
+        self.face, self.found = face, found
+        super().__init__(f"face {face} asked for: the first frame with faces has only {found} (0 to {found - 1}, numbered from the left)")
+
+
 def sidecar_text(info: dict) -> str:
     """JSON with one top-level key per line, as pipelines.align writes photo sidecars."""
     return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in info.items()) + "\n}\n"
@@ -92,8 +100,7 @@ def pick_first(faces: Sequence, face: int | None) -> Any:
         return max(usable, key=lambda u: u[2])[0]
     ordered = sorted(usable, key=lambda u: float(u[1][0]))
     if face >= len(ordered):
-        raise NoFaceInClip(f"--face {face}: the first frame with faces has only {len(ordered)} (--face 0 to {len(ordered) - 1}, "
-                           "numbered from the left)")
+        raise FaceIndexOutOfRange(face, len(ordered))
     return ordered[face][0]
 
 

@@ -22,7 +22,7 @@ from e4ecli.domains import Domain, domain_for
 from e4ecli.hub.fetch import FetchError, Remote, fetch
 from e4ecli.hub.checkpoints import (GENERATOR_CONFIG_KEY, CheckpointError, build_generator, load_checkpoint, load_strict,
                                     mean_latent, strip_prefix)
-from e4ecli.hub.networks import init_from_ir_se50, load_arcface, load_moco, load_stylegan, resolve_weights
+from e4ecli.hub.networks import NotAGenerator, init_from_ir_se50, load_arcface, load_moco, load_stylegan, resolve_weights
 from e4ecli.models.discriminator import LatentCodesDiscriminator
 from e4ecli.models.encoders import ENCODERS
 from e4ecli.runtime import Dist
@@ -116,9 +116,9 @@ def locate_weights(plan: Plan) -> dict[str, Path]:
     problems: list[str] = []
     for key, spec, what, flag, alternative in wanted:
         try:
-            found[key] = resolve_weights(spec, what, flag, alternative)
+            found[key] = resolve_weights(spec, what)
         except CheckpointError as e:
-            problems.append(str(e))
+            problems.append(f"{e} Set another file with {flag}" + (f", or {alternative}." if alternative else "."))
     if o["lpips_lambda"] > 0:  # fetched now (when online) so that a missing backbone is reported with the others
         path, url = L.lpips_backbone_file(o["lpips_type"])
         try:
@@ -210,7 +210,10 @@ def _models(plan: Plan, o: dict[str, Any], files: dict[str, Path], notes: list) 
             o["encoder_type"] = loaded.kind
         return loaded.encoder, loaded.generator, loaded.latent_avg
     path = files["stylegan"]
-    decoder, avg, source = load_stylegan(path)
+    try:
+        decoder, avg, source = load_stylegan(path)
+    except NotAGenerator as e:
+        raise TrainError(f"{e}; to fine-tune it, pass it as --checkpoint-path") from None
     if source != "file":
         notes.append((f"{path} has no latent_avg; using the {source}", "info"))
     encoder = ENCODERS[o["encoder_type"]](decoder.size, 50)
