@@ -1,6 +1,7 @@
 """Shared fixtures: the conformance kit (../shared/conformance) and checkpoints written from it."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT.parent / "shared" / "conformance"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores (`-n 2` on 2 cores: one thread each) for
+    torch here and, through OMP_NUM_THREADS/MKL_NUM_THREADS, for the subprocesses the tests start:
+    otherwise every worker runs as many threads as there are cores and they fight over them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // int(workers)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def kit_or_skip(needed: str = "weights.py") -> Path:
