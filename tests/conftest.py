@@ -27,6 +27,30 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+# The files that took longest in CI (--durations, 2 workers), longest first. Under xdist (`--dist loadfile`, see
+# pyproject's addopts: a worker takes a whole file, so module fixtures are built once) they are handed out first,
+# so that no long file starts last while the other worker idles; then the files holding @pytest.mark.slow tests,
+# then the rest in their usual order. Order only: every test runs either way.
+LONGEST_FILES = ("test_invert_refine.py", "test_train_replay.py", "test_edit_video.py", "test_memory.py", "test_reruns.py",
+                 "test_train_checkpoints.py", "test_train_resume.py", "test_bench.py", "test_export.py", "test_eval_sweep.py",
+                 "test_distributed.py", "test_train_ddp.py", "test_cli_invert_render.py", "test_invert_stage.py",
+                 "test_conformance_models.py", "test_train_smoke.py", "test_reliability_hostile.py", "test_reliability.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a plain run keeps pytest's order
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        name = item.path.name
+        if name in LONGEST_FILES:
+            return LONGEST_FILES.index(name)
+        return len(LONGEST_FILES) + (name not in slow_files)
+
+    items.sort(key=rank)  # stable: a file's tests stay together and in their order
+
+
 def kit_or_skip(needed: str = "weights.py") -> Path:
     """The kit's folder (its `weights` module importable), or skip the test saying where the kit was looked for."""
     if not (KIT / needed).is_file():
