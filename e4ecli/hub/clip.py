@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from e4ecli.errors import SettingError
 from e4ecli.hub.types import CheckpointError
 
 ZOO_NAME = "clip_vit_b32_openai"
@@ -233,6 +234,10 @@ def build_model(model_name: str = MODEL_NAME):
     return model.eval(), open_clip.get_tokenizer(model_name)
 
 
+class ClipUnavailable(CheckpointError, SettingError):
+    """The zoo's CLIP weights are not cached and cannot be fetched; the message names the setting that gives a file."""
+
+
 def load_clip(weights: str | Path | None, device: torch.device | str = "cpu", model_name: str = MODEL_NAME, download: bool = True) -> Clip:
     """CLIP ViT-B/32 from `weights` (a file) or the zoo entry (fetched when missing); CheckpointError on a file of
     another layout, naming it."""
@@ -244,7 +249,7 @@ def load_clip(weights: str | Path | None, device: torch.device | str = "cpu", mo
         try:
             path = Path(zoo.resolve(ZOO_NAME, download=download))
         except zoo.ZooError as e:
-            raise CheckpointError(f"CLIP weights: {e} (or give --clip-weights FILE)") from None
+            raise ClipUnavailable("CLIP weights: {reason} (or give {clip_weights} FILE)", settings=True, reason=str(e)) from None
     else:
         path = Path(weights).expanduser()
     sd = read_state_dict(path)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from e4ecli.edits.prompts import TEXT_RANGE, TEXT_STRENGTH, TextOptions, check_text_options, clean_prompt, neutral_for
 from e4ecli.edits.specs import Edit, OtherDomain
 from e4ecli.edits.syntax import Channel, DirectionFile, DirectionSpec, GanSpace, NpzRow, Registered, Sefa, StyleFlow, Text, parse_direction
+from e4ecli.errors import SettingError
 from e4ecli.hub.directions import DirectionError
 
 if TYPE_CHECKING:
@@ -273,8 +274,9 @@ def clip_cached(weights: Path | None, device: str, download: bool = True):
     if key not in _CLIP_MEMO:
         try:
             _CLIP_MEMO[key] = load_clip(weights, device, download=download)
-        except CheckpointError as e:
-            raise DirectionError(str(e)) from None
+        except CheckpointError as e:  # its settings stay named for the interface to word (e4ecli.errors)
+            raise (DirectionError(e.template, settings=True, **e.values) if isinstance(e, SettingError) and e.template else
+                   DirectionError(str(e))) from None
     return _CLIP_MEMO[key]
 
 
