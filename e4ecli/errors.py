@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Mapping
 
 # the settings a message may name, spelled as the library's keyword arguments
-SETTINGS = {name: f"`{name}`" for name in ("pca", "neutral", "beta", "relevance", "clip_weights", "force", "attribute", "direction", "strength")}
+SETTINGS = {name: f"`{name}`" for name in ("pca", "neutral", "beta", "relevance", "clip_weights", "force", "attribute", "direction", "strength",
+                                          "out")}
 
 
 class SettingError(ValueError):

@@ -57,7 +57,7 @@ def escape(text: object) -> str:
 
 # how the CLI spells the settings that errors from below name (e4ecli.errors): its flags
 FLAGS = {"pca": "--pca", "neutral": "--neutral", "beta": "--beta", "relevance": "--relevance", "clip_weights": "--clip-weights",
-         "force": "--force", "attribute": "--attribute", "direction": "--direction", "strength": "--strength"}
+         "force": "--force", "attribute": "--attribute", "direction": "--direction", "strength": "--strength", "out": "-o"}
 
 
 def worded(error: BaseException) -> str:

@@ -55,13 +55,14 @@ def open_state(out: Path, meta: dict, dim: int) -> tuple[np.ndarray, np.ndarray]
             with np.load(out, allow_pickle=False) as z:
                 old = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
-            raise DirectionError(f"-o {out}: exists and is not a relevance file ({e}); choose another -o or delete it") from None
+            raise DirectionError("{out} {path}: exists and is not a relevance file ({why}); choose another {out} or delete it",
+                                 path=out, why=e) from None
         for key, value in meta.items():
             if key not in old or not _same(old[key], value):
-                raise DirectionError(f"-o {out}: holds a relevance matrix of other settings ({key} differs); "
-                                     "choose another -o, or delete it to start again")
+                raise DirectionError("{out} {path}: holds a relevance matrix of other settings ({key} differs); "
+                                     "choose another {out}, or delete it to start again", path=out, key=key)
         if "fs3" not in old or old["fs3"].shape != (total, dim) or "done" not in old or old["done"].shape != (total,):
-            raise DirectionError(f"-o {out}: not a relevance file of this layout; choose another -o or delete it")
+            raise DirectionError("{out} {path}: not a relevance file of this layout; choose another {out} or delete it", path=out)
         return old["fs3"].astype(np.float32), old["done"].astype(bool)
     return np.zeros((total, dim), np.float32), np.zeros(total, bool)
 

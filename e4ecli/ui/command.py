@@ -12,7 +12,9 @@ import shlex
 from dataclasses import dataclass, replace
 
 from e4ecli.edits.prompts import DEFAULT_BETA
+from e4ecli.edits.specs import parse_range
 from e4ecli.edits.syntax import Text, direction_kind
+from e4ecli.hub.directions import DirectionError
 
 DEFAULT_FEATHER = 0.1
 LATENTS_DIR = "latents/"
@@ -313,8 +315,10 @@ def parse_command(text: str, base: View | None = None) -> View:
                     frames = _int(value, "--frames")
             if spec is None or strength is None:
                 raise CommandError("e4e video: the page makes sweeps of one edit; give -d DIRECTION -s A:B")
-            low, _, high = strength.partition(":")
-            lo, hi = (0.0, _float(low, "--strength")) if not high else (_float(low, "--strength"), _float(high, "--strength"))
+            try:
+                lo, hi = parse_range(strength)  # as `e4e video` reads it: A:B, or S for 0:S
+            except DirectionError as e:
+                raise CommandError(str(e)) from None
             view = replace(view, sweep=(spec, lo, hi, frames))
         else:
             raise CommandError(f"e4e {command}: the page reads `e4e invert`, `e4e edit` and `e4e video` lines")
