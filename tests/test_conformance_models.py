@@ -39,6 +39,39 @@ def test_encoder_case_reproduces_original(case, case_checkpoint, case_arrays):
     assert maxdiff(ckpt.latent_avg, z["latent_avg"].reshape(ckpt.latent_avg.shape)) == 0
 
 
+def test_folded_inference_path_matches_the_original_and_follows_parameter_changes(case_checkpoint, case_arrays):
+    """Inference runs the encoder with batch norms folded and (CPU fp32, from the second call of a shape on)
+    oneDNN's reordered weights: both calls reproduce the kit, equal the unfolded graph (run with autograd on),
+    and a parameter changed in place afterwards is seen by the next inference call."""
+    from e4ecli.models import encoders
+
+    z = case_arrays("e4e_256")
+    ckpt = load_checkpoint(case_checkpoint("e4e_256"))
+    model = ckpt.inverter()
+    x = torch.from_numpy(z["x"][:1])  # one image: five encoder passes
+    with torch.inference_mode():
+        first, second = model.encode(x), model.encode(x)
+    assert maxdiff(first, z["latents"][:1]) <= TOL and maxdiff(second, z["latents"][:1]) <= TOL
+    if encoders._onednn():
+        convs = [c for m in ckpt.encoder.modules() if getattr(m, "_folded", None) is not None
+                 for c in (m._folded.value if isinstance(m._folded.value, (list, tuple)) else [m._folded.value])
+                 if isinstance(c, encoders._Conv)]
+        assert convs and all(c.packed is not None for c in convs), "the second call did not use the reordered weights"
+    with torch.enable_grad():
+        unfolded = model.encode(x)
+    assert unfolded.requires_grad and (unfolded.detach() - second).abs().max() <= 1e-4
+
+    bn = ckpt.encoder.body[5].res_layer[4]  # a batch norm folded into its convolution
+    with torch.no_grad():
+        bn.running_var.mul_(4)
+    with torch.inference_mode():
+        changed = model.encode(x)
+    with torch.enable_grad():
+        expected = model.encode(x).detach()
+    assert (changed - second).abs().max() > 1e-3, "the in-place change did not reach the inference path"
+    assert (changed - expected).abs().max() <= 1e-4
+
+
 def test_e4e_progressive_stages_reproduce_original(case_checkpoint, case_arrays):
     z = case_arrays("e4e_256")
     ckpt = load_checkpoint(case_checkpoint("e4e_256"))
