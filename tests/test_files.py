@@ -97,3 +97,15 @@ def test_shards_partition_the_items(tmp_path):
     items, _ = discover([touch(tmp_path / f"{i}.png") for i in range(7)], IMAGE_EXTENSIONS)
     parts = [shard(items, r, 3) for r in range(3)]
     assert sorted(i.key for p in parts for i in p) == sorted(i.key for i in items)
+
+
+def test_base_record_names_the_zoo_entry_only_when_given_by_name(tmp_path):
+    """What a tuned generator records of its base (cli invert and the page both use files.provenance.base_record)."""
+    from e4ecli.files.provenance import base_record, ident_hash
+
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(b"x")
+    assert ident_hash("e4e_ffhq_encode.pt:ab:cd12") == "cd12"
+    assert base_record(ck, "ck.pt:cd12", "e4e_ffhq_encode") == {"path": str(ck.resolve()), "id": "cd12", "name": "e4e_ffhq_encode"}
+    assert base_record(ck, "ck.pt:cd12", str(ck))["name"] is None  # a file path is no zoo name
+    assert base_record(ck, "ck.pt:cd12")["name"] is None  # the page records none

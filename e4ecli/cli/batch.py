@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterable, NoReturn, Sequ
 import typer
 
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_USAGE, MAX_SIZE, console, die, escape, progress_columns
+from e4ecli.files.provenance import ident_hash  # noqa: F401 -- the commands take it from here
 from e4ecli.runs.batch import BatchRun as Job  # what `work` gets: items (this process's share), device, dist, start(settings)
 
 if TYPE_CHECKING:
@@ -95,11 +96,6 @@ def usage_or_die(problems: Iterable[str | None]) -> None:
         console.print(f"[bold red]error:[/] {escape(p)}")
     if found:
         die(found[-1])
-
-
-def ident_hash(ident: str) -> str:
-    """'e4e_ffhq_encode.pt:0123abcd...' -> the content part (a renamed copy is the same checkpoint)."""
-    return ident.rsplit(":", 1)[-1]
 
 
 # -- the skeleton ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import typer
 
 from e4ecli.cli.app import App, app
 from e4ecli.cli.common import DEFAULT_CHECKPOINT, DEVICE_HELP, EXIT_FAILED, EXIT_OK, console, die, escape
+from e4ecli.files.provenance import ident_hash
 
 directions_app = App(
     help=(
@@ -258,7 +259,7 @@ def styleclip_cmd(
             clip = clip_cached(clip_weights, str(dev))
         with Progress(*progress_columns(), console=console, transient=False) as progress:
             task = progress.add_task("relevance rows", total=len(rows))
-            key = ident.split(":")[-1]
+            key = ident_hash(ident)
             done_now, missing = compute_relevance(gen, clip, out, samples=samples, seed=seed, rows=rows, alpha=alpha,
                                                   domain=ckpt.domain.short, checkpoint=key, stats_key=key, chunk=chunk,
                                                   batch_size=batch_size, on_rows=lambda k: progress.advance(task, k))

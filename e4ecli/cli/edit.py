@@ -72,7 +72,7 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
     for spec in specs:
         try:
             with console.status(f"loading direction {spec}"):
-                edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident.split(":")[-1],
+                edit = resolve(spec, ckpt.generator, pca=pca, domain_name=ckpt.domain.name, sefa_cache_key=ident_hash(ident),
                                force=force, text=text)
         except OtherDomain as e:
             die(f"{worded(e)}; --force applies it anyway")

@@ -61,7 +61,8 @@ def invert_cmd(
 ) -> None:
     """Invert photos into W+ latents with an e4e encoder (aligned faces expected for FFHQ models)."""
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
-    from e4ecli.cli.refining import base_record, refine_options_or_die
+    from e4ecli.cli.refining import refine_options_or_die
+    from e4ecli.files.provenance import base_record
     from e4ecli.files.kinds import IMAGE_EXTENSIONS, is_video
 
     workers = capped_workers(workers)
@@ -101,7 +102,7 @@ def invert_cmd(
 
             pipe.aligner = FaceAligner(open_detector_or_die(detector.value, str(job.device)), size=256, supersample=1)
         if chosen["opts"] is not None:
-            pipe.refiner = refiner_with_notes(chosen["opts"], job.device, ckpt, arcface, base_record(checkpoint, ckpt, ident))
+            pipe.refiner = refiner_with_notes(chosen["opts"], job.device, ckpt, arcface, base_record(ckpt.path, ident, checkpoint))
         return pipe(job.items, out, finished=job.start(pipe.settings(ident_hash(ident)), ident))
 
     run_batch("invert", inputs, out, IMAGE_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,

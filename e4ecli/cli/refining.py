@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Optional
 
 from rich.markup import escape
@@ -71,12 +70,6 @@ def refiner_with_notes(opts, device, ckpt, arcface: str, base: dict):
     from e4ecli.pipelines.refine import Refiner
 
     return Refiner(opts, loss_nets_with_notes(opts, device, ckpt, arcface), base, step_reporter(opts))
-
-
-def base_record(checkpoint: str, ckpt, ident: str) -> dict:
-    """What a tuned generator records of its base: path, content id, zoo name (when given by name)."""
-    path = Path(ckpt.path)
-    return {"path": str(path.resolve()), "id": ident.rsplit(":", 1)[-1], "name": checkpoint if not Path(checkpoint).exists() else None}
 
 
 def step_reporter(opts):

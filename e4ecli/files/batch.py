@@ -209,6 +209,14 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON file this tool wrote (state, sidecars), or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 # -- manifest ---------------------------------------------------------------------------------
 def json_line(d: dict) -> str:
     """One JSON object on one line, UTF-8 encodable even for file names that are not valid UTF-8

@@ -21,13 +21,6 @@ class OutputLocked(RuntimeError):
         super().__init__(f"another e4e is writing into {folder}")
 
 
-def os_reason(e: OSError) -> str:
-    """'no space left on device writing FILE' style text for an OSError (never a C++ or errno dump)."""
-    what = os.strerror(e.errno).lower() if e.errno else str(e)
-    where = e.filename if getattr(e, "filename", None) else None
-    return f"{what} writing {where}" if where else what
-
-
 def _nearest_existing(path: Path) -> Path:
     p = Path(os.path.abspath(path))
     while not os.path.lexists(p) and p != p.parent:

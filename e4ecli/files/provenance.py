@@ -92,6 +92,17 @@ class Settings(dict):
         return merged
 
 
+def ident_hash(ident: str) -> str:
+    """A checkpoint's ident 'e4e_ffhq_encode.pt:0123abcd...' -> the content part (a renamed copy is the same checkpoint)."""
+    return ident.rsplit(":", 1)[-1]
+
+
+def base_record(path: Path | str, ident: str, given: str | None = None) -> dict:
+    """What a tuned generator records of its base checkpoint: the resolved path, the content id, and the zoo name
+    when the checkpoint was given by name (`given`: as the user named it; a path that exists is no zoo name)."""
+    return {"path": str(Path(path).resolve()), "id": ident_hash(ident), "name": given if given is not None and not Path(given).exists() else None}
+
+
 def input_stamp(path: Path | str | None) -> dict | None:
     """What identifies the state of an input file cheaply (like make): its size and mtime."""
     if path is None:

@@ -276,7 +276,8 @@ def count_frames(path: Path | str) -> int:
 
 
 # -- writing --------------------------------------------------------------------------------------------
-def _even(frame: np.ndarray) -> np.ndarray:
+def even_sides(frame: np.ndarray) -> np.ndarray:
+    """H.264 in yuv420p needs even sides: repeat the last row/column when one is odd."""
     h, w = frame.shape[:2]
     if h % 2 or w % 2:
         frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -360,7 +361,7 @@ class VideoWriter:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise VideoError(f"{self.path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
-        frame = _even(np.ascontiguousarray(frame))
+        frame = even_sides(np.ascontiguousarray(frame))
         h, w = frame.shape[:2]
         if self._proc is None:
             self._start(w, h)

@@ -16,6 +16,7 @@ import torch
 from e4ecli.edits import ops
 from e4ecli.edits.specs import Edit
 from e4ecli.files.batch import atomic_output
+from e4ecli.files.video import even_sides
 from e4ecli.pipelines.edit import render_uint8
 
 FFMPEG_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
@@ -76,14 +77,6 @@ def output_for(path: Path) -> tuple[Path, bool]:
     return path, False
 
 
-def _even(frame: np.ndarray) -> np.ndarray:
-    """H.264 in yuv420p needs even sides: repeat the last row/column when one is odd."""
-    h, w = frame.shape[:2]
-    if h % 2 or w % 2:
-        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return frame
-
-
 def _ffmpeg_write(path: Path, frames: Iterable[np.ndarray], fps: float, quality: int) -> None:
     """H.264 through the ffmpeg binary of imageio-ffmpeg (the flags imageio uses for libx264), with its exit
     status and error output checked: a disk that fills up, a codec that fails, a killed ffmpeg all raise
@@ -98,7 +91,7 @@ def _ffmpeg_write(path: Path, frames: Iterable[np.ndarray], fps: float, quality:
     first = next(it, None)
     if first is None:
         raise VideoError("no frames to write")
-    first = _even(np.ascontiguousarray(first))
+    first = even_sides(np.ascontiguousarray(first))
     h, w = first.shape[:2]
     crf = int((1 - quality / 10.0) * 51)
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{w}x{h}",
@@ -110,7 +103,7 @@ def _ffmpeg_write(path: Path, frames: Iterable[np.ndarray], fps: float, quality:
             try:
                 proc.stdin.write(first.tobytes())
                 for frame in it:
-                    proc.stdin.write(_even(np.ascontiguousarray(frame)).tobytes())
+                    proc.stdin.write(even_sides(np.ascontiguousarray(frame)).tobytes())
                 proc.stdin.close()
             except BrokenPipeError:  # ffmpeg stopped early: its exit status and message say why
                 pass

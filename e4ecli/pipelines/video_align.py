@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from e4ecli.alignment import AlignError, apply_alignment, face_quad, plan_quad, quad_frame, quad_from_frame
-from e4ecli.files.batch import save_image, write_text
+from e4ecli.files.batch import read_json, save_image, write_text
 from e4ecli.files.provenance import input_stamp, stable_hash
 from e4ecli.files.video import TruncatedVideo, VideoInfo, iter_frames
 
@@ -230,13 +229,6 @@ def settings_id(info: VideoInfo, detector: str, face: int | None, size: int, sup
     return track, frames
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def align_clip(path: Path, info: VideoInfo, backend, folder: Path, *, size: int = 256, supersample: int = 1, face: int | None = None,
                center_sigma: float = CENTER_SIGMA, xy_sigma: float = XY_SIGMA, on_frame: Callable[[str, int], None] | None = None,
                overwrite: bool = False) -> ClipAlignment:
@@ -245,12 +237,12 @@ def align_clip(path: Path, info: VideoInfo, backend, folder: Path, *, size: int 
     Raises NoFaceInClip when no frame has the face (nothing is written but the track)."""
     folder = Path(folder)
     track_id, frames_id = settings_id(info, backend.name, face, size, supersample, center_sigma, xy_sigma)
-    done = _read_json(folder / CLIP_FILE)
+    done = read_json(folder / CLIP_FILE)
     if not overwrite and done is not None and done.get("settings_id") == frames_id and all(
             (folder / f"{frame_name(i)}{s}").exists() for i in done.get("with_face", []) for s in (".png", ".json")):
         return ClipAlignment(folder, done["frames"], done["with_face"], done["without_face"], done.get("stopped"), 0, len(done["with_face"]), done)
     folder.mkdir(parents=True, exist_ok=True)
-    saved = _read_json(folder / TRACK_FILE)
+    saved = read_json(folder / TRACK_FILE)
     if not overwrite and saved is not None and saved.get("settings_id") == track_id:
         track = Track.from_json(saved)
     else:
@@ -264,7 +256,7 @@ def align_clip(path: Path, info: VideoInfo, backend, folder: Path, *, size: int 
                            + (f" ({track.stopped})" if track.stopped else ""))
     # frames from an earlier run with other settings are replaced; finished ones with these settings kept
     for p in folder.glob("[0-9]*.json"):
-        d = _read_json(p)
+        d = read_json(p)
         if overwrite or d is None or d.get("settings_id") != frames_id:
             p.unlink(missing_ok=True)
             p.with_suffix(".png").unlink(missing_ok=True)
@@ -311,6 +303,3 @@ def align_clip(path: Path, info: VideoInfo, backend, folder: Path, *, size: int 
     return ClipAlignment(folder, track.frames, with_face, without, track.stopped, written, skipped, summary)
 
 
-def clear_folder(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from e4ecli.edits.specs import Edit
-from e4ecli.files.batch import save_image, save_npy, save_torch, write_text
+from e4ecli.files.batch import read_json, save_image, save_npy, save_torch, write_text
 from e4ecli.files.provenance import input_stamp, stable_hash
 from e4ecli.pipelines.edit import render_uint8
 from e4ecli.refine.losses import Weights
@@ -88,18 +88,11 @@ class VideoEditResult:
     timings: dict = field(default_factory=dict)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def stage_folder(work: Path, name: str, fingerprint: str) -> tuple[Path, bool]:
     """WORK/name for `fingerprint`: (folder, whether it holds earlier work with the same fingerprint). A folder
     made with another fingerprint is emptied first."""
     folder = work / name
-    state = _read_json(folder / STAGE_FILE)
+    state = read_json(folder / STAGE_FILE)
     if state is not None and state.get("fingerprint") == fingerprint:
         return folder, True
     if folder.exists():
@@ -233,7 +226,7 @@ def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder
 
         i = chunk[0]
         reference = _load_rgb(aligned.image(i))
-        side = _read_json(aligned.sidecar(i)) or {}
+        side = read_json(aligned.sidecar(i)) or {}
         face = masker(reference, landmarks_in_crop(side["landmarks"], side["source_from_output"]))
         with torch.enable_grad():
             r = stitch_frame(generator, edited[0].clone(), w[0].clone(), face.mask, stitch, target=reference,
@@ -270,7 +263,7 @@ def encode(clip: Path, info: VideoInfo, aligned: ClipAlignment, edited: Path, ou
                     if i in faces and crop_path.exists():
                         mask_path = edited / f"{frame_name(i)}.mask.npy"
                         mask = np.load(mask_path) if mask_path.exists() else None
-                        result = paste(frame, _load_rgb(crop_path), _read_json(aligned.sidecar(i)), feather, mask)
+                        result = paste(frame, _load_rgb(crop_path), read_json(aligned.sidecar(i)), feather, mask)
                     writer.write(np.concatenate([frame, result], axis=1) if side_by_side else result)
                     if on_frame is not None:
                         on_frame(i)
@@ -307,7 +300,7 @@ def fingerprints(info: VideoInfo, detector: str, ckpt_id: str, steps, opts: Vide
 
 
 def output_is_current(out: Path, work: Path, fingerprint: str) -> bool:
-    done = _read_json(work / DONE_FILE)
+    done = read_json(work / DONE_FILE)
     return bool(done) and done.get("fingerprint") == fingerprint and out.exists() and done.get("output_stamp") == input_stamp(out)
 
 

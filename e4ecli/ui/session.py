@@ -21,6 +21,7 @@ import torch
 
 from e4ecli.files.images import IMAGE_EXTENSIONS
 from e4ecli.files.latents import LATENT_EXTENSIONS
+from e4ecli.files.provenance import base_record, ident_hash
 from e4ecli.edits.prompts import DEFAULT_BETA
 from e4ecli.ui.command import View, is_text, stem
 
@@ -127,7 +128,7 @@ class Session:
                  if e.kind in ("interfacegan", "ganspace") and e.domain in (self.ckpt.domain.short, "any")]
         specs += [(f"sefa:{k}", f"SeFa component {k} of this generator") for k in range(SEFA_COMPONENTS)]
         sliders, notes = [], []
-        key = self.ident.rsplit(":", 1)[-1]
+        key = ident_hash(self.ident)
         for spec, description in specs:
             try:
                 edit = resolve(spec, self.generator, domain_name=self.ckpt.domain.name, sefa_cache_key=key)
@@ -172,7 +173,7 @@ class Session:
                 check(spec, None, options)
                 with self.lock:
                     self._text_edits[key] = resolve(spec, self.generator, domain_name=self.ckpt.domain.name,
-                                                    sefa_cache_key=self.ident.rsplit(":", 1)[-1], download=False, text=options)
+                                                    sefa_cache_key=ident_hash(self.ident), download=False, text=options)
             except (DirectionError, OSError, ValueError) as e:
                 raise UIError(first_line(e)) from None
             if len(self._text_edits) > 32:
@@ -283,7 +284,7 @@ class Session:
             nets = self._loss_nets(opts)
         out = self._folder()
         key = stem(path.name) or "photo"
-        base = {"path": str(Path(self.ckpt.path).resolve()), "id": self.ident.rsplit(":", 1)[-1], "name": None}
+        base = base_record(self.ckpt.path, self.ident)
         with self.lock:
             aligner = self._landmarks() if align else None
             stage = view.stage if view.stage is not None else (self.n_stages - 1 if self.n_stages else None)
