@@ -3,6 +3,7 @@ directly or through others) and the metrics never import the trainer."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import e4ecli
@@ -122,8 +123,22 @@ def test_no_package_imports_a_layer_above_it():
     assert not gone, f"fixed, remove from KNOWN: {sorted(gone)}"
 
 
-def test_the_package_docstring_lists_every_package():
-    doc = e4ecli.__doc__ or ""
-    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
-    missing = [p for p in packages if f"  {p}/" not in doc]
+def layout_entries() -> list[str]:
+    """The names e4ecli/__init__.py's layout lists, in its order: 'models/', 'runtime.py', ... (first column)."""
+    names = []
+    for line in (e4ecli.__doc__ or "").splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            names += [n.strip() for n in re.split(r"\s{2,}", line.strip())[0].split(",")]
+    return names
+
+
+def test_the_package_docstring_lists_every_package_and_module():
+    listed = layout_entries()
+    packages = sorted(f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    modules = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    missing = [n for n in packages + modules if n not in listed]
     assert not missing, f"e4ecli/__init__.py's layout does not list: {missing}"
+    stale = [n for n in listed if not (PACKAGE / n.rstrip("/")).exists()]
+    assert not stale, f"e4ecli/__init__.py's layout lists what does not exist: {stale}"
+    layers = [layer_of(n.removesuffix("/").removesuffix(".py")) for n in listed if n.endswith((".py", "/")) and n != "directions/"]
+    assert layers == sorted(layers), f"the layout is not bottom-up in the order of LAYERS: {listed}"
