@@ -182,6 +182,7 @@ def edit_cmd(
     from e4ecli.cli.styleflow import overrides_or_die
     from e4ecli.edits.syntax import direction_kind
     from e4ecli.files.kinds import LATENT_EXTENSIONS
+    from e4ecli.pipelines.plans import EditConfig
 
     text = text_options(neutral, beta, clip_weights, relevance)
     parsed, problems = check_options(direction, strength, pca, aligned, text)
@@ -189,7 +190,8 @@ def edit_cmd(
     if latents_only and paste_back:
         problems.append("--paste-back needs renders; drop --latents-only")
     overrides = overrides_or_die(attribute, styleflow_weights, direction)
-    workers = capped_workers(workers)
+    config = EditConfig(precision=precision, batch_size=batch_size, workers=capped_workers(workers), size=size, save_latents=save_latents,
+                        latents_only=latents_only, paste_back=paste_back, feather=feather)
     sidecars: dict = {}
 
     def check_items(items) -> list[str]:
@@ -215,25 +217,17 @@ def edit_cmd(
         return [f"the output would overwrite the alignment sidecar {side}; choose another -o folder" for side, _ in hits[:1]]
 
     def work(job: Job):
-        from e4ecli.cli.common import load_model
-        from e4ecli.cli.styleflow import setup_or_die
-        from e4ecli.files.provenance import Settings
-        from e4ecli.pipelines.edit import edit
-
-        ckpt, ident = load_model(checkpoint)
         from dataclasses import replace
 
+        from e4ecli.cli.common import load_model
+        from e4ecli.cli.styleflow import setup_or_die
+        from e4ecli.pipelines.edit import EditPipeline
+
+        ckpt, ident = load_model(checkpoint)
         edits = resolve_edits(direction, ckpt, ident, pca, force=force, text=replace(text, device=str(job.device)))
-        steps = pair_strengths(edits, parsed)
         styleflow = setup_or_die(edits, job.items, styleflow_weights, overrides, quiet=not job.dist.is_main)
-        renders = not latents_only
-        settings = Settings("edit", checkpoint=ident_hash(ident), direction=[e.identity() for e in edits],
-                            strength=[list(s.strength.values) for s in steps], precision=precision if renders else None,
-                            size=size if renders else None, save_latents=save_latents or latents_only, latents_only=latents_only,
-                            paste_back={"feather": feather} if paste_back else None)  # StyleFlow sources: pipelines.styleflow
-        return edit(job.items, ckpt, out, steps, device=job.device, precision=precision, batch_size=batch_size, size=size,
-                    save_latents=save_latents, latents_only=latents_only, sidecars=sidecars, paste_back=paste_back, feather=feather,
-                    finished=job.start(settings, ident), workers=workers, styleflow=styleflow)
+        pipe = EditPipeline.from_checkpoint(ckpt, config, steps=pair_strengths(edits, parsed), device=job.device, styleflow=styleflow)
+        return pipe(job.items, out, finished=job.start(pipe.settings(ident_hash(ident)), ident), sidecars=sidecars)
 
     run_batch("edit", inputs, out, LATENT_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
               checkpoint=checkpoint, suffix=".png", empty="no .npy latents found in the given inputs", usage=problems,

@@ -64,8 +64,10 @@ def invert_cmd(
     from e4ecli.cli.refining import refine_options_or_die
     from e4ecli.files.provenance import base_record
     from e4ecli.files.kinds import IMAGE_EXTENSIONS, is_video
+    from e4ecli.pipelines.plans import InvertConfig
 
-    workers = capped_workers(workers)
+    config = InvertConfig(precision=precision, batch_size=batch_size, workers=capped_workers(workers), stage=stage,
+                          save_reconstructions=save_reconstructions, size=size, save_aligned=save_aligned)
     problems = ["--save-aligned keeps the crops of --align: add --align"] if save_aligned and not align else []
     for clip in [p for p in inputs if is_video(p) and p.is_file()][:1]:
         problems.append(f"{clip} is a video: align its frames first (e4e align {clip} -o aligned/ writes aligned/{clip.stem}/<frame>.png "
@@ -83,11 +85,9 @@ def invert_cmd(
     def work(job: Job):
         from e4ecli.cli.common import load_model
         from e4ecli.cli.refining import refiner_with_notes
-        from e4ecli.pipelines.invert import InvertConfig, InvertPipeline, NoEncoder, StageError
+        from e4ecli.pipelines.invert import InvertPipeline, NoEncoder, StageError
 
         ckpt, ident = load_model(checkpoint)
-        config = InvertConfig(precision=precision, batch_size=batch_size, workers=workers, stage=stage,
-                              save_reconstructions=save_reconstructions, size=size, save_aligned=save_aligned)
         try:
             pipe = InvertPipeline.from_checkpoint(ckpt, config, device=job.device)
         except NoEncoder:

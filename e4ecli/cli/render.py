@@ -34,19 +34,18 @@ def render_cmd(
     """Render W+ latents (n_styles x 512 .npy files) through the StyleGAN2 generator."""
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
     from e4ecli.files.kinds import LATENT_EXTENSIONS
+    from e4ecli.pipelines.plans import RENDER_SUFFIXES, RenderConfig
 
-    workers = capped_workers(workers)
+    config = RenderConfig(precision=precision, batch_size=batch_size, workers=capped_workers(workers), size=size)
 
     def work(job: Job):
         from e4ecli.cli.common import load_model
-        from e4ecli.files.provenance import Settings
-        from e4ecli.pipelines.render import render
+        from e4ecli.pipelines.render import RenderPipeline
 
         ckpt, ident = load_model(checkpoint)
-        settings = Settings("render", checkpoint=ident_hash(ident), precision=precision, size=size)
-        return render(job.items, ckpt, out, device=job.device, precision=precision, batch_size=batch_size, size=size,
-                      workers=workers, finished=job.start(settings, ident))
+        pipe = RenderPipeline.from_checkpoint(ckpt, config, device=job.device)
+        return pipe(job.items, out, finished=job.start(pipe.settings(ident_hash(ident)), ident))
 
     run_batch("render", inputs, out, LATENT_EXTENSIONS, work, device=device, precision=precision, overwrite=overwrite,
               checkpoint=checkpoint, suffix=".png", empty="no .npy latents found in the given inputs",
-              check_items=lambda items: outputs_or_die(items, planned(items, out, [".png"])))
+              check_items=lambda items: outputs_or_die(items, planned(items, out, RENDER_SUFFIXES)))

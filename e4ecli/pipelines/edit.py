@@ -25,7 +25,7 @@ from e4ecli.files.images import area_resize, to_uint8
 from e4ecli.files.latents import LatentError, LatentReader
 from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.pipelines.common import Finished, Result, decoded_batches, partition, split_finished, write_item
-from e4ecli.pipelines.plans import OFFSETS_SUFFIX, PASTED_SUFFIX, Plan, format_strength, plan_outputs  # noqa: F401  (named here too)
+from e4ecli.pipelines.plans import OFFSETS_SUFFIX, PASTED_SUFFIX, EditConfig, Plan, format_strength, plan_outputs  # noqa: F401  (named here too)
 from e4ecli.runtime import autocast
 
 
@@ -158,92 +158,143 @@ def _paste(plan: Plan, frames: np.ndarray, feather: float) -> None:
         save_image(path, paste_back(photo, frame, sidecar.source_from_output, sidecar.output_size, feather))
 
 
+class EditPipeline:
+    """W+ latents -> edited renders / latents with a checkpoint's generator, built once, then called on items:
+
+        pipe = EditPipeline.from_checkpoint("e4e_ffhq_encode.pt", EditConfig(size=256), steps=steps, device="cuda")
+        for result in pipe(items, out_dir, finished=run.start(pipe.settings(checkpoint_id))): ...
+
+    steps: the (edit, strength) steps, composed in order (at most one sweeps; e4ecli.edits.specs resolves the
+    edits against the checkpoint's generator); styleflow: a pipelines.styleflow.StyleflowSetup when a step is
+    a StyleFlow edit."""
+
+    def __init__(self, ckpt: LoadedCheckpoint, steps: Sequence[Step], config: EditConfig = EditConfig(), *,
+                 device: torch.device | str = "cpu", styleflow=None):
+        self.ckpt, self.steps, self.config, self.device = ckpt, list(steps), config, torch.device(device)
+        self.styleflow = styleflow
+        self.sweep_at, self.values = sweep_values(self.steps)  # ValueError: more than one sweep
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: LoadedCheckpoint | str | Path, config: EditConfig | None = None, *, steps: Sequence[Step],
+                        **kw) -> "EditPipeline":
+        """A loaded checkpoint or a checkpoint file (hub.checkpoints.load_checkpoint) -> the pipeline."""
+        if not isinstance(ckpt, LoadedCheckpoint):
+            from e4ecli.hub.checkpoints import load_checkpoint
+
+            ckpt = load_checkpoint(ckpt)
+        return cls(ckpt, steps, config or EditConfig(), **kw)
+
+    @property
+    def stylespace(self) -> bool:
+        """A step edits the style vectors (StyleSpace, text): saved latents get their offsets beside them."""
+        return any(s.edit.in_stylespace for s in self.steps)
+
+    def plan(self, item: Item, out_dir: Path, sidecar: Path | None = None) -> Plan:
+        """Every file the pipeline writes for `item` (pipelines.plans.plan_outputs)."""
+        c = self.config
+        return plan_outputs(item, out_dir, self.values, self.sweep_at is not None, save_latents=c.save_latents,
+                            latents_only=c.latents_only, sidecar=sidecar, stylespace=self.stylespace)
+
+    def settings(self, checkpoint_id: str):
+        """The run's Settings (e4ecli.files.provenance): everything that changes the outputs' bytes (a StyleFlow
+        edit's sources are compared per output by pipelines.styleflow)."""
+        from e4ecli.files.provenance import Settings
+
+        c = self.config
+        return Settings("edit", checkpoint=checkpoint_id, direction=[s.edit.identity() for s in self.steps],
+                        strength=[list(s.strength.values) for s in self.steps], precision=c.precision if c.renders else None,
+                        size=c.size if c.renders else None, save_latents=c.save_latents or c.latents_only, latents_only=c.latents_only,
+                        paste_back={"feather": c.feather} if c.paste_back else None)
+
+    def __call__(self, items: Sequence[Item], out_dir: Path, finished: Finished | None = None,
+                 sidecars: dict[Item, Path] | None = None) -> Iterator[Result]:
+        """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back;
+        with config.paste_back, an item without one fails (its pasted image cannot be made)."""
+        from e4ecli.pasteback import PasteBackError
+
+        c, ckpt, device, steps, styleflow = self.config, self.ckpt, self.device, self.steps, self.styleflow
+        out_dir = Path(out_dir)
+        sweep_at, values = self.sweep_at, self.values
+        sweep = sweep_at is not None
+        sidecars = sidecars or {}
+        if c.paste_back:
+            for it in items:
+                if it not in sidecars:
+                    yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the folders of aligned images given")
+            items = [it for it in items if it in sidecars]
+        plans = {it: self.plan(it, out_dir, sidecars.get(it)) for it in items}
+        if styleflow is not None and finished is not None:  # a changed attributes file, override, flow or estimator redoes the output
+            from e4ecli.pipelines.styleflow import sources_unchanged
+
+            same_source, settings_same = sources_unchanged(styleflow, out_dir), finished
+
+            def finished(it: Item, outs: Sequence[Path]) -> bool:
+                return settings_same(it, outs) and same_source(it, outs)
+
+        todo, skipped = split_finished(items, lambda it: plans[it].all_outputs(), finished)
+        yield from skipped
+        gen = ckpt.generator.to(device).eval()
+        name = steps[sweep_at].edit.label if sweep_at is not None else ""
+        labels = ["reconstruction"] + [f"{name} {format_strength(v)}" for v in values]
+
+        def write(plan: Plan, lat, offs, mine, full, recon) -> list[Path]:
+            for k, path in enumerate(plan.latents):
+                save_npy(path, lat[k])
+            for k, path in enumerate(plan.offsets):
+                save_offsets(path, [o[k] for o in offs])
+            if mine is not None:
+                for k, path in enumerate(plan.images):
+                    save_image(path, mine[k])
+                if plan.strip is not None and recon is not None:
+                    save_image(plan.strip, labelled_strip([recon, *mine], labels))
+                if plan.pasted:
+                    _paste(plan, full, c.feather)
+            return plan.all_outputs()
+
+        for batch in decoded_batches(todo, LatentReader(gen.n_latent, gen.style_dim), c.batch_size, c.workers, expected=(LatentError,)):
+            good, failed = partition(batch)
+            yield from failed
+            flow_info: dict = {}
+            context = None
+            if styleflow is not None and good:
+                from e4ecli.pipelines.styleflow import batch_sources
+
+                good, flow_info, sources, unusable = batch_sources(good, styleflow)
+                yield from unusable
+                context = (styleflow, sources)
+            if not good:
+                continue
+            n = len(good)
+            w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
+            with torch.inference_mode():
+                edited, offsets = edited_codes(w, steps, context)  # (n, F, S, D), per layer (n * F, C_l) or None
+            f = edited.shape[1]
+            renders = native = recon = None
+            if c.renders:
+                flat = edited.reshape(-1, *edited.shape[2:])
+                render_offsets = offsets
+                if sweep:  # the strip starts with the unedited reconstruction
+                    flat = torch.cat([flat, w])
+                    if offsets is not None:
+                        render_offsets = [torch.cat([o, o.new_zeros(n, o.shape[1])]) for o in offsets]
+                renders, native = render_uint8(gen, ckpt.domain, flat, c.batch_size, c.size, c.precision, render_offsets)
+                if sweep:
+                    recon, renders = renders[n * f:], renders[: n * f]
+                    native = native[: n * f] if native is not None else None
+            lat = edited.float().cpu().numpy()
+            offs = None if offsets is None else [o.float().cpu().reshape(n, f, -1) for o in offsets]
+            for j, (it, _) in enumerate(good):
+                mine = renders[j * f:(j + 1) * f] if renders is not None else None
+                full = native[j * f:(j + 1) * f] if native is not None else mine
+                one = recon[j] if recon is not None else None
+                mine_offs = None if offs is None else [o[j] for o in offs]
+                result = write_item(it, partial(write, plans[it], lat[j], mine_offs, mine, full, one), errors={PasteBackError: "paste-back"})
+                if it in flow_info and result.status == "ok":
+                    result.extra = {"styleflow": flow_info[it]}
+                yield result
+
+
 def edit(items: Sequence[Item], ckpt: LoadedCheckpoint, out_dir: Path, steps: Sequence[Step], *, device: torch.device,
-         precision: str = "fp32", batch_size: int = 4, size: int | None = None, save_latents: bool = False, latents_only: bool = False,
-         sidecars: dict[Item, Path] | None = None, paste_back: bool = False, feather: float = 0.1, finished: Finished | None = None,
-         workers: int = 0, styleflow=None) -> Iterator[Result]:
-    """Yield one Result per item (skipped ones first). `sidecars`: item -> alignment sidecar for paste-back;
-    with `paste_back`, an item without one fails (its pasted image cannot be made);
-    `styleflow`: a pipelines.styleflow.StyleflowSetup when the steps include StyleFlow edits."""
-    from e4ecli.pasteback import PasteBackError
-
-    sweep_at, values = sweep_values(steps)
-    sweep = sweep_at is not None
-    sidecars = sidecars or {}
-    if paste_back:
-        for it in items:
-            if it not in sidecars:
-                yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the folders of aligned images given")
-        items = [it for it in items if it in sidecars]
-    stylespace = any(s.edit.in_stylespace for s in steps)
-    plans = {it: plan_outputs(it, out_dir, values, sweep, save_latents=save_latents, latents_only=latents_only,
-                              sidecar=sidecars.get(it), stylespace=stylespace) for it in items}
-    if styleflow is not None and finished is not None:  # a changed attributes file, override, flow or estimator redoes the output
-        from e4ecli.pipelines.styleflow import sources_unchanged
-
-        same_source, settings_same = sources_unchanged(styleflow, out_dir), finished
-
-        def finished(it: Item, outs: Sequence[Path]) -> bool:
-            return settings_same(it, outs) and same_source(it, outs)
-
-    todo, skipped = split_finished(items, lambda it: plans[it].all_outputs(), finished)
-    yield from skipped
-    gen = ckpt.generator.to(device).eval()
-    name = steps[sweep_at].edit.label if sweep_at is not None else ""
-    labels = ["reconstruction"] + [f"{name} {format_strength(v)}" for v in values]
-
-    def write(plan: Plan, lat, offs, mine, full, recon) -> list[Path]:
-        for k, path in enumerate(plan.latents):
-            save_npy(path, lat[k])
-        for k, path in enumerate(plan.offsets):
-            save_offsets(path, [o[k] for o in offs])
-        if mine is not None:
-            for k, path in enumerate(plan.images):
-                save_image(path, mine[k])
-            if plan.strip is not None and recon is not None:
-                save_image(plan.strip, labelled_strip([recon, *mine], labels))
-            if plan.pasted:
-                _paste(plan, full, feather)
-        return plan.all_outputs()
-
-    for batch in decoded_batches(todo, LatentReader(gen.n_latent, gen.style_dim), batch_size, workers, expected=(LatentError,)):
-        good, failed = partition(batch)
-        yield from failed
-        flow_info: dict = {}
-        context = None
-        if styleflow is not None and good:
-            from e4ecli.pipelines.styleflow import batch_sources
-
-            good, flow_info, sources, unusable = batch_sources(good, styleflow)
-            yield from unusable
-            context = (styleflow, sources)
-        if not good:
-            continue
-        n = len(good)
-        w = torch.from_numpy(np.stack([w for _, w in good])).to(device)
-        with torch.inference_mode():
-            edited, offsets = edited_codes(w, steps, context)  # (n, F, S, D), per layer (n * F, C_l) or None
-        f = edited.shape[1]
-        renders = native = recon = None
-        if not latents_only:
-            flat = edited.reshape(-1, *edited.shape[2:])
-            render_offsets = offsets
-            if sweep:  # the strip starts with the unedited reconstruction
-                flat = torch.cat([flat, w])
-                if offsets is not None:
-                    render_offsets = [torch.cat([o, o.new_zeros(n, o.shape[1])]) for o in offsets]
-            renders, native = render_uint8(gen, ckpt.domain, flat, batch_size, size, precision, render_offsets)
-            if sweep:
-                recon, renders = renders[n * f:], renders[: n * f]
-                native = native[: n * f] if native is not None else None
-        lat = edited.float().cpu().numpy()
-        offs = None if offsets is None else [o.float().cpu().reshape(n, f, -1) for o in offsets]
-        for j, (it, _) in enumerate(good):
-            mine = renders[j * f:(j + 1) * f] if renders is not None else None
-            full = native[j * f:(j + 1) * f] if native is not None else mine
-            one = recon[j] if recon is not None else None
-            mine_offs = None if offs is None else [o[j] for o in offs]
-            result = write_item(it, partial(write, plans[it], lat[j], mine_offs, mine, full, one), errors={PasteBackError: "paste-back"})
-            if it in flow_info and result.status == "ok":
-                result.extra = {"styleflow": flow_info[it]}
-            yield result
+         finished: Finished | None = None, sidecars: dict[Item, Path] | None = None, styleflow=None, **config) -> Iterator[Result]:
+    """EditPipeline in one call, for callers of the function form: `config` holds EditConfig's fields."""
+    return EditPipeline(ckpt, steps, EditConfig(**config), device=device, styleflow=styleflow)(items, out_dir, finished, sidecars)

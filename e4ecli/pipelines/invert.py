@@ -4,7 +4,6 @@ and the alignment sidecar is written as OUT/<key>.json (and the aligned crop OUT
 Optionally the codes are refined (latent optimisation or PTI) before they are written."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -18,7 +17,7 @@ from e4ecli.hub.checkpoints import LoadedCheckpoint
 from e4ecli.runtime import autocast, store_for
 from e4ecli.pipelines.align import sidecar_text
 from e4ecli.pipelines.common import Finished, Result, decoded_batches, outputs_for, split_finished, partition
-from e4ecli.pipelines.plans import ALIGNED_SUFFIX, PTI_SUFFIX, SHARED_PTI_FILE, output_suffixes  # noqa: F401  (named here too)
+from e4ecli.pipelines.plans import ALIGNED_SUFFIX, PTI_SUFFIX, SHARED_PTI_FILE, InvertConfig, output_suffixes  # noqa: F401  (named here too)
 from e4ecli.pipelines.refine import RefineOptions, Refiner
 from e4ecli.refine.losses import LossNets
 
@@ -59,21 +58,6 @@ class _Preprocess:
             return self.domain.preprocess(load_rgb(path)), None, None
         face = self.aligner(path)[0]
         return self.domain.preprocess(face.image), face.info, face.image if self.keep_face else None
-
-
-@dataclass(frozen=True)
-class InvertConfig:
-    """How an InvertPipeline runs. stage: e4e's progressive stage K (w plus offsets 1..K; 0 = pure W; None: the
-    full code); save_reconstructions: also OUT/<key>.png (at width `size`, default native); save_aligned: with an
-    aligner, also the aligned crop OUT/<key>.aligned.png."""
-
-    precision: str = "fp32"
-    batch_size: int = 4
-    workers: int = 0
-    stage: int | None = None
-    save_reconstructions: bool = False
-    size: int | None = None
-    save_aligned: bool = False
 
 
 class InvertPipeline:

@@ -1,13 +1,14 @@
-"""What the invert, edit and render pipelines write for each input, named without torch or numpy.
+"""How the invert, edit and render pipelines run (their frozen configs) and what they write for each
+input, without torch or numpy.
 
-The CLI plans every output (and refuses collisions, outputs that would replace inputs or sidecars) before
-any model loads, so a typo or a missing checkpoint is answered at `--help` speed; the pipelines name their
-files with the same functions.
+The CLI builds the config and plans every output (refusing collisions and outputs that would replace
+inputs or sidecars) before any model loads, so a typo or a missing checkpoint is answered at `--help`
+speed; the pipelines name their files with the same functions.
 
-  invert   OUT/<key>.npy, + .pti.safetensors (PTI per image), .png (reconstruction), .aligned.png, .json
+  invert   InvertConfig; OUT/<key>.npy, + .pti.safetensors (PTI per image), .png (reconstruction), .aligned.png, .json
            (alignment sidecar): `output_suffixes`; one shared PTI generator: OUT/pti_shared.safetensors
-  edit     `plan_outputs` -> Plan (frames, sweep strip, latents, StyleSpace offsets, pasted images)
-  render   OUT/<key>.png: RENDER_SUFFIXES
+  edit     EditConfig; `plan_outputs` -> Plan (frames, sweep strip, latents, StyleSpace offsets, pasted images)
+  render   RenderConfig; OUT/<key>.png: RENDER_SUFFIXES
 """
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ SHARED_PTI_FILE = "pti_shared.safetensors"
 ALIGNED_SUFFIX = ".aligned.png"
 
 
+@dataclass(frozen=True)
+class InvertConfig:
+    """How an InvertPipeline runs. stage: e4e's progressive stage K (w plus offsets 1..K; 0 = pure W; None: the
+    full code); save_reconstructions: also OUT/<key>.png (at width `size`, default native); save_aligned: with an
+    aligner, also the aligned crop OUT/<key>.aligned.png."""
+
+    precision: str = "fp32"
+    batch_size: int = 4
+    workers: int = 0
+    stage: int | None = None
+    save_reconstructions: bool = False
+    size: int | None = None
+    save_aligned: bool = False
+
+
 def output_suffixes(save_reconstructions: bool, align: bool, save_aligned: bool, refine: "RefineOptions | None") -> list[str]:
     """What invert writes per image, the latent first."""
     pti = refine is not None and refine.is_pti and not refine.shared
@@ -36,9 +52,42 @@ def output_suffixes(save_reconstructions: bool, align: bool, save_aligned: bool,
 RENDER_SUFFIXES = [".png"]
 
 
+@dataclass(frozen=True)
+class RenderConfig:
+    """How a RenderPipeline runs: renders at `precision` (fp32, or fp16/bf16 autocast), `batch_size` latents per
+    generator call, `workers` background readers, output width `size` by area averaging (None: native)."""
+
+    precision: str = "fp32"
+    batch_size: int = 4
+    workers: int = 0
+    size: int | None = None
+
+
 # -- edit -----------------------------------------------------------------------------------------------
 PASTED_SUFFIX = ".pasted.png"
 OFFSETS_SUFFIX = ".s.npz"
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """How an EditPipeline runs. size: output width (default native); save_latents: also the edited latents
+    OUT/<key>.npy (and, for StyleSpace / text steps, their offsets OUT/<key>.s.npz); latents_only: only those,
+    no renders; paste_back: also OUT/<key>.pasted.png, the edit blended into the original photo through its
+    alignment sidecar, with a soft edge of `feather` (a fraction of the aligned square's side); precision:
+    the renders' (the edits themselves stay fp32)."""
+
+    precision: str = "fp32"
+    batch_size: int = 4
+    workers: int = 0
+    size: int | None = None
+    save_latents: bool = False
+    latents_only: bool = False
+    paste_back: bool = False
+    feather: float = 0.1
+
+    @property
+    def renders(self) -> bool:
+        return not self.latents_only
 
 
 def format_strength(value: float) -> str:
