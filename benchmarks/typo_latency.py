@@ -5,6 +5,7 @@ Run by hand (not part of the tests; tests/test_typo_latency.py checks the same c
 
     python benchmarks/typo_latency.py            # median of 3 runs per case
     python benchmarks/typo_latency.py --runs 5
+    python benchmarks/typo_latency.py --only invert: --only edit:   # some cases only
 
 Each case must exit 2 (1 for `weights download`: its documented code for a name it cannot fetch) and create
 nothing in the folder it runs in. The goal is <= 0.5 s per case.
@@ -145,17 +146,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per case (the median is shown)")
     parser.add_argument("--goal", type=float, default=0.5, help="seconds a typo may take")
+    parser.add_argument("--only", action="append", default=[], help="only the cases whose label contains this (repeatable; "
+                                                                    "--help is always timed)")
     args = parser.parse_args()
     slow = bad = 0
+    cases = [c for c in CASES if c[0] == "--help" or not args.only or any(o in c[0] for o in args.only)]
     print(f"{'case':<36} {'wall s':>7} {'cpu s':>6}  note")
-    for label, argv, expected in CASES:
+    for label, argv, expected in cases:
         seconds, cpu, problem = time_case(argv, expected, args.runs)
         over = seconds > args.goal and label != "--help"
         slow += over
         bad += bool(problem)
         note = "over the goal; " * over + (f"torch: {NEEDS_TORCH[label]}; " if label in NEEDS_TORCH else "") + problem
         print(f"{label:<36} {seconds:>7.2f} {cpu:>6.2f}  {note}".rstrip("; "))
-    print(f"{len(CASES)} cases, {slow} over {args.goal:g} s, {bad} with a wrong exit code or a created file")
+    print(f"{len(cases)} cases, {slow} over {args.goal:g} s, {bad} with a wrong exit code or a created file")
     return 1 if slow or bad else 0
 
 

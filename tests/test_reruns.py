@@ -202,9 +202,9 @@ def test_bad_options_fail_before_any_model_loads_and_create_nothing(tmp_path, la
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------
 def test_ctrl_c_says_how_far_it_got_and_exits_130(tmp_path, latents, g64_path, monkeypatch):
-    import e4ecli.pipelines.render as pipeline
+    from e4ecli.pipelines.render import RenderPipeline  # what `e4e render` runs
 
-    real = pipeline.render
+    real = RenderPipeline.__call__
 
     def interrupted_after_one(*a, **k):
         for i, result in enumerate(real(*a, **k)):
@@ -212,14 +212,14 @@ def test_ctrl_c_says_how_far_it_got_and_exits_130(tmp_path, latents, g64_path, m
                 raise KeyboardInterrupt
             yield result
 
-    monkeypatch.setattr(pipeline, "render", interrupted_after_one)
+    monkeypatch.setattr(RenderPipeline, "__call__", interrupted_after_one)
     root, _ = latents
     out = tmp_path / "out"
     r = run_cli(["render", root, "-o", out, "-c", g64_path, "--device", "cpu", "-b", 1])
     assert r.exit_code == 130
     assert says(r.output, "interrupted: 1 of 2 done, rerun the same command to finish")
     assert list(records(out)) == ["a.png"]  # the finished one is recorded; a rerun skips it
-    monkeypatch.setattr(pipeline, "render", real)
+    monkeypatch.setattr(RenderPipeline, "__call__", real)
     before = (out / "a.png").stat().st_mtime_ns
     r = run_cli(["render", root, "-o", out, "-c", g64_path, "--device", "cpu"])
     assert r.exit_code == 0 and (out / "a.png").stat().st_mtime_ns == before and (out / "b.png").is_file()

@@ -80,3 +80,23 @@ class LatentReader:
 
     def __call__(self, path: str | Path) -> np.ndarray:
         return load_latent(path, self.n_styles, self.style_dim)
+
+
+def load_style_offsets(path: str | Path, channels: list[int] | tuple[int, ...]) -> list[np.ndarray]:
+    """A latent's StyleSpace offsets file (OUT/K.s.npz from `e4e edit --save-latents`: `offsets`, the per-layer
+    offsets concatenated, and `channels`, each layer's length) -> one float32 (C_l,) array per modulated layer of
+    a generator whose StyleSpace layout is `channels`. LatentError naming the file otherwise. Never unpickles."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            flat, sizes = np.asarray(z["offsets"]), np.asarray(z["channels"])
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        why = "no 'offsets' / 'channels' arrays" if isinstance(e, KeyError) else "not a readable .npz"
+        raise LatentError(f"{path.name}: {why}") from None
+    if sizes.ndim != 1 or flat.ndim != 1 or sizes.dtype.kind not in "iu" or [int(s) for s in sizes] != list(channels) \
+            or flat.size != sum(channels):
+        raise LatentError(f"{path.name}: StyleSpace offsets of {len(sizes)} layers ({flat.size} values) do not fit the generator, "
+                          f"which has {len(channels)} layers ({sum(channels)} channels)")
+    if flat.dtype.kind != "f" or not np.isfinite(flat).all():
+        raise LatentError(f"{path.name}: the offsets are not finite numbers")
+    return np.split(flat.astype(np.float32), np.cumsum(channels)[:-1])

@@ -220,7 +220,8 @@ class EditPipeline:
         if c.paste_back:
             for it in items:
                 if it not in sidecars:
-                    yield Result(it, "failed", error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the folders of aligned images given")
+                    yield Result(it, "failed",
+                                 error=f"paste-back: no alignment sidecar {it.key}.json beside the latent or in the folders of aligned images given")
             items = [it for it in items if it in sidecars]
         plans = {it: self.plan(it, out_dir, sidecars.get(it)) for it in items}
         if styleflow is not None and finished is not None:  # a changed attributes file, override, flow or estimator redoes the output

@@ -90,6 +90,11 @@ class EditConfig:
         return not self.latents_only
 
 
+def offsets_beside(latent: Path | str) -> Path:
+    """K.npy -> K.s.npz: where `e4e edit --save-latents` puts a latent's StyleSpace offsets (and `e4e render` reads them)."""
+    return Path(latent).with_suffix(OFFSETS_SUFFIX)
+
+
 def format_strength(value: float) -> str:
     """3.0 -> '+3', -1.5 -> '-1.5', 0 -> '+0' (file names and labels)."""
     text = f"{value:+.3f}".rstrip("0").rstrip(".")

@@ -8,15 +8,14 @@ longer writes. It never prints and never exits: it yields events (e4ecli.runs.ev
 problems; `e4ecli.cli` shows the events as a progress bar and a summary and words the problems.
 
     from e4ecli.files.latents import LATENT_EXTENSIONS
-    from e4ecli.files.provenance import Settings
-    from e4ecli.hub.checkpoints import file_id, load_checkpoint
-    from e4ecli.pipelines.render import render
+    from e4ecli.hub.checkpoints import file_id
+    from e4ecli.pipelines.render import RenderConfig, RenderPipeline
     from e4ecli.runs import BatchRun, Finished, ItemFailed
 
-    ckpt = load_checkpoint(path)
-    with BatchRun.prepare("render", ["latents/"], Path("renders"), LATENT_EXTENSIONS, suffixes=[".png"]) as run:
-        finished = run.start(Settings("render", checkpoint=file_id(path), precision="fp32", size=256), file_id(path))
-        for ev in run.execute(render(run.items, ckpt, run.out, device=torch.device("cpu"), size=256, finished=finished)):
+    pipe = RenderPipeline.from_checkpoint(path, RenderConfig(size=256), device="cpu")
+    with BatchRun.prepare("render", ["latents/"], Path("renders"), LATENT_EXTENSIONS, suffixes=pipe.suffixes) as run:
+        finished = run.start(pipe.settings(file_id(path)), file_id(path))
+        for ev in run.execute(pipe(run.items, run.out, finished=finished)):
             if isinstance(ev, ItemFailed):
                 print(ev.source, ev.error)
             elif isinstance(ev, Finished):
