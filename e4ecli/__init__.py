@@ -14,8 +14,9 @@ holds the order and that this list names every package and module):
   refine/     latent optimisation, PTI, stitching, face masks
   landmarks.py, pasteback.py   landmark detectors; pasting edited crops back
   training/   the e4e training loop (yields events); inference code does not import it (one import left: see the test)
-  pipelines/  plain functions and pipeline objects over iterables of items (InvertPipeline, render, edit, ...);
-              direction specs checked and resolved into edits (pipelines.directions)
+  pipelines/  pipeline objects built from a checkpoint and a frozen config (InvertPipeline, EditPipeline,
+              RenderPipeline; configs and output names torch-free in pipelines.plans) and plain functions over
+              iterables of items (video, eval, ...); direction specs checked and resolved (pipelines.directions)
   runs/       batch runs below the CLI: inputs, shards, lock, skip by fingerprint, manifest; yields events
   ui/         the Gradio page `e4e ui` serves
   cli/        the Typer app: parse options, show progress, print summaries, exit codes

@@ -49,3 +49,38 @@ def test_render_uses_the_offsets_beside_the_latent(e4e_64, tmp_path):
     assert run(*args).exit_code == 0
     assert (out / "a.png").stat().st_mtime_ns != first["a.png"]
     np.testing.assert_array_equal(pixels(out / "a.png"), pixels(out / "c.png"))
+
+
+def test_a_library_edit_through_the_run_layer_writes_what_e4e_edit_writes(e4e_64, tmp_path):
+    """EditPipeline.from_checkpoint with (spec, strength) pairs, run by runs.BatchRun: the same files, pixels and
+    manifest settings as `e4e edit`, and a second run skips (the CLI's behaviour, for a library user)."""
+    from e4ecli.files.latents import LATENT_EXTENSIONS
+    from e4ecli.hub.checkpoints import file_id
+    from e4ecli.pipelines.edit import EditConfig, EditPipeline, read_offsets
+    from e4ecli.runs import BatchRun
+
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    np.save(lat / "a.npy", 0.5 * np.random.RandomState(2).randn(10, 512).astype(np.float32))
+    cli = tmp_path / "cli"
+    r = run("edit", lat, "-o", cli, "-d", "stylespace:3:10", "-s", "-2:2:3", "--save-latents", "--checkpoint", e4e_64, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+
+    pipe = EditPipeline.from_checkpoint(e4e_64, EditConfig(save_latents=True), steps=[("stylespace:3:10", "-2:2:3")], device="cpu")
+    lib = tmp_path / "lib"
+    for done in (1, 0):
+        with BatchRun.prepare("edit", [lat], lib, LATENT_EXTENSIONS) as batch:
+            finished = batch.run(pipe(batch.items, batch.out, finished=batch.start(pipe.settings(file_id(e4e_64)))))
+        assert (finished.done, finished.skipped, finished.ok) == (done, 1 - done, True)
+    files = sorted(p.relative_to(cli).as_posix() for p in cli.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file())
+    for name in files:
+        if name.endswith(".png"):
+            np.testing.assert_array_equal(pixels(cli / name), pixels(lib / name))
+        elif name.endswith(".s.npz"):
+            for a, b in zip(read_offsets(cli / name), read_offsets(lib / name)):
+                np.testing.assert_array_equal(a, b)
+        elif name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(cli / name), np.load(lib / name))
+    settings = [json.loads(x)["settings"] for d in (cli, lib) for x in (d / "manifest.jsonl").read_text().splitlines()[:1]]
+    assert settings[0] == settings[1]

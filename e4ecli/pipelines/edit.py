@@ -158,13 +158,26 @@ def _paste(plan: Plan, frames: np.ndarray, feather: float) -> None:
         save_image(path, paste_back(photo, frame, sidecar.source_from_output, sidecar.output_size, feather))
 
 
+def _resolve_step(ckpt: LoadedCheckpoint, spec: str, strength: float | str | None, **resolve_kw) -> Step:
+    from e4ecli.edits.specs import parse_strength
+    from e4ecli.hub.directions import DirectionError
+    from e4ecli.pipelines.directions import resolve
+
+    edit = resolve(spec, ckpt.generator, domain_name=ckpt.domain.name, **resolve_kw)
+    if strength is not None:
+        return Step(edit, parse_strength(str(strength)))
+    if edit.default_strength is None:
+        raise DirectionError(f"direction {spec!r} has no default strength; give one")
+    return Step(edit, Strength((edit.default_strength,), format_strength(edit.default_strength), False))
+
+
 class EditPipeline:
     """W+ latents -> edited renders / latents with a checkpoint's generator, built once, then called on items:
 
         pipe = EditPipeline.from_checkpoint("e4e_ffhq_encode.pt", EditConfig(size=256), steps=steps, device="cuda")
         for result in pipe(items, out_dir, finished=run.start(pipe.settings(checkpoint_id))): ...
 
-    steps: the (edit, strength) steps, composed in order (at most one sweeps; e4ecli.edits.specs resolves the
+    steps: the (edit, strength) steps, composed in order (at most one sweeps; pipelines.directions resolves the
     edits against the checkpoint's generator); styleflow: a pipelines.styleflow.StyleflowSetup when a step is
     a StyleFlow edit."""
 
@@ -175,14 +188,21 @@ class EditPipeline:
         self.sweep_at, self.values = sweep_values(self.steps)  # ValueError: more than one sweep
 
     @classmethod
-    def from_checkpoint(cls, ckpt: LoadedCheckpoint | str | Path, config: EditConfig | None = None, *, steps: Sequence[Step],
-                        **kw) -> "EditPipeline":
-        """A loaded checkpoint or a checkpoint file (hub.checkpoints.load_checkpoint) -> the pipeline."""
+    def from_checkpoint(cls, ckpt: LoadedCheckpoint | str | Path, config: EditConfig | None = None, *,
+                        steps: Sequence[Step | tuple[str, float | str | None]], pca: str | Path | None = None, force: bool = False,
+                        text=None, **kw) -> "EditPipeline":
+        """A loaded checkpoint or a checkpoint file (hub.checkpoints.load_checkpoint) -> the pipeline.
+
+        steps: Steps, or (spec, strength) pairs resolved here for the checkpoint's generator (pipelines.directions:
+        spec as `e4e edit` takes it, e.g. "age", "sefa:0", "stylespace:6:501"; strength a number, an "A:B:N" sweep,
+        or None for the direction's default); pca / force / text as pipelines.directions.resolve takes them.
+        Raises DirectionError for a spec or strength that cannot be used."""
         if not isinstance(ckpt, LoadedCheckpoint):
             from e4ecli.hub.checkpoints import load_checkpoint
 
             ckpt = load_checkpoint(ckpt)
-        return cls(ckpt, steps, config or EditConfig(), **kw)
+        resolved = [s if isinstance(s, Step) else _resolve_step(ckpt, *s, pca=pca, force=force, text=text) for s in steps]
+        return cls(ckpt, resolved, config or EditConfig(), **kw)
 
     @property
     def stylespace(self) -> bool:
