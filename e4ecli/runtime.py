@@ -1,4 +1,5 @@
-"""Device choice -- the one place that decides it."""
+"""The process: device choice (the one place that decides it), precision, process-wide switches
+(`configure_process`: TF32, cuDNN autotuning, malloc, warning filters) and torchrun's process group."""
 from __future__ import annotations
 
 
@@ -122,17 +123,26 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
-def tune_for(device) -> None:
-    """Backend switches for speed that keep results exact: cuDNN autotuning and TF32-free fp32 on CUDA;
-    on CPU, freed feature maps reused instead of page-faulted in again (`reuse_freed_memory`)."""
+def configure_process(device, *, training: bool = False) -> None:
+    """Every process-wide switch, set in this one place (the CLI commands call it once their device is known).
+
+    Inference: cuDNN autotuning and TF32-free fp32 on CUDA (results stay exact). Training (`e4e train`):
+    cuDNN autotuning with TF32 convolutions and matmuls (PyTorch's default for cuDNN), and the warning DDP
+    gives when R1's double backward hands it the (1, 512) last-layer gradient with other strides (harmless)
+    silenced. On CPU, either way, freed feature maps are reused instead of page-faulted in again
+    (`reuse_freed_memory`)."""
     import torch
 
     if device.type == "cpu":
         reuse_freed_memory()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = training
+        torch.backends.cudnn.allow_tf32 = training
+    if training:
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
 
 # -- torchrun ---------------------------------------------------------------------------------

@@ -220,14 +220,14 @@ def device_problem(spec: str) -> str | None:
 
 
 def device_or_die(spec: str):
-    """The torch.device for --device, backend tuned (runtime.tune_for), or a one-line exit."""
-    from e4ecli.runtime import DeviceError, resolve_device, tune_for
+    """The torch.device for --device, the process configured for it (runtime.configure_process), or a one-line exit."""
+    from e4ecli.runtime import DeviceError, configure_process, resolve_device
 
     try:
         device = resolve_device(spec)
     except DeviceError as e:
         die(device_error(e))
-    tune_for(device)
+    configure_process(device)
     return device
 
 
@@ -238,16 +238,17 @@ def precision_or_die(precision: str) -> None:
         die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
 
 
-def distributed_or_die(device_spec: str, precision: str = "fp32"):
-    """(Dist, torch.device): joins torchrun's process group when launched by it; tunes the backend."""
-    from e4ecli.runtime import DeviceError, precision_note, setup_distributed, tune_for
+def distributed_or_die(device_spec: str, precision: str = "fp32", *, training: bool = False):
+    """(Dist, torch.device): joins torchrun's process group when launched by it; configures the process
+    (runtime.configure_process; training: `e4e train`'s switches)."""
+    from e4ecli.runtime import DeviceError, configure_process, precision_note, setup_distributed
 
     precision_or_die(precision)
     try:
         dist, device = setup_distributed(device_spec)
     except DeviceError as e:
         die(device_error(e))
-    tune_for(device)
+    configure_process(device, training=training)
     note = precision_note(device, precision)
     if note and dist.is_main:
         console.print(f"[yellow]note:[/] {note}")

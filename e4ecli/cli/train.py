@@ -90,17 +90,12 @@ app.command("train", epilog=EPILOG, no_args_is_help=True)(train_cmd)
 
 def _run(opts: dict[str, Any], overrides: set[str]) -> int:
     """Join torchrun's process group (if launched by it), plan the run, train; returns the exit code."""
-    import torch
-
     from e4ecli.cli.common import distributed_or_die
     from e4ecli.hub.checkpoints import CheckpointError
     from e4ecli.training import loop
     from e4ecli.training.options import OptionsError
 
-    dist, device = distributed_or_die(opts["device"])
-    if device.type == "cuda":  # training takes TF32 convolutions and matmuls, PyTorch's default for cuDNN
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cuda.matmul.allow_tf32 = True
+    dist, device = distributed_or_die(opts["device"], training=True)  # TF32 on CUDA: runtime.configure_process
     try:
         try:
             plan = loop.prepare(opts, overrides)
