@@ -1,5 +1,6 @@
-"""training.loss on its own: the encoder's loss composition and the discriminator step with R1,
-each checked against the terms of training.losses computed by hand."""
+"""training.loss on its own: the encoder's loss composition and the discriminator's losses (they only
+accumulate gradients), and the loop's discriminator step with R1, each checked against the terms of
+training.losses computed by hand."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,8 @@ import torch
 
 from e4ecli.models.discriminator import LatentCodesDiscriminator
 from e4ecli.training import losses as L
-from e4ecli.training.loss import EncoderLoss, discriminator_step
+from e4ecli.training.loop import discriminator_step
+from e4ecli.training.loss import DiscriminatorLoss, EncoderLoss
 
 
 def test_encoder_loss_weighs_each_term_and_names_them_as_the_original():
@@ -34,7 +36,8 @@ def test_discriminator_step_is_a_non_saturating_step_then_an_r1_step():
     d = LatentCodesDiscriminator(16, 3)
     ref = copy.deepcopy(d)
     real, fake = torch.randn(3, 16), torch.randn(2, 16)
-    values = discriminator_step(d, d, torch.optim.SGD(d.parameters(), lr=0.1), real, fake, r1_step=True, r1_gamma=10.0, d_reg_every=4)
+    values = discriminator_step(d, d, torch.optim.SGD(d.parameters(), lr=0.1), DiscriminatorLoss(r1_gamma=10.0, d_reg_every=4), real, fake,
+                                r1_step=True)
     opt = torch.optim.SGD(ref.parameters(), lr=0.1)
     real_loss, fake_loss = L.discriminator_losses(ref(real), ref(fake))
     (real_loss + fake_loss).backward()
@@ -49,3 +52,21 @@ def test_discriminator_step_is_a_non_saturating_step_then_an_r1_step():
     for a, b in zip(d.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b)
     assert not any(p.requires_grad for p in d.parameters())  # frozen again for the encoder's step
+
+
+def test_discriminator_losses_only_accumulate_gradients():
+    torch.manual_seed(0)
+    d = LatentCodesDiscriminator(16, 3)
+    before = copy.deepcopy(d.state_dict())
+    real, fake = torch.randn(3, 16), torch.randn(2, 16)
+    loss = DiscriminatorLoss(r1_gamma=10.0, d_reg_every=4)
+    values = loss.accumulate(d, real, fake)
+    first = [p.grad.clone() for p in d.parameters()]
+    real_loss, fake_loss = L.discriminator_losses(d(real), d(fake))
+    assert values["discriminator_loss"] == pytest.approx(float(real_loss + fake_loss))
+    r1 = loss.accumulate_r1(d, real)
+    w = real.clone().requires_grad_(True)
+    assert r1["discriminator_r1_loss"] == pytest.approx(float(10.0 / 2 * L.r1_penalty(d(w), w) * 4), rel=1e-6)
+    assert any(not torch.equal(p.grad, g) for p, g in zip(d.parameters(), first))  # R1's gradients added to the first
+    for k, v in d.state_dict().items():  # no step taken: the weights are as they were
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)

@@ -126,3 +126,18 @@ def test_workers_default_to_the_originals_4_at_most_the_cpus(monkeypatch):
     assert default_workers() == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert default_workers() == 4
+
+
+def test_train_config_is_the_table_typed_frozen_and_round_trips_the_opts_layout():
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(O.TrainConfig)] == [o.name for o in O.OPTIONS]
+    assert O.TrainConfig().to_opts() == O.defaults()
+    opts = O.merge({"exp_dir": "x", "data": "d", "progressive_steps": "0,3,5", "update_param_list": "max_steps", "batch_size": "8"})
+    config = O.TrainConfig.from_opts(opts)
+    assert config.batch_size == 8 and config.progressive_steps == (0, 3, 5) and config.update_param_list == ("max_steps",)
+    assert config.to_opts() == opts and config.to_opts()["progressive_steps"] == [0, 3, 5]  # lists, as checkpoints store them
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.batch_size = 2
+    with pytest.raises(O.OptionsError, match="unknown option"):
+        O.TrainConfig.from_opts({"bacth_size": 4})

@@ -197,11 +197,11 @@ def payload(c: Any, step: int, best_val_loss: float | None, stage: int | None, n
     """The published e4e layout; with `ranks` (training state wanted) also everything --resume needs."""
     sd = {f"encoder.{k}": v for k, v in c.encoder.state_dict().items()}
     sd.update({f"decoder.{k}": v for k, v in c.decoder.state_dict().items()})
-    out: dict[str, Any] = {"state_dict": sd, "opts": dict(c.opts)}
+    out: dict[str, Any] = {"state_dict": sd, "opts": c.config.to_opts()}  # the original's dict layout
     config = generator_file_config(c.decoder)
     if config is not None:  # a generator rosinality's code cannot express: how to rebuild it
         out[GENERATOR_CONFIG_KEY] = config
-    if c.opts["start_from_latent_avg"]:
+    if c.config.start_from_latent_avg:
         out["latent_avg"] = c.latent_avg.detach().cpu()
     if ranks is None:
         return out

@@ -1,6 +1,6 @@
 """The e4e training loop (the original `Coach`), for one process or one of many (torchrun/DDP).
 
-`plan.prepare(opts, overrides)` decides what the run is; `build.build` makes its components;
+`plan.prepare(options, overrides)` decides what the run is; `build.build` makes its components;
 `Trainer(plan, dist, device).run()` keeps the schedule, validation and checkpoints and yields Events
 (it never prints): the CLI turns them into a progress bar and a summary.
 
@@ -9,10 +9,11 @@ Per step s, exactly in the original's order:
      the encoder's codes of the batch (+ latent_avg with --start-from-latent-avg: the codes the
      encoder's adversarial loss is computed on, as the original since its commit f0a8223), restricted
      to the unlocked styles, through the W pools, then style 0 -- non-saturating loss, Adam step;
-     every --d-reg-every steps an R1 step (r1 / 2 * penalty * d_reg_every)   [loss.discriminator_step]
+     every --d-reg-every steps an R1 step (r1 / 2 * penalty * d_reg_every)
+     [discriminator_step: the steps; loss.DiscriminatorLoss: the losses, accumulated]
   2. encoder step: y_hat = pool(G(encoder(x) + latent_avg)) with random noise; loss =
      lambda_D * adversarial + delta_lambda * deltas + id_lambda * id + l2_lambda * l2 + lpips_lambda * lpips
-     [loss.EncoderLoss]
+     [loss.EncoderLoss; Trainer.train_step: backward (through the AMP scaler) and the step]
   3. images every --image-interval (and every 25 steps of the first 1000), train metrics every
      --board-interval, validation every --val-interval and at --max-steps (best_model.pt when it
      improves), iteration_s.pt every --save-interval and at --max-steps; then s + 1 and its stage.
@@ -133,6 +134,23 @@ class _Synthesis(nn.Module):
         return self.generator.synthesis(latents, noise=noise)
 
 
+def discriminator_step(d_forward: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
+                       loss: lossmod.DiscriminatorLoss, real_w: torch.Tensor, fake_w: torch.Tensor, r1_step: bool) -> dict[str, float]:
+    """The latent discriminator's step (d_forward: it, or its DDP wrapper), as the original: an optimiser
+    step on the non-saturating loss; with r1_step, a second one on the lazy R1 term. The discriminator
+    takes gradients only here (frozen again for the encoder's step). Returns the logged values."""
+    discriminator.requires_grad_(True)
+    optimizer.zero_grad()
+    values = loss.accumulate(d_forward, real_w, fake_w)
+    optimizer.step()
+    if r1_step:
+        optimizer.zero_grad()
+        values.update(loss.accumulate_r1(d_forward, real_w))
+        optimizer.step()
+    discriminator.requires_grad_(False)
+    return values
+
+
 class Trainer:
     """One process's trainer. dist: e4ecli.runtime.Dist (a world of one outside torchrun); device: this process's.
 
@@ -163,7 +181,7 @@ class Trainer:
         if self.plan.resume_ckpt is not None:
             try:
                 restored = ckpts.restore(c, self.plan.resume_ckpt, self.plan.resume_path, self.plan.full_resume,
-                                         bool(c.opts["keep_optimizer"]), self.dist)
+                                         bool(c.config.keep_optimizer), self.dist)
             except ckpts.OptimizerLayoutError as e:
                 raise TrainError(f"{self.plan.resume_path}: the optimiser state does not fit this run: {e}") from None
             self.start_step, self.best_val_loss, rng_restored = restored.start_step, restored.best_val_loss, restored.rng_restored
@@ -178,7 +196,7 @@ class Trainer:
             c.py_rng.seed(c.seed + 1_000_003 * self.dist.rank)
         self._wrap_ddp()
         purge = self.start_step if self.plan.resume_ckpt is not None else (0 if self.plan.purge_logs else None)
-        self.log = RunLog(Path(c.opts["exp_dir"]), purge_step=purge) if self.dist.is_main else None
+        self.log = RunLog(Path(c.config.exp_dir), purge_step=purge) if self.dist.is_main else None
         if self.log is not None and self.log.note:
             self.notes.append(Note(self.log.note, "warning"))
 
@@ -189,16 +207,11 @@ class Trainer:
         self.d_fwd: nn.Module | None = c.discriminator
         if self.dist.world <= 1:
             return
-        import warnings
-
         from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # R1's double backward hands DDP the (1, 512) last-layer gradient with other strides: harmless, noisy
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.enc_fwd = DDP(c.encoder, device_ids=ids, find_unused_parameters=c.schedule is not None)
-        if c.opts["train_decoder"]:
+        if c.config.train_decoder:
             # the mapping network takes no part in W+ synthesis; the noise buffers are constants
             self.synth = DDP(self.synth, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
         if c.discriminator is not None:
@@ -231,13 +244,13 @@ class Trainer:
 
     # -- the step ------------------------------------------------------------------------------------
     def _autocast(self):
-        return autocast(self.device, "fp16" if self.c.opts["amp"] else "fp32")
+        return autocast(self.device, "fp16" if self.c.config.amp else "fp32")
 
     def forward(self, x: torch.Tensor, train: bool, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3, H, W) -> (y_hat (N, 3, H, W) framed like x, latents (N, n_styles, 512))."""
         c = self.c
         codes = (self.enc_fwd if train else c.encoder)(x)
-        latents = codes + c.latent_avg.to(codes.dtype) if c.opts["start_from_latent_avg"] else codes
+        latents = codes + c.latent_avg.to(codes.dtype) if c.config.start_from_latent_avg else codes
         if train:
             images = self.synth(latents, self.draws.noise(step, c.decoder.num_layers))
         else:
@@ -259,8 +272,8 @@ class Trainer:
         """(real codes, fake codes) for the discriminator; pools=False (validation) leaves the W pools alone
         and draws z from the RNG (validation's own stream), not from `self.draws`."""
         c = self.c
-        return lossmod.sample_codes(c.decoder, c.encoder, x, int(c.opts["batch_size"]),
-                                    c.latent_avg if c.opts["start_from_latent_avg"] else None,
+        return lossmod.sample_codes(c.decoder, c.encoder, x, int(c.config.batch_size),
+                                    c.latent_avg if c.config.start_from_latent_avg else None,
                                     self.dims_to_discriminate() if c.schedule is not None else None, c.pools if pools else None,
                                     self.draws if pools else None, step)
 
@@ -270,8 +283,8 @@ class Trainer:
         values: dict[str, float] = {}
         if c.discriminator is not None:
             real_w, fake_w = self.sample_codes(x, step=step)
-            values = lossmod.discriminator_step(self.d_fwd, c.discriminator, c.d_optimizer, real_w, fake_w,
-                                                step % c.opts["d_reg_every"] == 0, float(c.opts["r1"]), int(c.opts["d_reg_every"]))
+            values = discriminator_step(self.d_fwd, c.discriminator, c.d_optimizer, c.discriminator_loss, real_w, fake_w,
+                                        step % c.discriminator_loss.d_reg_every == 0)
         with self._autocast():
             y_hat, latents = self.forward(x, train=True, step=step)
             loss, enc_values = self.encoder_loss(x, y_hat, latents)
@@ -294,7 +307,7 @@ class Trainer:
         if self.dist.world > 1:  # every rank validates with rank 0's BatchNorm statistics, the ones checkpoints keep
             for b in c.encoder.buffers():
                 torch.distributed.broadcast(b, 0)
-        sanity = step == 0 and len(c.val_set) // c.opts["test_batch_size"] >= SANITY_VAL_BATCHES
+        sanity = step == 0 and len(c.val_set) // c.config.test_batch_size >= SANITY_VAL_BATCHES
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed((c.seed * 1_000_003 + step * 7919 + self.dist.rank + 1) % 2**63)
@@ -314,10 +327,10 @@ class Trainer:
         c = self.c
         c.encoder.eval()
         sums: dict[str, list[float]] = {}
-        batches = datamod.val_batches(len(c.val_set), c.opts["test_batch_size"], self.dist.rank, self.dist.world)
+        batches = datamod.val_batches(len(c.val_set), c.config.test_batch_size, self.dist.rank, self.dist.world)
         if sanity:
             batches = [b for j, b in enumerate(batches) if self.dist.rank + self.dist.world * j < SANITY_VAL_BATCHES]
-        for j, (x, bad) in enumerate(datamod.loader(c.val_set, batches, c.opts["test_workers"])):
+        for j, (x, bad) in enumerate(datamod.loader(c.val_set, batches, c.config.test_workers)):
             self._report_bad(bad)
             x = x.to(self.device, non_blocking=True).float()
             values: dict[str, float] = {}
@@ -345,8 +358,8 @@ class Trainer:
         ranks = self.dist.gather(ckpts.rank_state(c))
         if self.log is None:
             return None
-        training_state = (not best) or bool(c.opts["save_training_data"])
-        ckpt_dir = Path(c.opts["exp_dir"]) / "checkpoints"
+        training_state = (not best) or bool(c.config.save_training_data)
+        ckpt_dir = Path(c.config.exp_dir) / "checkpoints"
         path = ckpt_dir / ("best_model.pt" if best else f"iteration_{step}.pt")
         ckpts.save(path, ckpts.payload(c, step, self.best_val_loss, self.stage, self.n_active_groups, ranks if training_state else None))
         if best:
@@ -356,7 +369,7 @@ class Trainer:
         if self.last_iteration is not None and self.last_iteration != path and self.last_iteration.parent == ckpt_dir:
             ckpts.drop_training_state(self.last_iteration)
         self.last_iteration = path
-        ckpts.prune(ckpt_dir, c.opts["keep_last"])
+        ckpts.prune(ckpt_dir, c.config.keep_last)
         return path
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -375,28 +388,28 @@ class Trainer:
         started = time.perf_counter()
         self.setup()
         c = self.c
-        o = c.opts
+        o = c.config
         if self.log is not None:
             from e4ecli.files.batch import write_text
 
-            (Path(o["exp_dir"]) / "checkpoints").mkdir(parents=True, exist_ok=True)
-            write_text(Path(o["exp_dir"]) / "opt.json", optmod.to_json(o))
+            (Path(o.exp_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_text(Path(o.exp_dir) / "opt.json", optmod.to_json(o.to_opts()))
         yield from self._drain_notes()
         step = self.start_step
         self._apply_stage(step)
-        max_steps = int(o["max_steps"])
+        max_steps = int(o.max_steps)
         if step > max_steps:
             self.notes.append(Note(f"nothing to do: the run already reached --max-steps {max_steps} (raise it to train on)"))
             yield from self._drain_notes()
-        spe = datamod.steps_per_epoch(len(c.train_set), o["batch_size"], self.dist.world)
+        spe = datamod.steps_per_epoch(len(c.train_set), o.batch_size, self.dist.world)
         yield Started(step, max_steps, self.stage, c.n_styles, len(c.train_set), len(c.val_set) if c.val_set else 0,
                       self.dist.world, str(self.device), str(self.plan.resume_path) if self.plan.resume_path else None)
         steps_run = 0
         try:
             while step <= max_steps:
                 epoch, offset = divmod(step, spe)
-                batches = datamod.train_batches(len(c.train_set), o["batch_size"], self.dist.rank, self.dist.world, c.seed, epoch, offset)
-                for x, bad in datamod.loader(c.train_set, batches, o["workers"], pin_memory=self.device.type == "cuda"):
+                batches = datamod.train_batches(len(c.train_set), o.batch_size, self.dist.rank, self.dist.world, c.seed, epoch, offset)
+                for x, bad in datamod.loader(c.train_set, batches, o.workers, pin_memory=self.device.type == "cuda"):
                     self._report_bad(bad)
                     x = x.to(self.device, non_blocking=True).float()
                     t0 = time.perf_counter()
@@ -425,15 +438,15 @@ class Trainer:
 
     def _after_step(self, step: int, max_steps: int, x: torch.Tensor, y_hat: torch.Tensor, loss_dict: dict[str, float]) -> Iterator[Any]:
         c = self.c
-        o = c.opts
+        o = c.config
         stage = self.stage if self.stage is not None else c.n_styles
         if self.log is not None:
-            if step % o["image_interval"] == 0 or (step < EARLY_IMAGE_STEPS and step % EARLY_IMAGE_EVERY == 0):
+            if step % o.image_interval == 0 or (step < EARLY_IMAGE_STEPS and step % EARLY_IMAGE_EVERY == 0):
                 self.log.images("images/train/faces", step, x, y_hat)
-            if step % o["board_interval"] == 0:
+            if step % o.board_interval == 0:
                 self.log.metrics("train", step, stage, loss_dict)
         val_loss_dict = None
-        if c.val_set is not None and (step % o["val_interval"] == 0 or step == max_steps):
+        if c.val_set is not None and (step % o.val_interval == 0 or step == max_steps):
             val_loss_dict = self.validate(step)
             yield from self._drain_notes()
             if val_loss_dict:
@@ -448,7 +461,7 @@ class Trainer:
                     if path is not None:
                         yield Saved(step, path, True)
         # without --save-interval: only at --max-steps (no iteration_0.pt), as --help says
-        on_interval = o["save_interval"] is not None and step % o["save_interval"] == 0
+        on_interval = o.save_interval is not None and step % o.save_interval == 0
         if on_interval or step == max_steps:
             path = self.checkpoint(step, val_loss_dict if val_loss_dict is not None else loss_dict, best=False)
             if path is not None:

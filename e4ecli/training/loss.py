@@ -4,10 +4,11 @@
                      + lpips_lambda * lpips, with the original's loss names in the returned dict
   sample_codes       the discriminator's real codes (mapping of z) and fake codes (the encoder's, plus
                      latent_avg with --start-from-latent-avg: the codes the encoder is judged on)
-  discriminator_step one Adam step on the non-saturating loss; every d_reg_every steps an R1 step
-  discriminator_losses_of  the same losses without a step (validation)
+  DiscriminatorLoss  the discriminator's non-saturating loss and its lazy R1, each accumulated (backward)
+  discriminator_losses_of  the same losses without gradients (validation)
 
-Each works on plain modules and tensors, so each can be tested alone.
+Each works on plain modules and tensors, so each can be tested alone. The losses compute and call
+backward; every optimiser step and zero_grad is the training loop's (`loop.discriminator_step`, `Trainer.train_step`).
 """
 from __future__ import annotations
 
@@ -108,29 +109,30 @@ def discriminator_losses_of(discriminator: nn.Module, real_w: torch.Tensor, fake
     return {"d_real_loss": scalar(real), "d_fake_loss": scalar(fake), "discriminator_loss": scalar(real + fake)}
 
 
-def discriminator_step(d_forward: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer, real_w: torch.Tensor,
-                       fake_w: torch.Tensor, r1_step: bool, r1_gamma: float, d_reg_every: int) -> dict[str, float]:
-    """One step of the latent discriminator (d_forward: it, or its DDP wrapper).
+@dataclass(frozen=True)
+class DiscriminatorLoss:
+    """The latent discriminator's objectives. Each `accumulate*` computes one and calls backward on it
+    (gradients add up in the discriminator's parameters); the optimiser steps are the trainer's.
 
-    Non-saturating loss on real and fake codes in one pass, an optimiser step; with r1_step an R1 step
-    (r1_gamma / 2 * penalty * d_reg_every), as the original.
-    """
-    discriminator.requires_grad_(True)
-    pred = d_forward(torch.cat([real_w, fake_w]))  # one pass for both (one DDP forward per backward)
-    real_loss, fake_loss = L.discriminator_losses(pred[: len(real_w)], pred[len(real_w):])
-    loss = real_loss + fake_loss
-    values = {"d_real_loss": scalar(real_loss), "d_fake_loss": scalar(fake_loss), "discriminator_loss": scalar(loss)}
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    if r1_step:
+    r1_gamma: the R1 weight; d_reg_every: R1 runs every this many steps, so it is scaled by it (lazy R1)."""
+
+    r1_gamma: float
+    d_reg_every: int
+
+    def accumulate(self, d_forward: nn.Module, real_w: torch.Tensor, fake_w: torch.Tensor) -> dict[str, float]:
+        """Non-saturating loss on real (B, 512) and fake (N, 512) codes in one pass (one DDP forward per
+        backward); d_forward: the discriminator or its DDP wrapper. Returns the logged values."""
+        pred = d_forward(torch.cat([real_w, fake_w]))
+        real_loss, fake_loss = L.discriminator_losses(pred[: len(real_w)], pred[len(real_w):])
+        loss = real_loss + fake_loss
+        loss.backward()
+        return {"d_real_loss": scalar(real_loss), "d_fake_loss": scalar(fake_loss), "discriminator_loss": scalar(loss)}
+
+    def accumulate_r1(self, d_forward: nn.Module, real_w: torch.Tensor) -> dict[str, float]:
+        """R1 on the real codes: r1_gamma / 2 * penalty * d_reg_every, as the original."""
         real_w = real_w.detach().requires_grad_(True)
         real_pred = d_forward(real_w)
         r1 = L.r1_penalty(real_pred, real_w)
-        discriminator.zero_grad()
-        r1_final = r1_gamma / 2 * r1 * d_reg_every + 0 * real_pred[0]
+        r1_final = self.r1_gamma / 2 * r1 * self.d_reg_every + 0 * real_pred[0]
         r1_final.backward()
-        optimizer.step()
-        values["discriminator_r1_loss"] = scalar(r1_final)
-    discriminator.requires_grad_(False)
-    return values
+        return {"discriminator_r1_loss": scalar(r1_final)}

@@ -1,9 +1,11 @@
-"""Every `e4e train` option, defined once.
+"""Every `e4e train` option, defined once: `TrainConfig` (typed, frozen, the defaults) and `OPTIONS` (how
+each is spelled, checked and explained).
 
 The same table drives the command line (`--kebab-case` flags), the `--config` file (TOML or YAML,
 keys in snake_case or kebab-case) and the `opts` dict saved in checkpoints (snake_case keys, the
 original `options/train_options.py` names, plain JSON-able values, so the original code and
-`e4ecli.hub.checkpoints.load_checkpoint` read it).
+`e4ecli.hub.checkpoints.load_checkpoint` read it). Below the command line the trainer works on a
+`TrainConfig`; dicts appear only where options come in or go out (flags, config files, checkpoints, opt.json).
 
 Options marked `original=True` exist in the original e4e `train_options.py`, under the same name and
 with the same default; the others are this tool's additions. Precedence when merging:
@@ -11,8 +13,9 @@ defaults < config file < flags given on the command line. This module imports no
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -29,9 +32,8 @@ class OptionsError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    name: str  # snake_case: the key in opts and config files, the original's argparse dest
+    name: str  # snake_case: the key in opts and config files, the original's argparse dest; a TrainConfig field
     kind: str  # one of KINDS
-    default: Any
     help: str
     panel: str
     original: bool = True  # present in the original train_options.py
@@ -44,6 +46,11 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def default(self) -> Any:
+        """The TrainConfig field's default (lists as the opts layout has them)."""
+        return _plain(_DEFAULTS[self.name])
+
 
 EXP, MODEL, OPTIM, LOSS, DISC, PROG, LOGS = (
     "Experiment and data", "Models and weights", "Optimisation", "Losses",
@@ -52,92 +59,176 @@ EXP, MODEL, OPTIM, LOSS, DISC, PROG, LOGS = (
 
 OPTIONS: tuple[Option, ...] = (
     # -- experiment and data ------------------------------------------------------------------
-    Option("exp_dir", "path", None, "Experiment folder (required): checkpoints/, logs/, metrics.jsonl, opt.json.", EXP, run_only=True),
-    Option("data", "path", None, "Folder of training images, searched recursively (required).", EXP, original=False),
-    Option("val_data", "path", None, "Folder of validation images, searched recursively (without it: no validation, no best_model.pt).", EXP, original=False),
-    Option("dataset_type", "str", "ffhq_encode", "Domain: input size, identity network and output crop follow it "
+    Option("exp_dir", "path", "Experiment folder (required): checkpoints/, logs/, metrics.jsonl, opt.json.", EXP, run_only=True),
+    Option("data", "path", "Folder of training images, searched recursively (required).", EXP, original=False),
+    Option("val_data", "path", "Folder of validation images, searched recursively (without it: no validation, no best_model.pt).", EXP, original=False),
+    Option("dataset_type", "str", "Domain: input size, identity network and output crop follow it "
            f"({', '.join(KNOWN_DATASET_TYPES)}). Faces use ArcFace for the identity loss, other domains MoCo v2.", EXP),
-    Option("input_size", "int", None, "Encoder input width in pixels (height follows the domain's aspect; default: the "
+    Option("input_size", "int", "Encoder input width in pixels (height follows the domain's aspect; default: the "
            "domain's, 256). Smaller values only for quick experiments with small generators.", EXP, original=False, minimum=8),
-    Option("config", "path", None, "TOML or YAML file with any of these options (snake_case or kebab-case keys); "
+    Option("config", "path", "TOML or YAML file with any of these options (snake_case or kebab-case keys); "
            "flags given on the command line win. At most 1 MB, values nested at most 100 deep.", EXP, original=False, run_only=True),
-    Option("device", "str", "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N. Under torchrun each "
+    Option("device", "str", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N. Under torchrun each "
            "process takes cuda:LOCAL_RANK.", EXP, original=False, run_only=True),
-    Option("seed", "int", 0, "Seed of every random draw (the original seeds 0).", EXP, original=False),
+    Option("seed", "int", "Seed of every random draw (the original seeds 0).", EXP, original=False),
     # -- models and weights -------------------------------------------------------------------
-    Option("encoder_type", "str", "Encoder4Editing", "Encoder architecture.", MODEL, choices=ENCODER_TYPES),
-    Option("stylegan_weights", "str", "stylegan2_ffhq_1024", "StyleGAN2 generator: rosinality file ({'g_ema', 'latent_avg'}) "
+    Option("encoder_type", "str", "Encoder architecture.", MODEL, choices=ENCODER_TYPES),
+    Option("stylegan_weights", "str", "StyleGAN2 generator: rosinality file ({'g_ema', 'latent_avg'}) "
            "or zoo name.", MODEL),
-    Option("stylegan_size", "int", None, "Generator output size (original default 1024); read from --stylegan-weights "
+    Option("stylegan_size", "int", "Generator output size (original default 1024); read from --stylegan-weights "
            "when omitted.", MODEL, minimum=4),
-    Option("checkpoint_path", "str", None, "Fine-tune an existing e4e checkpoint (file or zoo name): encoder, decoder "
+    Option("checkpoint_path", "str", "Fine-tune an existing e4e checkpoint (file or zoo name): encoder, decoder "
            "and latent average come from it.", MODEL, aliases=("--checkpoint",)),
-    Option("encoder_init", "str", "ir_se50", "IR-SE50 face-recognition weights that initialise the encoder backbone "
+    Option("encoder_init", "str", "IR-SE50 face-recognition weights that initialise the encoder backbone "
            "(file or zoo name), or 'none' for a random backbone.", MODEL, original=False),
-    Option("id_weights", "str", None, "Identity-loss network (file or zoo name); default: ir_se50 (ArcFace) for faces, "
+    Option("id_weights", "str", "Identity-loss network (file or zoo name); default: ir_se50 (ArcFace) for faces, "
            "moco_v2_resnet50 otherwise.", MODEL, original=False),
-    Option("start_from_latent_avg", "bool", False, "Offset the encoder's codes by the generator's average latent "
+    Option("start_from_latent_avg", "bool", "Offset the encoder's codes by the generator's average latent "
            "(the published models were trained with it).", MODEL),
-    Option("train_decoder", "bool", False, "Train the generator too (default: frozen).", MODEL),
+    Option("train_decoder", "bool", "Train the generator too (default: frozen).", MODEL),
     # -- optimisation -------------------------------------------------------------------------
-    Option("batch_size", "int", 4, "Training images per step and process.", OPTIM, minimum=1),
-    Option("test_batch_size", "int", 2, "Validation images per batch.", OPTIM, minimum=1),
-    Option("workers", "int", None, "Training DataLoader worker processes (default: the original's 4, at most the CPUs "
+    Option("batch_size", "int", "Training images per step and process.", OPTIM, minimum=1),
+    Option("test_batch_size", "int", "Validation images per batch.", OPTIM, minimum=1),
+    Option("workers", "int", "Training DataLoader worker processes (default: the original's 4, at most the CPUs "
            "this process may use).", OPTIM, minimum=0),
-    Option("test_workers", "int", 2, "Validation DataLoader worker processes.", OPTIM, minimum=0),
-    Option("learning_rate", "float", 0.0001, "Encoder learning rate.", OPTIM, minimum=0),
-    Option("optim_name", "str", "ranger", "Optimiser: ranger (RAdam + Lookahead + gradient centralisation, "
+    Option("test_workers", "int", "Validation DataLoader worker processes.", OPTIM, minimum=0),
+    Option("learning_rate", "float", "Encoder learning rate.", OPTIM, minimum=0),
+    Option("optim_name", "str", "Optimiser: ranger (RAdam + Lookahead + gradient centralisation, "
            "pytorch-optimizer) or adam.", OPTIM, choices=("ranger", "adam")),
-    Option("max_steps", "int", 500000, "Last training step (steps run from 0 to this one, as in the original).", OPTIM, minimum=0),
-    Option("amp", "bool", False, "Mixed precision (float16 autocast) for the encoder and generator passes; CUDA only.", OPTIM, original=False),
+    Option("max_steps", "int", "Last training step (steps run from 0 to this one, as in the original).", OPTIM, minimum=0),
+    Option("amp", "bool", "Mixed precision (float16 autocast) for the encoder and generator passes; CUDA only.", OPTIM, original=False),
     # -- losses ---------------------------------------------------------------------------------
-    Option("l2_lambda", "float", 1.0, "Weight of the pixel L2 loss.", LOSS, minimum=0),
-    Option("lpips_lambda", "float", 0.8, "Weight of the LPIPS loss (0: no LPIPS, no backbone weights needed).", LOSS, minimum=0),
-    Option("lpips_type", "str", "alex", "LPIPS backbone.", LOSS, choices=("alex", "vgg", "squeeze")),
-    Option("id_lambda", "float", 0.1, "Weight of the identity (faces: ArcFace) / similarity (MoCo v2) loss.", LOSS, minimum=0),
-    Option("delta_norm", "int", 2, "Norm (p) of the delta regularisation.", LOSS, minimum=1),
-    Option("delta_norm_lambda", "float", 0.0002, "Weight of the delta regularisation (progressive training only).", LOSS, minimum=0),
+    Option("l2_lambda", "float", "Weight of the pixel L2 loss.", LOSS, minimum=0),
+    Option("lpips_lambda", "float", "Weight of the LPIPS loss (0: no LPIPS, no backbone weights needed).", LOSS, minimum=0),
+    Option("lpips_type", "str", "LPIPS backbone.", LOSS, choices=("alex", "vgg", "squeeze")),
+    Option("id_lambda", "float", "Weight of the identity (faces: ArcFace) / similarity (MoCo v2) loss.", LOSS, minimum=0),
+    Option("delta_norm", "int", "Norm (p) of the delta regularisation.", LOSS, minimum=1),
+    Option("delta_norm_lambda", "float", "Weight of the delta regularisation (progressive training only).", LOSS, minimum=0),
     # -- latent discriminator -------------------------------------------------------------------
-    Option("w_discriminator_lambda", "float", 0.0, "Weight of the latent discriminator loss (0: no discriminator; the "
+    Option("w_discriminator_lambda", "float", "Weight of the latent discriminator loss (0: no discriminator; the "
            "published models used 0.1).", DISC, minimum=0),
-    Option("w_discriminator_lr", "float", 2e-05, "Discriminator (Adam) learning rate.", DISC, minimum=0),
-    Option("r1", "float", 10.0, "Weight of the R1 regularisation.", DISC, minimum=0),
-    Option("d_reg_every", "int", 16, "Apply R1 every this many steps.", DISC, minimum=1),
-    Option("use_w_pool", "bool", False, "Keep pools of past real and fake codes for the discriminator.", DISC),
-    Option("w_pool_size", "int", 50, "Size of each code pool (with --use-w-pool).", DISC, minimum=0),
+    Option("w_discriminator_lr", "float", "Discriminator (Adam) learning rate.", DISC, minimum=0),
+    Option("r1", "float", "Weight of the R1 regularisation.", DISC, minimum=0),
+    Option("d_reg_every", "int", "Apply R1 every this many steps.", DISC, minimum=1),
+    Option("use_w_pool", "bool", "Keep pools of past real and fake codes for the discriminator.", DISC),
+    Option("w_pool_size", "int", "Size of each code pool (with --use-w-pool).", DISC, minimum=0),
     # -- progressive training ---------------------------------------------------------------------
-    Option("progressive_steps", "ints", None, "Steps at which stage i starts (one per style, the first 0), e.g. "
+    Option("progressive_steps", "ints", "Steps at which stage i starts (one per style, the first 0), e.g. "
            "'0,20000,22000,...'. Stage 0 trains one W; stage i adds delta i.", PROG),
-    Option("progressive_start", "int", None, "Step of stage 1; stages follow every --progressive-step-every steps "
+    Option("progressive_start", "int", "Step of stage 1; stages follow every --progressive-step-every steps "
            "(overrides --progressive-steps).", PROG, minimum=0),
-    Option("progressive_step_every", "int", 2000, "Steps between stages (with --progressive-start).", PROG, minimum=1),
+    Option("progressive_step_every", "int", "Steps between stages (with --progressive-start).", PROG, minimum=1),
     # -- logging, checkpoints, resume -------------------------------------------------------------
-    Option("image_interval", "int", 100, "Write an input | reconstruction grid every this many steps.", LOGS, minimum=1),
-    Option("board_interval", "int", 50, "Log training losses (metrics.jsonl, TensorBoard) every this many steps.", LOGS, minimum=1),
-    Option("val_interval", "int", 1000, "Validate every this many steps.", LOGS, minimum=1),
-    Option("save_interval", "int", None, "Write checkpoints/iteration_N.pt every this many steps (default: only at "
+    Option("image_interval", "int", "Write an input | reconstruction grid every this many steps.", LOGS, minimum=1),
+    Option("board_interval", "int", "Log training losses (metrics.jsonl, TensorBoard) every this many steps.", LOGS, minimum=1),
+    Option("val_interval", "int", "Validate every this many steps.", LOGS, minimum=1),
+    Option("save_interval", "int", "Write checkpoints/iteration_N.pt every this many steps (default: only at "
            "--max-steps; set it to be able to --resume an interrupted run).", LOGS, minimum=1),
-    Option("resume", "bool", False, "Continue the run in --exp-dir from its newest complete checkpoint (weights, "
+    Option("resume", "bool", "Continue the run in --exp-dir from its newest complete checkpoint (weights, "
            "optimisers, discriminator, pools, step, best loss, RNG); flags given now override its options.", LOGS,
            original=False, run_only=True),
-    Option("keep_last", "int", None, "Keep only the K newest iteration_N.pt files (default: all). Only the newest keeps "
+    Option("keep_last", "int", "Keep only the K newest iteration_N.pt files (default: all). Only the newest keeps "
            "the optimiser/discriminator state either way (--resume needs no more).", LOGS, original=False, minimum=1),
-    Option("save_training_data", "bool", False, "Also store the training state in best_model.pt (the newest "
+    Option("save_training_data", "bool", "Also store the training state in best_model.pt (the newest "
            "iteration checkpoint always carries it).", LOGS),
-    Option("resume_training_from_ckpt", "path", None, "Continue training from this checkpoint file, with its stored "
+    Option("resume_training_from_ckpt", "path", "Continue training from this checkpoint file, with its stored "
            "options (the original's way to resume).", LOGS, run_only=True),
-    Option("keep_optimizer", "bool", False, "With --resume-training-from-ckpt: restore the optimiser state too "
+    Option("keep_optimizer", "bool", "With --resume-training-from-ckpt: restore the optimiser state too "
            "(--resume always does).", LOGS),
-    Option("sub_exp_dir", "str", None, "With --resume-training-from-ckpt: write into this subfolder of --exp-dir.", LOGS),
-    Option("update_param_list", "strs", None, "When resuming: option names to take from this invocation instead of "
+    Option("sub_exp_dir", "str", "With --resume-training-from-ckpt: write into this subfolder of --exp-dir.", LOGS),
+    Option("update_param_list", "strs", "When resuming: option names to take from this invocation instead of "
            "the checkpoint, e.g. 'max_steps,learning_rate' (flags given explicitly always are).", LOGS),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
+# -- the training configuration ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainConfig:
+    """A run's options, typed and frozen; the defaults are defined here (and only here). Paths are kept as
+    the strings they were given; lists are tuples. `from_opts` / `to_opts` convert from and to the
+    original e4e `opts` dict (snake_case keys, plain JSON-able values, lists), the layout of config files
+    after parsing, of opt.json and of the `opts` checkpoints store: the conversion happens only there."""
+
+    exp_dir: str | None = None
+    data: str | None = None
+    val_data: str | None = None
+    dataset_type: str = "ffhq_encode"
+    input_size: int | None = None
+    config: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    encoder_type: str = "Encoder4Editing"
+    stylegan_weights: str = "stylegan2_ffhq_1024"
+    stylegan_size: int | None = None
+    checkpoint_path: str | None = None
+    encoder_init: str = "ir_se50"
+    id_weights: str | None = None
+    start_from_latent_avg: bool = False
+    train_decoder: bool = False
+    batch_size: int = 4
+    test_batch_size: int = 2
+    workers: int | None = None
+    test_workers: int = 2
+    learning_rate: float = 0.0001
+    optim_name: str = "ranger"
+    max_steps: int = 500000
+    amp: bool = False
+    l2_lambda: float = 1.0
+    lpips_lambda: float = 0.8
+    lpips_type: str = "alex"
+    id_lambda: float = 0.1
+    delta_norm: int = 2
+    delta_norm_lambda: float = 0.0002
+    w_discriminator_lambda: float = 0.0
+    w_discriminator_lr: float = 2e-05
+    r1: float = 10.0
+    d_reg_every: int = 16
+    use_w_pool: bool = False
+    w_pool_size: int = 50
+    progressive_steps: tuple[int, ...] | None = None
+    progressive_start: int | None = None
+    progressive_step_every: int = 2000
+    image_interval: int = 100
+    board_interval: int = 50
+    val_interval: int = 1000
+    save_interval: int | None = None
+    resume: bool = False
+    keep_last: int | None = None
+    save_training_data: bool = False
+    resume_training_from_ckpt: str | None = None
+    keep_optimizer: bool = False
+    sub_exp_dir: str | None = None
+    update_param_list: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_opts(cls, opts: Mapping[str, Any]) -> "TrainConfig":
+        """{option name: canonical value} (see `merge`, `for_resume`) -> TrainConfig; names it lacks keep their
+        defaults. Unknown names are an OptionsError."""
+        unknown = sorted(k for k in opts if k not in _DEFAULTS)
+        if unknown:
+            raise OptionsError(f"unknown option(s) {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()})
+
+    def to_opts(self) -> dict[str, Any]:
+        """The original e4e `opts` layout: every option by its name, tuples as lists."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def defaults() -> dict[str, Any]:
-    return {o.name: o.default for o in OPTIONS}
+    """Every option's default, in the opts layout."""
+    return TrainConfig().to_opts()
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -186,7 +277,7 @@ def coerce(opt: Option, value: Any, where: str) -> Any:
         if not isinstance(items, (list, tuple)):
             raise bad
         try:
-            out = [coerce(Option(opt.name, "int", None, "", ""), v, where) for v in items]
+            out = [coerce(Option(opt.name, "int", "", ""), v, where) for v in items]
         except OptionsError:
             raise bad from None
     elif kind == "strs":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from e4ecli.hub.checkpoints import safe_load
 from e4ecli.training import checkpoint as ckpts
 from e4ecli.training import options as optmod
+from e4ecli.training.options import TrainConfig
 
 
 class TrainError(RuntimeError):
@@ -22,7 +23,7 @@ class TrainError(RuntimeError):
 
 @dataclass
 class Plan:
-    opts: dict[str, Any]
+    config: TrainConfig  # the run's options (a resumed run's: the checkpoint's, merged with this invocation's)
     resume_path: Path | None = None
     resume_ckpt: dict | None = None
     full_resume: bool = False  # --resume: restore everything; else --resume-training-from-ckpt semantics
@@ -31,9 +32,12 @@ class Plan:
     purge_logs: bool = False  # a fresh start over the logs of a run killed before its first checkpoint
 
 
-def prepare(opts: dict[str, Any], overrides: set[str]) -> Plan:
-    """Resolve a run from merged options: fresh start, --resume (newest complete checkpoint in
-    --exp-dir) or --resume-training-from-ckpt. Reads, never writes. Raises TrainError/OptionsError."""
+def prepare(options: "Mapping[str, Any] | TrainConfig", overrides: set[str]) -> Plan:
+    """Resolve a run from merged options (`options.merge`'s dict, or a TrainConfig): fresh start, --resume
+    (newest complete checkpoint in --exp-dir) or --resume-training-from-ckpt. Reads, never writes.
+    overrides: the options given for this invocation (they win over a resumed checkpoint's).
+    Raises TrainError/OptionsError."""
+    opts = options.to_opts() if isinstance(options, TrainConfig) else dict(options)
     resuming = bool(opts.get("resume") or opts.get("resume_training_from_ckpt"))
     problems = optmod.check(opts)
     if resuming:  # the other options may come from the checkpoint: checked once merged
@@ -48,10 +52,10 @@ def prepare(opts: dict[str, Any], overrides: set[str]) -> Plan:
             if _checkpoint_files(ckpt_dir):
                 raise TrainError(f"--resume: {ckpt_dir} has no complete iteration_N.pt checkpoint with training state"
                                  + (f" ({'; '.join(notes)})" if notes else "") + "; start a new run in another --exp-dir")
-            return _checked(Plan(dict(opts), notes=[f"--resume: no checkpoint in {exp_dir} yet; starting the run from step 0"],
+            return _checked(Plan(TrainConfig.from_opts(opts), notes=[f"--resume: no checkpoint in {exp_dir} yet; starting the run from step 0"],
                                  purge_logs=True))
         merged, changed = optmod.for_resume(_stored_opts(ckpt, path), opts, overrides)
-        return _checked(Plan(merged, path, ckpt, True, notes, changed))
+        return _checked(Plan(TrainConfig.from_opts(merged), path, ckpt, True, notes, changed))
     if opts.get("resume_training_from_ckpt"):
         path = Path(opts["resume_training_from_ckpt"])
         ckpt = safe_load(path)
@@ -61,14 +65,14 @@ def prepare(opts: dict[str, Any], overrides: set[str]) -> Plan:
         merged, changed = optmod.for_resume(_stored_opts(ckpt, path), opts, overrides)
         if merged.get("sub_exp_dir"):
             merged["exp_dir"] = str(Path(merged["exp_dir"]) / merged["sub_exp_dir"])
-        plan = _checked(Plan(merged, path, ckpt, False, [], changed))
-        _refuse_existing_run(Path(plan.opts["exp_dir"]))
+        plan = _checked(Plan(TrainConfig.from_opts(merged), path, ckpt, False, [], changed))
+        _refuse_existing_run(Path(plan.config.exp_dir))
         return plan
     _refuse_existing_run(exp_dir)
     if (exp_dir / "metrics.jsonl").exists():  # logs of a run stopped before its first checkpoint: nothing to keep
-        return Plan(dict(opts), notes=[f"{exp_dir} holds only the logs of a run stopped before its first checkpoint; starting afresh"],
+        return Plan(TrainConfig.from_opts(opts), notes=[f"{exp_dir} holds only the logs of a run stopped before its first checkpoint; starting afresh"],
                     purge_logs=True)
-    return Plan(dict(opts))
+    return Plan(TrainConfig.from_opts(opts))
 
 
 def _stored_opts(ckpt: dict, path: Path) -> dict:
@@ -79,7 +83,7 @@ def _stored_opts(ckpt: dict, path: Path) -> dict:
 
 
 def _checked(plan: Plan) -> Plan:
-    problems = optmod.check(plan.opts)
+    problems = optmod.check(plan.config.to_opts())
     if problems:
         raise optmod.OptionsError("; ".join(problems))
     return plan
