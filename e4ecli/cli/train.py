@@ -100,7 +100,7 @@ def _run(opts: dict[str, Any], overrides: set[str]) -> int:
         try:
             plan = loop.prepare(opts, overrides)
         except (OptionsError, loop.TrainError, CheckpointError) as e:
-            die(e)
+            die(worded(e))
         dist.barrier()
         if dist.is_main:
             for name, (old, new) in plan.changed.items():
@@ -108,6 +108,21 @@ def _run(opts: dict[str, Any], overrides: set[str]) -> int:
         return _consume(loop.train(plan, dist, device), dist)
     finally:
         dist.close()
+
+
+def worded(message: "str | BaseException") -> "str | BaseException":
+    """A message from below the command line with the options it names (`batch_size`, see
+    training.options.named) spelled as this command's flags (--batch-size); its lines kept."""
+    from e4ecli.cli.common import message_lines
+    from e4ecli.training.options import BY_NAME, NAMED
+    from e4ecli.training.plan import TrainError
+
+    def word(line: str) -> str:
+        return NAMED.sub(lambda m: BY_NAME[m.group(1)].flag if m.group(1) in BY_NAME else m.group(0), line)
+
+    if isinstance(message, str):
+        return word(message)
+    return TrainError([word(line) for line in message_lines(message)])
 
 
 def _consume(events, dist) -> int:
@@ -136,7 +151,7 @@ def _consume(events, dist) -> int:
                         skipped.append(ev.message)
                     if dist.is_main or ev.per_rank:
                         color = "yellow" if ev.level == "warning" else "cyan"
-                        progress.console.print(f"{tag}[{color}]{'warning' if ev.level == 'warning' else 'note'}:[/] {escape(ev.message)}")
+                        progress.console.print(f"{tag}[{color}]{'warning' if ev.level == 'warning' else 'note'}:[/] {escape(worded(ev.message))}")
                 elif isinstance(ev, loop.Started):
                     started = ev
                     if dist.is_main:
@@ -164,9 +179,9 @@ def _consume(events, dist) -> int:
         return EXIT_FAILED
     except (loop.TrainError, CheckpointError) as e:
         if started is None:
-            console.print(error_text(e, f"{tag}[bold red]error:[/] "))
+            console.print(error_text(worded(e), f"{tag}[bold red]error:[/] "))
             return EXIT_USAGE
-        console.print(error_text(e, f"{tag}[bold red]error:[/] "))
+        console.print(error_text(worded(e), f"{tag}[bold red]error:[/] "))
         return EXIT_FAILED
     return EXIT_FAILED if skipped else EXIT_OK
 

@@ -28,7 +28,7 @@ from e4ecli.training import data as datamod
 from e4ecli.training import losses as L
 from e4ecli.training import progressive as prog
 from e4ecli.training.loss import DiscriminatorLoss, EncoderLoss
-from e4ecli.training.options import TrainConfig
+from e4ecli.training.options import TrainConfig, named
 from e4ecli.training.plan import Plan, TrainError
 from e4ecli.training.pool import LatentCodesPool
 
@@ -100,18 +100,18 @@ def locate_weights(plan: Plan) -> dict[str, Path]:
     wanted: list[tuple[str, str, str, str, str | None]] = []  # key, spec, what, flag, alternative
     if plan.resume_ckpt is None:
         if o.checkpoint_path:
-            wanted.append(("checkpoint", o.checkpoint_path, "the e4e checkpoint to fine-tune", "--checkpoint-path", None))
+            wanted.append(("checkpoint", o.checkpoint_path, "the e4e checkpoint to fine-tune", named("checkpoint_path"), None))
         else:
-            wanted.append(("stylegan", o.stylegan_weights, "the StyleGAN2 generator", "--stylegan-weights", None))
+            wanted.append(("stylegan", o.stylegan_weights, "the StyleGAN2 generator", named("stylegan_weights"), None))
             init = o.encoder_init
             if init and init.lower() != "none":
-                wanted.append(("encoder_init", init, "the IR-SE50 weights that initialise the encoder backbone", "--encoder-init",
-                               "--encoder-init none starts from a random backbone (much worse results)"))
+                wanted.append(("encoder_init", init, "the IR-SE50 weights that initialise the encoder backbone",
+                               named("encoder_init"), f"{named('encoder_init')} none starts from a random backbone (much worse results)"))
     if o.id_lambda > 0:
         faces = _faces(o)
         wanted.append(("identity", o.id_weights or ("ir_se50" if faces else "moco_v2_resnet50"),
                        "the ArcFace network of the identity loss" if faces else "the MoCo v2 network of the similarity loss",
-                       "--id-weights", "--id-lambda 0 trains without it"))
+                       named("id_weights"), f"{named('id_lambda')} 0 trains without it"))
     found: dict[str, Path] = {}
     problems: list[str] = []
     for key, spec, what, flag, alternative in wanted:
@@ -126,7 +126,7 @@ def locate_weights(plan: Plan) -> dict[str, Path]:
         except FetchError as e:
             reason = e.failures[0].strip() if e.failures else "not downloaded"
             what = f"LPIPS ({o.lpips_type}) needs torchvision's ImageNet weights {path.name}"
-            problems.append(f"{L.WeightsUnavailable(what, path, url, reason)}, or train without LPIPS: --lpips-lambda 0.")
+            problems.append(f"{L.WeightsUnavailable(what, path, url, reason)}, or train without LPIPS: {named('lpips_lambda')} 0.")
     if problems:
         raise TrainError([f"{len(problems)} weights file(s) missing:", *(f"  {p}" for p in problems)] if len(problems) > 1 else problems)
     return found
@@ -136,7 +136,7 @@ def build(plan: Plan, dist: Dist, device: torch.device) -> Components:
     """Build the run's components (raises TrainError with what to do when something is missing)."""
     o = plan.config
     if o.amp and device.type != "cuda":
-        raise TrainError(f"--amp needs a CUDA device (this run uses {device}); drop --amp")
+        raise TrainError(f"{named('amp')} needs a CUDA device (this run uses {device}); drop {named('amp')}")
     files = locate_weights(plan)
     notes: list[tuple[str, str]] = [(n, "warning") for n in plan.notes]
     seed = int(o.seed)
@@ -144,8 +144,8 @@ def build(plan: Plan, dist: Dist, device: torch.device) -> Components:
     py_rng = random.Random(seed)
     encoder, decoder, avg, encoder_type = _models(plan, o, files, notes)
     if o.stylegan_size and int(o.stylegan_size) != decoder.size:
-        raise TrainError(f"--stylegan-size {o.stylegan_size} but the generator weights are for {decoder.size} px; "
-                         "omit --stylegan-size to take it from the file")
+        raise TrainError(f"{named('stylegan_size')} {o.stylegan_size} but the generator weights are for {decoder.size} px; "
+                         f"omit {named('stylegan_size')} to take it from the file")
     o = o.replace(encoder_type=encoder_type, stylegan_size=decoder.size, device=str(device))
     n_styles = decoder.n_latent
     if getattr(encoder, "style_count", n_styles) != n_styles:
@@ -205,9 +205,9 @@ def _models(plan: Plan, o: TrainConfig, files: dict[str, Path], notes: list) -> 
         path = files["checkpoint"]
         loaded = load_checkpoint(path)
         if loaded.encoder is None:
-            raise TrainError(f"--checkpoint-path {path}: holds only a generator; use it as --stylegan-weights")
+            raise TrainError(f"{named('checkpoint_path')} {path}: holds only a generator; use it as {named('stylegan_weights')}")
         if loaded.kind != o.encoder_type:
-            notes.append((f"--checkpoint-path holds a {loaded.kind}; training that (not {o.encoder_type})", "warning"))
+            notes.append((f"{named('checkpoint_path')} holds a {loaded.kind}; training that (not {o.encoder_type})", "warning"))
         return loaded.encoder, loaded.generator, loaded.latent_avg, loaded.kind
     path = files["stylegan"]
     try:
@@ -220,7 +220,7 @@ def _models(plan: Plan, o: TrainConfig, files: dict[str, Path], notes: list) -> 
     if "encoder_init" in files:
         init_from_ir_se50(encoder, files["encoder_init"])
     else:
-        notes.append(("--encoder-init none: the encoder backbone starts from random weights", "warning"))
+        notes.append((f"{named('encoder_init')} none: the encoder backbone starts from random weights", "warning"))
     return encoder, decoder, avg, o.encoder_type
 
 
@@ -230,7 +230,7 @@ def _encoder_loss(o: TrainConfig, files: dict[str, Path], device: torch.device) 
         try:
             lpips = L.build_lpips(o.lpips_type).to(device)
         except L.LossWeightsError as e:
-            raise TrainError(f"{e}, or train without LPIPS: --lpips-lambda 0.") from None
+            raise TrainError(f"{e}, or train without LPIPS: {named('lpips_lambda')} 0.") from None
     if o.id_lambda > 0:
         faces = _faces(o)
         try:
@@ -244,15 +244,16 @@ def _encoder_loss(o: TrainConfig, files: dict[str, Path], device: torch.device) 
 
 def _data(o: TrainConfig, dist: Dist, domain: Domain, notes: list) -> tuple[datamod.ImageDataset, datamod.ImageDataset | None]:
     try:
-        train_paths = datamod.find_images(o.data, "--data")
-        val_paths = datamod.find_images(o.val_data, "--val-data") if o.val_data else []
+        train_paths = datamod.find_images(o.data, named("data"))
+        val_paths = datamod.find_images(o.val_data, named("val_data")) if o.val_data else []
     except datamod.DataError as e:
         raise TrainError(str(e)) from None
     if datamod.steps_per_epoch(len(train_paths), o.batch_size, dist.world) == 0:
-        raise TrainError(f"--data {o.data}: {len(train_paths)} image(s), fewer than one batch "
-                         f"(--batch-size {o.batch_size} x {dist.world} process(es)); add images or lower --batch-size")
+        raise TrainError(f"{named('data')} {o.data}: {len(train_paths)} image(s), fewer than one batch ({named('batch_size')} "
+                         f"{o.batch_size} x {dist.world} process(es)); add images or lower {named('batch_size')}")
     if val_paths and len(val_paths) < o.test_batch_size:
-        raise TrainError(f"--val-data {o.val_data}: {len(val_paths)} image(s), fewer than --test-batch-size {o.test_batch_size}")
+        raise TrainError(f"{named('val_data')} {o.val_data}: {len(val_paths)} image(s), fewer than {named('test_batch_size')} "
+                         f"{o.test_batch_size}")
     if not val_paths:
-        notes.append(("no --val-data: no validation and no best_model.pt", "warning"))
+        notes.append((f"no {named('val_data')}: no validation and no best_model.pt", "warning"))
     return datamod.ImageDataset(train_paths, domain), (datamod.ImageDataset(val_paths, domain) if val_paths else None)

@@ -399,7 +399,7 @@ class Trainer:
         self._apply_stage(step)
         max_steps = int(o.max_steps)
         if step > max_steps:
-            self.notes.append(Note(f"nothing to do: the run already reached --max-steps {max_steps} (raise it to train on)"))
+            self.notes.append(Note(f"nothing to do: the run already reached {optmod.named('max_steps')} {max_steps} (raise it to train on)"))
             yield from self._drain_notes()
         spe = datamod.steps_per_epoch(len(c.train_set), o.batch_size, self.dist.world)
         yield Started(step, max_steps, self.stage, c.n_styles, len(c.train_set), len(c.val_set) if c.val_set else 0,
@@ -417,7 +417,7 @@ class Trainer:
                     loss_dict, y_hat = out.losses, out.y_hat
                     steps_run += 1
                     if not math.isfinite(loss_dict.get("loss", 0.0)):
-                        raise TrainError(f"step {step}: the loss is {loss_dict['loss']} (diverged); lower --learning-rate "
+                        raise TrainError(f"step {step}: the loss is {loss_dict['loss']} (diverged); lower {optmod.named('learning_rate')} "
                                          "or resume from an earlier checkpoint")
                     yield from self._drain_notes()
                     yield StepDone(step, self.stage, loss_dict, time.perf_counter() - t0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -141,6 +142,22 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def named(name: str) -> str:
+    """How a message below the command line names an option: its TrainConfig field in backticks
+    (`batch_size`), with no command-line spelling; the CLI words it as the flag (--batch-size)."""
+    if name not in BY_NAME:
+        raise KeyError(f"no option {name!r}")
+    return f"`{name}`"
+
+
+NAMED = re.compile(r"`([a-z0-9_]+)`")
+
+
+def options_named(text: str) -> tuple[str, ...]:
+    """The options a message names (see `named`), in order, each once."""
+    return tuple(dict.fromkeys(m for m in NAMED.findall(text) if m in BY_NAME))
 
 
 # -- the training configuration ---------------------------------------------------------------------

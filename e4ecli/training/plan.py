@@ -9,16 +9,23 @@ from typing import Any, Mapping, Sequence
 from e4ecli.hub.checkpoints import safe_load
 from e4ecli.training import checkpoint as ckpts
 from e4ecli.training import options as optmod
-from e4ecli.training.options import TrainConfig
+from e4ecli.training.options import TrainConfig, named
 
 
 class TrainError(RuntimeError):
     """Training cannot start or go on; the message says why and what to do. A message given as a sequence of
-    lines is laid out one per line (`lines`); a string is one line."""
+    lines is laid out one per line (`lines`); a string is one line. Options are named by their TrainConfig
+    field (`options.named`: `batch_size`, never a command-line flag); `fields` lists them, and the CLI words
+    them as its flags."""
 
     def __init__(self, message: "str | Sequence[str]"):
         self.lines: tuple[str, ...] = (message,) if isinstance(message, str) else tuple(message)
         super().__init__("\n".join(self.lines))
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The options the message is about (TrainConfig field names)."""
+        return optmod.options_named(str(self))
 
 
 @dataclass
@@ -41,7 +48,7 @@ def prepare(options: "Mapping[str, Any] | TrainConfig", overrides: set[str]) -> 
     resuming = bool(opts.get("resume") or opts.get("resume_training_from_ckpt"))
     problems = optmod.check(opts)
     if resuming:  # the other options may come from the checkpoint: checked once merged
-        problems = [p for p in problems if p.startswith(("--exp-dir", "--resume"))]
+        problems = [p for p in problems if p.startswith((optmod.BY_NAME["exp_dir"].flag, optmod.BY_NAME["resume"].flag))]
     if problems:
         raise optmod.OptionsError("; ".join(problems))
     exp_dir = Path(opts["exp_dir"])
@@ -50,9 +57,9 @@ def prepare(options: "Mapping[str, Any] | TrainConfig", overrides: set[str]) -> 
         path, ckpt, notes = ckpts.newest_resumable(ckpt_dir)
         if path is None:
             if _checkpoint_files(ckpt_dir):
-                raise TrainError(f"--resume: {ckpt_dir} has no complete iteration_N.pt checkpoint with training state"
-                                 + (f" ({'; '.join(notes)})" if notes else "") + "; start a new run in another --exp-dir")
-            return _checked(Plan(TrainConfig.from_opts(opts), notes=[f"--resume: no checkpoint in {exp_dir} yet; starting the run from step 0"],
+                raise TrainError(f"{named('resume')}: {ckpt_dir} has no complete iteration_N.pt checkpoint with training state"
+                                 + (f" ({'; '.join(notes)})" if notes else "") + f"; start a new run in another {named('exp_dir')}")
+            return _checked(Plan(TrainConfig.from_opts(opts), notes=[f"{named('resume')}: no checkpoint in {exp_dir} yet; starting the run from step 0"],
                                  purge_logs=True))
         merged, changed = optmod.for_resume(_stored_opts(ckpt, path), opts, overrides)
         return _checked(Plan(TrainConfig.from_opts(merged), path, ckpt, True, notes, changed))
@@ -60,8 +67,8 @@ def prepare(options: "Mapping[str, Any] | TrainConfig", overrides: set[str]) -> 
         path = Path(opts["resume_training_from_ckpt"])
         ckpt = safe_load(path)
         if not ckpts.has_training_state(ckpt):
-            raise TrainError(f"--resume-training-from-ckpt {path}: the file holds no training state (global_step, "
-                             "optimizer); fine-tune it with --checkpoint-path instead")
+            raise TrainError(f"{named('resume_training_from_ckpt')} {path}: the file holds no training state (global_step, "
+                             f"optimizer); fine-tune it with {named('checkpoint_path')} instead")
         merged, changed = optmod.for_resume(_stored_opts(ckpt, path), opts, overrides)
         if merged.get("sub_exp_dir"):
             merged["exp_dir"] = str(Path(merged["exp_dir"]) / merged["sub_exp_dir"])
@@ -97,4 +104,4 @@ def _checkpoint_files(ckpt_dir: Path) -> list[Path]:
 def _refuse_existing_run(exp_dir: Path) -> None:
     if _checkpoint_files(exp_dir / "checkpoints"):
         raise TrainError(f"{exp_dir} already holds a training run (checkpoints): continue it with "
-                         "--resume, or choose a new --exp-dir")
+                         f"{named('resume')}, or choose a new {named('exp_dir')}")

@@ -25,9 +25,9 @@ def build_schedule(progressive_steps: Sequence[int] | None, progressive_start: i
         return None
     steps = [int(s) for s in progressive_steps]
     if len(steps) != n_styles or steps[0] != 0:
-        raise ScheduleError(f"--progressive-steps needs one step per style ({n_styles} for this generator), the first 0; got {len(steps)}: {steps}")
+        raise ScheduleError(f"`progressive_steps` needs one step per style ({n_styles} for this generator), the first 0; got {len(steps)}: {steps}")
     if any(b < a for a, b in zip(steps, steps[1:])):
-        raise ScheduleError(f"--progressive-steps must not decrease: {steps}")
+        raise ScheduleError(f"`progressive_steps` must not decrease: {steps}")
     return steps
 
 
