@@ -70,3 +70,17 @@ def test_discriminator_losses_only_accumulate_gradients():
     assert any(not torch.equal(p.grad, g) for p, g in zip(d.parameters(), first))  # R1's gradients added to the first
     for k, v in d.state_dict().items():  # no step taken: the weights are as they were
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_ddp_is_told_of_unused_encoder_parameters_exactly_when_a_full_stage_forward_leaves_some(size):
+    """A generator of <= 16 px never feeds e4e's fine lateral layer: DDP without find_unused_parameters fails there."""
+    from e4ecli.models.encoders import Encoder4Editing
+    from e4ecli.training.loop import uses_every_parameter
+
+    torch.manual_seed(0)
+    enc = Encoder4Editing(size, 50)
+    enc(torch.randn(1, 3, 32, 32)).sum().backward()
+    unused = sorted(n.split(".")[0] for n, p in enc.named_parameters() if p.grad is None)
+    assert unused == ([] if size == 32 else ["latlayer2", "latlayer2"])
+    assert uses_every_parameter(enc) == (not unused)

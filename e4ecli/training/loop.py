@@ -134,6 +134,15 @@ class _Synthesis(nn.Module):
         return self.generator.synthesis(latents, noise=noise)
 
 
+def uses_every_parameter(encoder: nn.Module) -> bool:
+    """Whether the encoder's forward at its full stage gives every parameter a gradient (DDP must otherwise look
+    for unused ones). e4e feeds its fine lateral layer (latlayer2) to styles from `middle_ind` (7) on only: a
+    generator of <= 16 px (<= 6 styles) never uses it."""
+    from e4ecli.models.encoders import Encoder4Editing
+
+    return not isinstance(encoder, Encoder4Editing) or encoder.style_count > encoder.middle_ind
+
+
 def discriminator_step(d_forward: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
                        loss: lossmod.DiscriminatorLoss, real_w: torch.Tensor, fake_w: torch.Tensor, r1_step: bool) -> dict[str, float]:
     """The latent discriminator's step (d_forward: it, or its DDP wrapper), as the original: an optimiser
@@ -210,7 +219,8 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.enc_fwd = DDP(c.encoder, device_ids=ids, find_unused_parameters=c.schedule is not None)
+        # progressive stages leave later styles unused; so does a generator of <= 16 px (e4e's fine lateral layer)
+        self.enc_fwd = DDP(c.encoder, device_ids=ids, find_unused_parameters=c.schedule is not None or not uses_every_parameter(c.encoder))
         if c.config.train_decoder:
             # the mapping network takes no part in W+ synthesis; the noise buffers are constants
             self.synth = DDP(self.synth, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
