@@ -80,9 +80,10 @@ def native_bf16_cpu() -> bool:
 
 
 def precision_note(device, precision: str) -> str | None:
-    """A line to show when `precision` will not be faster here (bf16 on a CPU without native bf16)."""
+    """A line to show when `precision` will not be faster here (bf16 on a CPU without native bf16). It names the
+    setting as `precision` (no command-line words here): the CLI words it as its flag."""
     if precision == "bf16" and device.type == "cpu" and not native_bf16_cpu():
-        return ("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision bf16 is emulated and slower than fp32 here; "
+        return ("this CPU has no native bf16 (AVX512-BF16 or AMX): `precision` bf16 is emulated and slower than fp32 here; "
                 "fp32 is the faster choice")
     return None
 

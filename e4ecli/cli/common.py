@@ -251,7 +251,7 @@ def distributed_or_die(device_spec: str, precision: str = "fp32", *, training: b
     configure_process(device, training=training)
     note = precision_note(device, precision)
     if note and dist.is_main:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note.replace('`precision`', '--precision'))}")
     return dist, device
 
 

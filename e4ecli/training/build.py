@@ -213,7 +213,7 @@ def _models(plan: Plan, o: TrainConfig, files: dict[str, Path], notes: list) -> 
     try:
         decoder, avg, source = load_stylegan(path)
     except NotAGenerator as e:
-        raise TrainError(f"{e}; to fine-tune it, pass it as --checkpoint-path") from None
+        raise TrainError(f"{e}; to fine-tune it, pass it as {named('checkpoint_path')}") from None
     if source != "file":
         notes.append((f"{path} has no latent_avg; using the {source}", "info"))
     encoder = ENCODERS[o.encoder_type](decoder.size, 50)
