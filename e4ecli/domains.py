@@ -1,6 +1,8 @@
 """Domain facts -- the one place that decides them: preprocessing, output framing, whether the
 images are faces, the short name directions and the zoo use, and the identity network.
 
+`Domain.encoder_frame` is the one place a render is framed as the encoder's input (training, refinement, eval).
+
 The original e4e code chooses them from `opts.dataset_type`: faces, horses and churches take
 256x256 inputs; cars take 192x256 (height x width) and their square renders are cropped to the
 car area (rows size/8 .. 7*size/8, i.e. 64:448 at 512). Its coach treats a dataset type containing
@@ -48,6 +50,16 @@ class Domain:
         size = images.shape[-2]
         top, bottom = int(round(self.crop_rows[0] * size)), int(round(self.crop_rows[1] * size))
         return images[..., top:bottom, :]
+
+    def encoder_frame(self, images, size: tuple[int, int] | None = None):
+        """Renders (N, C, S, S) -> the encoder's input frame (N, C, h, w): the domain's crop, then area averaging
+        (adaptive average pooling, e4e's face_pool) to `size` (default `input_size`) -- what losses and metrics
+        compare with an input image. Cars at 512: rows 64:448, then 192x256."""
+        import torch.nn.functional as F
+
+        images = self.crop(images)
+        size = tuple(size or self.input_size)
+        return images if tuple(images.shape[-2:]) == size else F.adaptive_avg_pool2d(images, size)
 
 
 DOMAINS = {

@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from e4ecli.domains import domain_for
 from e4ecli.files.batch import Item
@@ -196,7 +195,7 @@ class Evaluator:
     def run(self, items: Sequence[Item]) -> Iterator[EvalResult]:
         """Yield one EvalResult per item (status ok with per-image values, or failed with the reason)."""
         model = self.ckpt.inverter().to(self.device).eval()
-        crop = self.ckpt.domain.crop
+        frame = self.ckpt.domain.encoder_frame  # renders -> the input's frame and size
         for batch in decoded_batches(items, _Preprocess(self.ckpt.domain), self.batch_size, self.workers, expected=(ImageError,)):
             good = [(it, x) for it, x, err in batch if err is None]
             for it, _, err in batch:
@@ -206,7 +205,7 @@ class Evaluator:
             if not good:
                 continue
             try:
-                values = self._batch(model, crop, torch.stack([x for _, x in good]))
+                values = self._batch(model, frame, torch.stack([x for _, x in good]))
             except (RuntimeError, ValueError) as e:  # e.g. out of memory, images of another size than the first
                 for it, _ in good:
                     self.failed[it.key] = f"{type(e).__name__}: {e}"
@@ -218,7 +217,7 @@ class Evaluator:
                 yield EvalResult(it, "ok", values=row)
 
     @torch.inference_mode()
-    def _batch(self, model, crop, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _batch(self, model, frame, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (N, 3, H, W) -> per-image values {name: (N,)}; updates the set statistics."""
         x = x.to(self.device)
         size = tuple(x.shape[-2:])
@@ -233,7 +232,7 @@ class Evaluator:
         if "real" in self.patches:
             self.patches["real"].update(x)
         if self.need_recon:
-            y = F.adaptive_avg_pool2d(crop(model.decode(w)), size)
+            y = frame(model.decode(w), size)
             for name, fn in self.metrics.pair.items():
                 out[name] = fn(x, y).float().cpu()
             if self.fid is not None and "recon" in self.fid.sets:
@@ -246,9 +245,9 @@ class Evaluator:
             edited = self.edit.apply(w, self.strength)
             if self.edit.in_stylespace:  # StyleSpace / text edits: offsets of the style vectors (no W+ shift)
                 offsets = [o.to(w.device) for o in self.edit.style_offsets(self.strength, w.shape[0])]
-                y_e = F.adaptive_avg_pool2d(crop(model.decoder.synthesis(edited, style_offsets=offsets)), size)
+                y_e = frame(model.decoder.synthesis(edited, style_offsets=offsets), size)
             else:
-                y_e = F.adaptive_avg_pool2d(crop(model.decode(edited)), size)
+                y_e = frame(model.decode(edited), size)
             if self.fid is not None and "edit" in self.fid.sets:
                 self.fid.update("edit", _uint8(y_e))
             if "edit" in self.patches:

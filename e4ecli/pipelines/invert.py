@@ -142,7 +142,7 @@ class InvertPipeline:
                     pending.append((good, x, latents))
                     continue
                 with autocast(device, c.precision):
-                    r = refiner(model.decoder, model.latent_avg, x, latents, crop=ckpt.domain.crop)
+                    r = refiner(model.decoder, model.latent_avg, x, latents, crop=ckpt.domain.encoder_frame)
                 latents, infos = r.latents, r.info
                 gens = [t.generator for t in r.tuned] if r.tuned else gens
             yield from writer(good, latents, gens, infos)
@@ -153,7 +153,7 @@ class InvertPipeline:
         good = [g for p in pending for g in p[0]]
         x = torch.cat([p[1] for p in pending])
         with autocast(self.device, self.config.precision):
-            r = self.refiner(model.decoder, model.latent_avg, x, torch.cat([p[2] for p in pending]), crop=self.ckpt.domain.crop)
+            r = self.refiner(model.decoder, model.latent_avg, x, torch.cat([p[2] for p in pending]), crop=self.ckpt.domain.encoder_frame)
         gen = r.tuned[0].generator
         try:
             self.refiner.save_tuned(shared_file, gen, model.decoder)

@@ -45,7 +45,7 @@ def refiner(ckpt: LoadedCheckpoint, steps: int, nets=None) -> Callable[[torch.Te
     def refine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         for p in ckpt.generator.parameters():
             p.requires_grad_(False)
-        return strategy(ckpt.generator, ckpt.latent_avg, x, w, crop=ckpt.domain.crop).latents
+        return strategy(ckpt.generator, ckpt.latent_avg, x, w, crop=ckpt.domain.encoder_frame).latents
 
     return refine
 

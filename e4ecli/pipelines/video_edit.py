@@ -163,7 +163,7 @@ def tune_on_clip(generator, aligned: ClipAlignment, latents: Path, folder: Path,
     avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0] if latent_avg is not None else None
     with torch.enable_grad():
         tuned = tune_generator_streaming(generator, batches, epochs=epochs, lr=lr or STIT_PTI["lr"], weights=STIT_PTI["weights"],
-                                         nets=nets, latent_avg=avg, crop=domain.crop, state=state, on_epoch=keep)
+                                         nets=nets, latent_avg=avg, crop=domain.encoder_frame, state=state, on_epoch=keep)
     save_torch(final, {k: v.detach().cpu() for k, v in tunable(tuned).items()})
     state_path.unlink(missing_ok=True)
     return tuned

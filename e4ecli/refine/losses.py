@@ -34,7 +34,9 @@ class Weights:
 
 
 def to_target(images: torch.Tensor, target: torch.Tensor, crop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Renders -> the target's frame and size: domain crop, then area averaging (e4e's face_pool)."""
+    """Renders -> the target's frame and size: `crop` frames them (the pipelines pass Domain.encoder_frame: the
+    domain's crop, then area averaging to the encoder's input, e4e's face_pool), then area averaging to the
+    target's size if it still differs."""
     if crop is not None:
         images = crop(images)
     if images.shape[-2:] != target.shape[-2:]:

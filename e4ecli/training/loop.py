@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from e4ecli.runtime import Dist, autocast
@@ -265,8 +264,7 @@ class Trainer:
             images = self.synth(latents, self.draws.noise(step, c.decoder.num_layers))
         else:
             images = self._synth_eval(latents)
-        h, w = c.domain.input_size
-        return c.domain.crop(F.adaptive_avg_pool2d(images, (w, w))), latents
+        return c.domain.encoder_frame(images), latents
 
     def _synth_eval(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (N, n_styles, 512) -> images (N, 3, S, S), fresh noise, outside DDP (validation)."""
