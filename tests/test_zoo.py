@@ -349,3 +349,29 @@ def test_every_weights_command_help_has_an_example(cli):
     for command in ("list", "download", "path"):
         result = cli(command, "--help")
         assert result.exit_code == 0 and "e4e weights " + command in result.output
+
+
+def test_no_network_ends_the_tries_after_one_mirror_other_failures_do_not(server, cache, monkeypatch):
+    """Offline (the name resolver unreachable: EAI_AGAIN) every mirror fails the same way, each after its timeouts:
+    the first such failure ends the tries and the rest are listed as not tried. A host that does not resolve
+    (EAI_NONAME), a refused connection or an HTTP 404 is that host's problem: the next mirror is tried."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host == "nonet.invalid":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "gone.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    use_registry(monkeypatch, entry("http://nonet.invalid/w.pt", server.url("/w.pt")))
+    with pytest.raises(zoo.ZooError) as e:
+        zoo.download("toy", progress=False)
+    assert not server.gets()  # the mirror after it was not asked
+    assert len(e.value.failures) == 2 and "Temporary failure in name resolution" in e.value.failures[0]
+    assert e.value.failures[1].strip() == f"{server.url('/w.pt')}: not tried (no network)"
+    use_registry(monkeypatch, entry("http://gone.invalid/w.pt", UNREACHABLE, server.url("/missing.pt"), server.url("/w.pt")))
+    assert zoo.download("toy", progress=False).read_bytes() == PAYLOAD

@@ -274,7 +274,9 @@ def fetch(remote: Remote, dest: Path, *, download: bool = True, force: bool = Fa
 
 
 def _try_sources(remote: Remote, dest: Path, sources: tuple[str, ...], progress: bool) -> list[str]:
-    """Try each source until one delivers a verified file, moved into place -> failure lines ([] on success)."""
+    """Try each source until one delivers a verified file, moved into place -> failure lines ([] on success).
+    A failure that shows there is no network here (SourceFailed.no_network) ends the tries: the other mirrors
+    are listed as not tried (an offline machine learns it after one source, not after each one's timeouts)."""
     failures = []
     for i, source in enumerate(sources):
         try:
@@ -288,6 +290,9 @@ def _try_sources(remote: Remote, dest: Path, sources: tuple[str, ...], progress:
         except SourceFailed as e:
             why = f"{_web_page_failure(source, [source_url(s) for s in sources[i + 1:]])} ({e})" if e.web_page else str(e)
             failures.append(f"  {source_url(source)}: {why}")
+            if e.no_network:
+                failures += [f"  {source_url(s)}: not tried (no network)" for s in sources[i + 1:]]
+                break
             continue
         os.replace(staged, dest)
         _write_record(dest, sha)

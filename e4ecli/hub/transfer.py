@@ -1,12 +1,16 @@
 """Moving bytes: plain HTTP(S) with resume, and Google Drive through gdown (used by `hub.fetch`).
 
 Both raise `SourceFailed` with a one-line reason when a source cannot deliver; `hub.fetch` then
-tries the next one.
+tries the next one -- unless the failure says this machine has no network at all (`no_network`: the name
+resolver cannot be reached, the network is down or unreachable), where every mirror would fail the same way,
+each after its own timeouts.
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -24,9 +28,28 @@ class SourceFailed(Exception):
     `web_page`: the source answered with a page instead of the file (Google Drive's quota or
     virus-scan page, which gdown reports as a retrieval error)."""
 
-    def __init__(self, message: str, web_page: bool = False):
+    def __init__(self, message: str, web_page: bool = False, no_network: bool = False):
         super().__init__(message)
-        self.web_page = web_page
+        self.web_page, self.no_network = web_page, no_network
+
+
+def no_network(error: BaseException) -> bool:
+    """Whether a connection failure (or what caused it: URLError.reason, requests' wrapped urllib3 errors) shows
+    that there is no network here rather than one host's problem: the resolver is unreachable (EAI_AGAIN), the
+    network down or unreachable. Refused connections, unknown host names and HTTP errors are one host's."""
+    todo, seen = [error], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror) and e.errno == socket.EAI_AGAIN:
+            return True
+        if isinstance(e, OSError) and not isinstance(e, socket.gaierror) and e.errno in (errno.ENETUNREACH, errno.ENETDOWN):
+            return True
+        reason = getattr(e, "reason", None)
+        todo += [x for x in (reason, e.__cause__, e.__context__, *getattr(e, "args", ())) if isinstance(x, BaseException)]
+    return False
 
 
 # -- plain HTTP(S) ----------------------------------------------------------------------------
@@ -71,7 +94,7 @@ def _open(url: str, offset: int) -> Any:
         raise SourceFailed(f"HTTP {e.code} {e.reason}") from None
     except (URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        raise SourceFailed(f"cannot connect ({reason})") from None
+        raise SourceFailed(f"cannot connect ({reason})", no_network=no_network(e)) from None
 
 
 def _range_total(url: str) -> int | None:
@@ -157,7 +180,8 @@ def gdrive(file_id: str, staging: Path, progress: bool) -> Path:
     except errors as e:
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         detail = next((line for line in lines if "too many users" in line.lower()), lines[0] if lines else type(e).__name__)
-        raise SourceFailed(f"Google Drive: {detail}", web_page=retrieval is not None and isinstance(e, retrieval)) from None
+        raise SourceFailed(f"Google Drive: {detail}", web_page=retrieval is not None and isinstance(e, retrieval),
+                           no_network=no_network(e)) from None
     if out is None or not staging.is_file():
         raise SourceFailed("Google Drive refused the file (or it is not shared publicly)", web_page=True)
     return staging
