@@ -301,22 +301,6 @@ def progress_columns() -> tuple:
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
 
 
-def run_with_progress(results: Iterable, total: int, label: str, out_dir: Path, checkpoint_id: str | None,
-                      problems: Sequence[tuple[str, str]] = (), suffix: str = "", dist=None, previous=None,
-                      counter: dict | None = None) -> int:
-    """Consume pipeline Results through the run layer (e4ecli.runs.BatchRun.execute: manifest with each
-    output's settings fingerprint, obsolete files removed, rank parts merged) and show its events
-    (`show_events`); returns the exit code. previous: e4ecli.files.provenance.Previous or None."""
-    from e4ecli.files.guard import release_all
-    from e4ecli.runs import BatchRun
-
-    run = BatchRun(label, out_dir, [], [], dist=dist, previous=previous, checkpoint_id=checkpoint_id, missing=list(problems), suffix=suffix)
-    try:
-        return show_events(run.execute(results, total), counter)
-    finally:
-        release_all()
-
-
 _LIVE: list = []  # the batch's rich Progress while it is shown (one live display at a time)
 
 

@@ -116,9 +116,6 @@ class Plan:
     def all_outputs(self) -> list[Path]:
         return [p for p in (self.strip, *self.images, *self.latents, *self.offsets, *self.pasted) if p is not None]
 
-    def main_output(self) -> Path:
-        return self.all_outputs()[0]
-
 
 def plan_outputs(item: Item, out_dir: Path, values: Sequence[float], sweep: bool, *, save_latents: bool,
                  latents_only: bool, sidecar: Path | None, stylespace: bool = False) -> Plan:

@@ -8,7 +8,7 @@ as the original `setup_progressive_steps` builds it: [0, start, start + every, .
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from torch import nn
 
@@ -65,8 +65,3 @@ def encoder_param_groups(encoder: nn.Module) -> list[tuple[str, list[nn.Paramete
             idx = 0
         groups[min(idx, style_count - 1)][1].append(p)  # a lateral conv a small generator never uses
     return groups
-
-
-def groups_until(groups: Sequence[tuple[str, list]], stage: int) -> Iterator[tuple[str, list]]:
-    """The groups trained at `stage`: base and styles 1..stage."""
-    return iter(groups[: stage + 1])

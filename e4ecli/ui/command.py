@@ -57,9 +57,6 @@ class View:
         """The text direction on screen: (its `text:TARGET` spec, strength), or None."""
         return next(((s, v) for s, v in self.edits if is_text(s)), None)
 
-    def with_edits(self, edits) -> "View":
-        return replace(self, edits=tuple((s, float(v)) for s, v in edits if float(v) != 0.0))
-
 
 def is_text(spec: str) -> bool:
     """A `text:TARGET` direction, as the direction parser tells the kinds apart (edits.syntax)."""
