@@ -95,8 +95,7 @@ def align_cmd(
     """
     from e4ecli.cli.batch import Job, run_batch
     from e4ecli.cli.common import capped_workers, outputs_or_die, planned
-    from e4ecli.files.images import IMAGE_EXTENSIONS
-    from e4ecli.files.video import VIDEO_SUFFIXES
+    from e4ecli.files.kinds import IMAGE_EXTENSIONS, VIDEO_SUFFIXES
 
     extensions = set(IMAGE_EXTENSIONS) | set(VIDEO_SUFFIXES)
     workers = capped_workers(workers)
@@ -105,7 +104,7 @@ def align_cmd(
         problems.append(f"--size {size} x --supersample {supersample} = {size * supersample} px per side; keep it at most {MAX_TRANSFORM_SIZE}")
 
     def check_items(items) -> list[str]:
-        from e4ecli.files.video import is_video
+        from e4ecli.files.kinds import is_video
         from e4ecli.pipelines.align import face_key_clashes
 
         videos["any"] = any(is_video(it.source) for it in items)
