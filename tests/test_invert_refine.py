@@ -30,7 +30,7 @@ def test_refine_w_plus_replaces_the_latent_and_records_losses(setup, tmp_path):
     ckpt, photos, _ = setup
     plain = run("invert", photos, "-o", tmp_path / "plain", "-c", ckpt, "--device", "cpu")
     assert plain.exit_code == 0, plain.output
-    res = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 8)
+    res = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 3)
     assert res.exit_code == 0, res.output
     rows = manifest(tmp_path / "ref")
     for key in "ab":
@@ -38,12 +38,12 @@ def test_refine_w_plus_replaces_the_latent_and_records_losses(setup, tmp_path):
         assert lat.shape == (10, 512) and lat.dtype == np.float32
         assert not np.allclose(lat, np.load(tmp_path / "plain" / f"{key}.npy"))
         row = rows[f"{key}.npy"]
-        assert row["refine"]["mode"] == "w+" and row["refine"]["latent"]["steps"] == 8
+        assert row["refine"]["mode"] == "w+" and row["refine"]["latent"]["steps"] == 3
         assert row["losses_after"]["l2"] < row["losses_before"]["l2"]
     if "lpips" not in rows["a.npy"]["losses_before"]:  # torchvision's AlexNet file is not in this environment
         assert "lpips left out of the refinement" in res.output and "alexnet" in res.output
         assert "or refine without it: --lpips-weight 0" in res.output  # the hint reaches refinement users
-    again = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 8)
+    again = run("invert", photos, "-o", tmp_path / "ref", "-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 3)
     assert again.exit_code == 0 and "skipped" in again.output
 
 
@@ -51,7 +51,7 @@ def test_refine_w_plus_replaces_the_latent_and_records_losses(setup, tmp_path):
 def test_pti_writes_a_tuned_generator_that_render_and_edit_use(setup, tmp_path):
     ckpt, photos, root = setup
     out = tmp_path / "pti"
-    res = run("invert", photos / "a.png", "-o", out, "-c", ckpt, "--device", "cpu", "--refine", "pti", "--refine-steps", 6, "--save-reconstructions")
+    res = run("invert", photos / "a.png", "-o", out, "-c", ckpt, "--device", "cpu", "--refine", "pti", "--refine-steps", 2, "--save-reconstructions")
     assert res.exit_code == 0, res.output
     tuned = out / "a.pti.safetensors"
     assert tuned.is_file() and (out / "a.png").is_file()
@@ -77,8 +77,8 @@ def test_pti_writes_a_tuned_generator_that_render_and_edit_use(setup, tmp_path):
 def test_pti_shared_tunes_one_generator(setup, tmp_path):
     ckpt, photos, _ = setup
     out = tmp_path / "shared"
-    res = run("invert", photos, "-o", out, "-c", ckpt, "--device", "cpu", "--refine", "pti", "--refine-steps", 3, "--pti-shared",
-              "--pivot", "w+", "--pivot-steps", 2)
+    res = run("invert", photos, "-o", out, "-c", ckpt, "--device", "cpu", "--refine", "pti", "--refine-steps", 1, "--pti-shared",
+              "--pivot", "w+", "--pivot-steps", 1)
     assert res.exit_code == 0, res.output
     assert (out / "pti_shared.safetensors").is_file() and not list(out.glob("*.pti.safetensors"))
     rows = manifest(out)
