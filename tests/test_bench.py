@@ -63,7 +63,7 @@ def test_bench_checkpoint_side_by_side_with_onnxruntime(tmp_path):
     kit_or_skip()
     import weights
 
-    ckpt = write_e4e_64(weights, tmp_path / "e4e_64.pt")
+    ckpt = write_e4e_64(weights, tmp_path / "e4e_64.pt", input_size=64)  # 64 px inputs: a 16th of the encoder's work at 256
     out = tmp_path / "bench.json"
     res = run("bench", "--checkpoint", str(ckpt), "--device", "cpu", "--iters", "2", "--compare", "onnxruntime", "--json", str(out))
     assert res.exit_code == 0, res.output
