@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_e4e_64
 from editing_kit import run_cli, says, wplus64  # noqa: F401
 
 
@@ -102,14 +101,20 @@ def test_files_of_the_earlier_settings_that_this_run_does_not_write_are_removed(
     assert victim.read_text() == "keep me" and (root / "a.npy").is_file()
 
 
-def test_invert_with_another_checkpoint_is_redone(tmp_path, kit_weights):
+def test_invert_with_another_checkpoint_is_redone(tmp_path, e4e_64):
+    import torch
+
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
     for name in ("p", "q"):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f"{name}.png")
-    e4e_64 = write_e4e_64(kit_weights, tmp_path / "e4e_64.pt", input_size=64)  # 64 px inputs: a 16th of the encoder's work at 256
-    other = write_e4e_64(kit_weights, tmp_path / "other.pt", start_from_latent_avg=False, input_size=64)
+    # e4e_64's weights reading 64 px inputs (a 16th of the encoder's work at 256), and the same weights with another
+    # option (write_e4e_64 would generate the same weights again: seconds)
+    ckpt = torch.load(e4e_64, weights_only=True)
+    e4e_64, other = tmp_path / "e4e_64.pt", tmp_path / "other.pt"
+    torch.save({**ckpt, "opts": {**ckpt["opts"], "input_size": 64}}, e4e_64)
+    torch.save({**ckpt, "opts": {**ckpt["opts"], "input_size": 64, "start_from_latent_avg": False}}, other)
     out = tmp_path / "out"
     assert run_cli(["invert", photos, "-o", out, "-c", e4e_64, "--device", "cpu"]).exit_code == 0
     first = np.load(out / "p.npy")
