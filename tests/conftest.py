@@ -27,14 +27,15 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-# The files that took longest in CI (--durations, 2 workers), longest first. Under xdist (`--dist loadfile`, see
+# The files that took longest in CI (--durations, 2 workers; then this round's cuts), longest first. Under xdist (`--dist loadfile`, see
 # pyproject's addopts: a worker takes a whole file, so module fixtures are built once) they are handed out first,
 # so that no long file starts last while the other worker idles; then the files holding @pytest.mark.slow tests,
 # then the rest in their usual order. Order only: every test runs either way.
-LONGEST_FILES = ("test_invert_refine.py", "test_train_replay.py", "test_edit_video.py", "test_memory.py", "test_reruns.py",
-                 "test_train_checkpoints.py", "test_train_resume.py", "test_bench.py", "test_export.py", "test_eval_sweep.py",
-                 "test_distributed.py", "test_train_ddp.py", "test_cli_invert_render.py", "test_invert_stage.py",
-                 "test_conformance_models.py", "test_train_smoke.py", "test_reliability_hostile.py", "test_reliability.py")
+LONGEST_FILES = ("test_invert_refine.py", "test_train_replay.py", "test_edit_video.py", "test_train_checkpoints.py",
+                 "test_train_resume.py", "test_bench.py", "test_export.py", "test_memory.py", "test_eval_sweep.py",
+                 "test_distributed.py", "test_train_ddp.py", "test_reliability_hostile.py", "test_reliability.py",
+                 "test_cli_invert_render.py", "test_invert_stage.py", "test_conformance_models.py", "test_train_smoke.py",
+                 "test_reruns.py")
 
 
 def pytest_collection_modifyitems(config, items):
