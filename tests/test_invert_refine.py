@@ -47,6 +47,22 @@ def test_refine_w_plus_replaces_the_latent_and_records_losses(setup, tmp_path):
     assert again.exit_code == 0 and "skipped" in again.output
 
 
+def test_an_identity_network_that_cannot_be_had_is_left_out_with_the_clis_hint(setup, tmp_path):
+    """The hub raises a typed WeightsNotFound (no option names); e4e invert words it with --arcface and --id-weight.
+    A file that exists but is no ArcFace is left out too, saying why, without that hint."""
+    ckpt, photos, _ = setup
+    common = ["-c", ckpt, "--device", "cpu", "--refine", "w+", "--refine-steps", 1, "--id-weight", 0.1, "--lpips-weight", 0]
+    res = run("invert", photos / "a.png", "-o", tmp_path / "o1", *common, "--arcface", tmp_path / "missing.pt")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "id left out of the refinement: " in text and "missing.pt: no such file (the ArcFace network of the identity loss)." in text
+    assert "Set another file with --arcface, or --id-weight 0 refines without it." in text
+    res = run("invert", photos / "a.png", "-o", tmp_path / "o2", *common, "--arcface", photos / "b.png")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "id left out of the refinement: " in text and "Set another file" not in text
+
+
 @pytest.mark.slow
 def test_pti_writes_a_tuned_generator_that_render_and_edit_use(setup, tmp_path):
     ckpt, photos, root = setup

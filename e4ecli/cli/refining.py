@@ -50,13 +50,15 @@ def refine_options_or_die(refine: Optional[RefineMode], steps: int, lr: Optional
 
 def loss_nets_with_notes(opts, device, ckpt, arcface: str):
     """Load the loss networks; print one note per network left out (what to place where)."""
+    from e4ecli.hub.networks import WeightsNotFound
     from e4ecli.pipelines.refine import describe_missing, load_loss_nets
 
     with console.status("loading the refinement's loss networks"):
         nets = load_loss_nets(opts, device, face=ckpt.domain.is_face, arcface=arcface)  # the domain decides what is a face
     for name, line in zip(nets.missing, describe_missing(nets)):
         hint = ("; or refine without it: --lpips-weight 0" if name == "lpips" else
-                " Set another file with --arcface, or --id-weight 0 refines without it." if name == "id" and ckpt.domain.is_face else "")
+                " Set another file with --arcface, or --id-weight 0 refines without it." if isinstance(nets.errors.get(name), WeightsNotFound)
+                else "")
         console.print(f"[yellow]note:[/] {escape(line + hint)}")
     if nets.missing:
         console.print(f"[yellow]note:[/] refining with {', '.join(['l2'] + [k for k in ('lpips', 'id') if getattr(nets, 'identity' if k == 'id' else k)])} "

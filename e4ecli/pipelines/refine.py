@@ -45,7 +45,7 @@ def load_loss_nets(opts: RefineOptions, device: torch.device, *, face: bool, lpi
                 ident = IdentityLoss(net.to(device), "arcface")
                 nets.identity = identity_distance(ident.features)
             except CheckpointError as e:  # the caller words how to name another file or do without it
-                nets.missing["id"] = str(e)
+                nets.missing["id"], nets.errors["id"] = str(e), e
     return nets
 
 

@@ -23,6 +23,7 @@ class LossNets:
     lpips: ImageLoss | None = None
     identity: ImageLoss | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, BaseException] = field(default_factory=dict)  # the typed errors behind `missing`, for the caller to word
 
 
 @dataclass(frozen=True)
