@@ -92,31 +92,37 @@ def video_cmd(
         problems.append(f"{out}: unsupported video type '{out.suffix}'; use .mp4 or .gif "
                         f"(also {', '.join(s for s in VIDEO_SUFFIXES if s not in ('.mp4', '.gif'))})")
     usage_or_die(problems)  # the typos above are answered before the video pipeline (and torch) is imported
-    from e4ecli.pipelines.video import VideoError, output_for
+    from e4ecli.files.guard import OutputLocked
+    from e4ecli.files.video import VideoError, output_for
+    from e4ecli.runs import OutputRun, OutputUnusable, OverwritesInput, UnrecordedOutput
 
-    target = fallback = None
+    target = fallback = job = None
     try:
-        target, fallback = output_for(out)
+        target, fallback = output_for(out)  # torch-free: whether ffmpeg is there decides the file written
     except VideoError as e:
         problems.append(str(e))
-    if target is not None and target.exists() and not overwrite:
-        from e4ecli.files.provenance import OK_STATUSES, manifest_paths, read_records
-
-        if read_records(manifest_paths(target.parent)).get(target.name, {}).get("status") not in OK_STATUSES:
-            problems.append(f"{target} exists and {target.parent / 'manifest.jsonl'} has no record of how it was made; --overwrite replaces it")
+    if target is not None:
+        try:
+            job = OutputRun.prepare("video", target, inputs, overwrite=overwrite)
+        except UnrecordedOutput as e:
+            problems.append(f"{e}; --overwrite replaces it")
+        except OutputUnusable as e:
+            problems.append(f"-o {e.reason}")
+        except OverwritesInput as e:
+            problems.append(f"-o {target} is the input {e.hits[0][0]}; writing it would destroy the input (choose another name)")
+        except OutputLocked as e:
+            problems.append(str(e))
     usage_or_die(problems)
-    assert target is not None
-    from e4ecli.cli.common import out_file_or_die
+    assert job is not None
     from e4ecli.cli.styleflow import overrides_or_die
 
-    out_file_or_die(target, inputs)
     overrides = overrides_or_die(attribute, styleflow_weights, [direction] if direction else [])
     usage_or_die([checkpoint_problem(checkpoint)])  # last: the problems above are found without looking at it
     if fallback:
         console.print(f"[yellow]note:[/] ffmpeg (the imageio-ffmpeg package) is not installed; writing {escape(str(target))} instead "
                       "(pip install imageio-ffmpeg for MP4)")
     try:
-        _render_video(inputs, target, frames=frames, fps=fps, easing=easing, loop=loop, direction=direction, strength=strength,
+        _render_video(inputs, job, frames=frames, fps=fps, easing=easing, loop=loop, direction=direction, strength=strength,
                       bounce=bounce, pca=pca, checkpoint=checkpoint, device=device, precision=precision, batch_size=batch_size,
                       size=size, overwrite=overwrite, styleflow_weights=styleflow_weights, overrides=overrides, force=force,
                       text=text_options(neutral, beta, clip_weights, relevance))
@@ -147,7 +153,7 @@ def keyframe_files(inputs: List[Path]) -> tuple[List[Path], List[str]]:
     return files, problems
 
 
-def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, easing: str, loop: bool, direction: Optional[str],
+def _render_video(inputs: List[Path], job, *, frames: int, fps: float, easing: str, loop: bool, direction: Optional[str],
                   strength: Optional[str], bounce: bool, pca: Optional[str], checkpoint: str, device: str, precision: str,
                   batch_size: int, size: Optional[int], overwrite: bool, styleflow_weights: Optional[Path], overrides: dict,
                   force: bool = False, text=None) -> None:
@@ -157,11 +163,11 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
 
     from e4ecli.cli.batch import ident_hash, progress_columns
     from e4ecli.cli.common import device_or_die, load_model, visible
-    from e4ecli.files.batch import Manifest, Record
     from e4ecli.files.latents import LatentError, load_latent
-    from e4ecli.files.provenance import Previous, Settings, content_id
+    from e4ecli.files.provenance import Settings, content_id
     from e4ecli.hub.directions import DirectionError
     from e4ecli.pipelines.video import VideoError, interpolation_latents, render_frames, sweep_latents, sweep_offsets, write_video
+    from e4ecli.runs import Finished, ItemFailed, Note
 
     dev = device_or_die(device)
     ckpt, ident = load_model(checkpoint)
@@ -207,27 +213,29 @@ def _render_video(inputs: List[Path], target: Path, *, frames: int, fps: float, 
         what = f"{len(inputs)} keyframe(s)" + (" (loop)" if loop else "")
         settings = settings.with_(loop=loop)
 
-    previous = Previous(target.parent, settings, overwrite)
-    if previous.finished_source(None, [target]):
+    target = job.target
+    if job.start(settings, ident):
         console.print(f"{escape(str(target))} already exists, made with these settings; nothing to do (--overwrite redoes it)")
+        job.close()
         raise typer.Exit(0)
-    if target.exists() and not overwrite:
-        console.print(f"[yellow]note:[/] redoing {escape(str(target))}: it was made differently ({escape(previous.summary() or '?')})")
 
-    gen.to(dev).eval()
-    with Progress(*progress_columns(), console=console) as progress:
-        task = progress.add_task(visible(f"video: {what}"), total=frames)
+    def make(path: Path) -> None:
+        gen.to(dev).eval()
+        with Progress(*progress_columns(), console=console) as progress:
+            task = progress.add_task(visible(f"video: {what}"), total=frames)
 
-        def counted():
-            for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision, offsets):
-                yield frame
-                progress.advance(task)
+            def counted():
+                for frame in render_frames(gen, ckpt.domain, latents, batch_size, size, precision, offsets):
+                    yield frame
+                    progress.advance(task)
 
-        try:
-            written = write_video(target, counted(), fps)
-        except (VideoError, OSError) as e:
-            die(f"cannot write {target}: {e}", EXIT_FAILED)
-    with Manifest(written.parent) as manifest:
-        fields = dict(previous.fields(None), files=[written.name])
-        manifest.add(Record(", ".join(str(p) for p in inputs), written.name, "ok", None, ident, fields))
-    console.print(f"wrote {escape(str(written))}: {frames} frames at {fps:g} fps ({frames / fps:.2f} s)")
+            write_video(path, counted(), fps)  # atomic (temp + rename) on its own
+
+    for ev in job.execute(make, atomic=False, errors=(VideoError, OSError)):
+        if isinstance(ev, Note):
+            console.print(f"[yellow]note:[/] {escape(ev.message)}")
+        elif isinstance(ev, ItemFailed):
+            die(ev.error, EXIT_FAILED)
+        elif isinstance(ev, Finished) and ev.stopped:
+            die(ev.stopped, EXIT_FAILED)
+    console.print(f"wrote {escape(str(target))}: {frames} frames at {fps:g} fps ({frames / fps:.2f} s)")

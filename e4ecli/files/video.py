@@ -65,6 +65,32 @@ class TruncatedVideo(VideoError):
         self.frames_read = frames_read
 
 
+FFMPEG_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")  # written through ffmpeg; .gif through Pillow
+
+
+def ffmpeg_available() -> bool:
+    """Whether imageio-ffmpeg (and its ffmpeg binary) is there; checked without torch or numpy work."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def output_for(path: Path) -> tuple[Path, bool]:
+    """The file a video writer will make for `path`: (that path, whether it is a GIF fallback for a missing
+    ffmpeg). Raises VideoError for a suffix that is not a video type."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise VideoError(f"{path}: unsupported video type '{path.suffix}'; use .mp4 or .gif (also {', '.join(FFMPEG_SUFFIXES[1:])})")
+    if suffix in FFMPEG_SUFFIXES and not ffmpeg_available():
+        return path.with_suffix(".gif"), True
+    return path, False
+
+
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 

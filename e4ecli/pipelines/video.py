@@ -16,15 +16,13 @@ import torch
 from e4ecli.edits import ops
 from e4ecli.edits.specs import Edit
 from e4ecli.files.batch import atomic_output
-from e4ecli.files.video import even_sides
+from e4ecli.files.video import FFMPEG_SUFFIXES, VideoError, even_sides, ffmpeg_available, output_for
 from e4ecli.pipelines.edit import render_uint8
 
-FFMPEG_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 VIDEO_SUFFIXES = FFMPEG_SUFFIXES + (".gif",)
 
-
-class VideoError(ValueError):
-    """An output that cannot be written as asked; the message says what to do."""
+__all__ = ["FFMPEG_SUFFIXES", "VIDEO_SUFFIXES", "VideoError", "ffmpeg_available", "interpolation_latents", "output_for", "render_frames",
+           "sweep_latents", "sweep_offsets", "write_video"]
 
 
 def interpolation_latents(keyframes: torch.Tensor, n_frames: int, easing: str = "linear", loop: bool = False) -> torch.Tensor:
@@ -55,26 +53,6 @@ def render_frames(gen, domain, latents: torch.Tensor, batch_size: int = 4, size:
         extra = None if offsets is None else [o[start:start + step].to(latents.device) for o in offsets]
         images, _ = render_uint8(gen, domain, latents[start:start + step], batch_size, size, precision, extra)
         yield from images
-
-
-def ffmpeg_available() -> bool:
-    try:
-        import imageio_ffmpeg
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        return False
-    return True
-
-
-def output_for(path: Path) -> tuple[Path, bool]:
-    """(the path that will be written, whether it is a GIF fallback for a missing ffmpeg)."""
-    suffix = path.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise VideoError(f"{path}: unsupported video type '{path.suffix}'; use .mp4 or .gif (also {', '.join(FFMPEG_SUFFIXES[1:])})")
-    if suffix in FFMPEG_SUFFIXES and not ffmpeg_available():
-        return path.with_suffix(".gif"), True
-    return path, False
 
 
 def _ffmpeg_write(path: Path, frames: Iterable[np.ndarray], fps: float, quality: int) -> None:

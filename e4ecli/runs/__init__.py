@@ -49,6 +49,8 @@ clashes), NoInputs(missing), OutputsClash(clashes), OverwritesInput(hits); and f
 from e4ecli.runs.batch import (BatchRun, Inputs, NameClash, NoInputs, OutputLocked, OutputsClash, OutputUnusable, OverwritesInput,
                                RunError, check_outputs, find_inputs, planned_outputs)
 from e4ecli.runs.events import Finished, ItemDone, ItemFailed, ItemSkipped, Note, Started
+from e4ecli.runs.output import OutputRun, UnrecordedOutput
 
 __all__ = ["BatchRun", "Finished", "Inputs", "ItemDone", "ItemFailed", "ItemSkipped", "NameClash", "NoInputs", "Note", "OutputLocked",
-           "OutputUnusable", "OutputsClash", "OverwritesInput", "RunError", "Started", "check_outputs", "find_inputs", "planned_outputs"]
+           "OutputRun", "OutputUnusable", "OutputsClash", "OverwritesInput", "RunError", "Started", "UnrecordedOutput", "check_outputs", "find_inputs",
+           "planned_outputs"]
