@@ -164,3 +164,66 @@ def test_invert_pipeline_refuses_what_it_cannot_run(g64_path, e4e_photos):
         InvertPipeline.from_checkpoint(g64_path)
     with pytest.raises(StageError, match="out of range"):
         InvertPipeline.from_checkpoint(e4e_photos[0], InvertConfig(stage=99))
+
+
+# -- a single-output job: `e4e video` as a library -------------------------------------------------------
+def video_job(g64, keyframes, target, frames, **kw):
+    """`e4e video`'s job through the run layer: (up to date before anything rendered, events)."""
+    from e4ecli.files.provenance import content_id
+    from e4ecli.pipelines.video import interpolation_latents, render_frames, write_video
+    from e4ecli.runs import OutputRun
+
+    keys = torch.from_numpy(np.stack([np.load(k) for k in keyframes]))
+    with OutputRun.prepare("video", target, keyframes, **kw) as job:
+        up = job.start(Settings("video", checkpoint="g64", frames=frames, fps=8, keyframes=[content_id(k) for k in keys]), "g64")
+
+        def make(tmp: Path) -> dict:
+            write_video(tmp, render_frames(g64.generator, g64.domain, interpolation_latents(keys, frames), 2, 16), 8)
+            return {"frames": frames}
+
+        return up, list(job.execute(make))
+
+
+def test_a_single_output_job_skips_redoes_and_locks_like_the_cli(tmp_path, latents, g64):
+    import imageio.v3 as iio
+
+    from e4ecli.runs import UnrecordedOutput
+
+    keyframes = [latents / "a.npy", latents / "b.npy"]
+    target = tmp_path / "clips" / "v.gif"
+    up, events = video_job(g64, keyframes, target, 3)
+    assert not up and kinds(events) == ["Started", "ItemDone", "Finished"] and events[-1].ok
+    assert iio.imread(target, index=None).shape[0] == 3 and sorted(p.name for p in target.parent.iterdir()) == ["manifest.jsonl", "v.gif"]
+    line = json.loads((target.parent / "manifest.jsonl").read_text())
+    assert (line["output"], line["status"], line["frames"], line["settings"]["frames"]) == ("v.gif", "ok", 3, 3)
+    made = target.stat().st_mtime_ns
+
+    up, events = video_job(g64, keyframes, target, 3)  # the same settings: nothing rendered, nothing written
+    assert up and kinds(events) == ["Started", "ItemSkipped", "Finished"] and target.stat().st_mtime_ns == made
+
+    up, events = video_job(g64, keyframes, target, 4)  # another setting: redone, and a note says why
+    assert not up and kinds(events) == ["Started", "Note", "ItemDone", "Finished"]
+    assert events[1] == Note(f"redoing {target}: it was made differently (frames (1))")
+    assert iio.imread(target, index=None).shape[0] == 4
+
+    other = tmp_path / "other.gif"  # a file no run recorded is not replaced unless asked
+    other.write_bytes(b"mine")
+    with pytest.raises(UnrecordedOutput, match="has no record of how it was made"):
+        video_job(g64, keyframes, other, 2)
+    assert other.read_bytes() == b"mine"
+    assert video_job(g64, keyframes, other, 2, overwrite=True)[1][-1].done == 1
+    with pytest.raises(OverwritesInput):
+        video_job(g64, keyframes, keyframes[0], 2, require_record=False)
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+                               "from e4ecli.files.guard import lock_output; lock_output(sys.argv[1]);"
+                               "print('held', flush=True); time.sleep(60)", str(target.parent), str(ROOT)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked):
+            video_job(g64, keyframes, target, 5)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert iio.imread(target, index=None).shape[0] == 4

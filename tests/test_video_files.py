@@ -78,6 +78,21 @@ def test_bad_inputs_have_one_line_typed_errors(clips):
     assert "image" in str(pytest.raises(V.NotAVideo, V.probe, clips / "image.mp4").value)
 
 
+def test_text_named_like_a_video_is_not_called_a_truncated_recording(clips, tmp_path):
+    """ffmpeg's mov reader takes any .mp4 and reports a missing index ('moov atom not found'): a text file, an empty
+    file or random bytes are said to be no video; an MP4 cut before its index keeps the truncation reading."""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "noise.mov").write_bytes(bytes(range(256)) * 8)
+    expected = {clips / "text.mp4": "it holds text, not video data", tmp_path / "empty.mp4": "the file is empty",
+                tmp_path / "noise.mov": "does not start like any video container",
+                clips / "cut_index.mp4": "cut short before its index (moov atom not found)"}
+    for path, words in expected.items():
+        with pytest.raises(V.NotAVideo) as e:
+            V.probe(path)
+        assert f"{path}: not a readable video" in str(e.value) and words in str(e.value), str(e.value)
+        assert ("moov" in str(e.value)) == (path.name == "cut_index.mp4")
+
+
 def test_a_truncated_clip_yields_the_frames_before_the_damage(clips):
     got = []
     with pytest.raises(V.TruncatedVideo) as e:

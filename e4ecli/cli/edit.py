@@ -84,9 +84,13 @@ def resolve_edits(specs: List[str], ckpt: "LoadedCheckpoint", ident: str, pca: O
     return edits
 
 
-def check_options(direction: List[str], strength: List[str], pca: Optional[str], aligned: List[Path], text=None) -> tuple[list, list[str]]:
-    """Everything about -d/-s/--pca/--aligned that can be checked without a model: (parsed strengths, problems)."""
-    from e4ecli.edits.specs import parse_strength
+def check_directions(direction: List[str], strength: List[str], parse, pca: Optional[str], text=None, *, count_hint: str,
+                     example: str, more=None, refuse=None) -> tuple[list, list[str]]:
+    """-d / -s / --pca checked without a model, for every command that takes one strength per direction:
+    (parsed strengths, problems). parse: the command's strength parser (edits.specs.parse_strength, edits.ramps.
+    parse_ramp); count_hint ends the count problem; example: a --strength for a direction without a default;
+    more(parsed) -> the command's own problems of the parsed strengths; refuse(spec) -> why the command cannot
+    use that direction (or None)."""
     from e4ecli.hub.directions import DirectionError
     from e4ecli.pipelines.directions import check
 
@@ -94,22 +98,38 @@ def check_options(direction: List[str], strength: List[str], pca: Optional[str],
     parsed = []
     for value in strength:
         try:
-            parsed.append(parse_strength(value))
+            parsed.append(parse(value))
         except DirectionError as e:
             problems.append(worded(e))
     if strength and len(strength) != len(direction):
-        problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction "
-                        "(in the same order), or none to use the registry's defaults")
-    if sum(s.is_sweep for s in parsed) > 1:
-        problems.append("only one --strength may be a sweep A:B:N; the others must be single numbers")
+        problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction {count_hint}")
+    if more is not None:
+        problems += more(parsed)
     for spec in direction:
+        why = refuse(spec) if refuse is not None else None
+        if why:
+            problems.append(why)
+            continue
         try:
             default = check(spec, pca, text)
         except DirectionError as e:
             problems.append(worded(e))
             continue
         if not strength and default is None:
-            problems.append(f"--direction {spec} has no default strength; give --strength (e.g. --strength 3 or --strength -3:3:7)")
+            problems.append(f"--direction {spec} has no default strength; give --strength (e.g. {example})")
+    return parsed, problems
+
+
+def check_options(direction: List[str], strength: List[str], pca: Optional[str], aligned: List[Path], text=None) -> tuple[list, list[str]]:
+    """Everything about -d/-s/--pca/--aligned that can be checked without a model: (parsed strengths, problems)."""
+    from e4ecli.edits.specs import parse_strength
+
+    def one_sweep(parsed: list) -> list[str]:
+        return ["only one --strength may be a sweep A:B:N; the others must be single numbers"] if sum(s.is_sweep for s in parsed) > 1 else []
+
+    parsed, problems = check_directions(direction, strength, parse_strength, pca, text, more=one_sweep,
+                                        count_hint="(in the same order), or none to use the registry's defaults",
+                                        example="--strength 3 or --strength -3:3:7")
     for folder in aligned:
         if not folder.is_dir():
             problems.append(f"--aligned {folder}: no such folder")

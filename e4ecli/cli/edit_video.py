@@ -30,21 +30,6 @@ class MaskKind(str, Enum):
     landmarks = "landmarks"
 
 
-def parse_ramp(text: str):
-    """'3' -> Ramp(3, 3); 'A:B' -> Ramp(A, B); DirectionError otherwise."""
-    from e4ecli.edits.specs import parse_number
-    from e4ecli.hub.directions import DirectionError
-    from e4ecli.pipelines.video_edit import Ramp
-
-    parts = text.strip().split(":")
-    if len(parts) == 1:
-        v = parse_number(parts[0])
-        return Ramp(v, v)
-    if len(parts) == 2:
-        return Ramp(parse_number(parts[0]), parse_number(parts[1]))
-    raise DirectionError(f"strength {text!r}: use a number or A:B (a ramp from the first frame to the last, e.g. 0:3)")
-
-
 def same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
@@ -81,33 +66,18 @@ def check_files(clip: Path, out: Path, work: Path) -> list[str]:
 
 def check_edits(direction: List[str], strength: List[str], pca: Optional[str], text=None) -> tuple[list, list[str]]:
     """-d / -s / --pca without a model: (ramps, problems)."""
-    from e4ecli.cli.common import worded
+    from e4ecli.cli.edit import check_directions
+    from e4ecli.edits.ramps import parse_ramp
     from e4ecli.edits.syntax import direction_kind
-    from e4ecli.hub.directions import DirectionError
-    from e4ecli.pipelines.directions import check
 
-    problems: list[str] = []
-    ramps = []
-    for text in strength:
-        try:
-            ramps.append(parse_ramp(text))
-        except DirectionError as e:
-            problems.append(worded(e))
-    if strength and len(strength) != len(direction):
-        problems.append(f"got {len(direction)} --direction but {len(strength)} --strength; give one strength per direction (in the same order)")
-    for spec in direction:
+    def refuse(spec: str) -> str | None:
         if direction_kind(spec) == "styleflow":
-            problems.append(f"--direction {spec}: StyleFlow edits are not supported for videos yet (they need each frame's attributes); "
-                            "use an InterFaceGAN, GANSpace or SeFa direction")
-            continue
-        try:
-            default = check(spec, pca, text)
-        except DirectionError as e:
-            problems.append(worded(e))
-            continue
-        if not strength and default is None:
-            problems.append(f"--direction {spec} has no default strength; give --strength (e.g. -s 3 or -s 0:3)")
-    return ramps, problems
+            return (f"--direction {spec}: StyleFlow edits are not supported for videos yet (they need each frame's attributes); "
+                    "use an InterFaceGAN, GANSpace or SeFa direction")
+        return None
+
+    return check_directions(direction, strength, parse_ramp, pca, text, count_hint="(in the same order)", example="-s 3 or -s 0:3",
+                            refuse=refuse)
 
 
 @app.command(
@@ -170,13 +140,29 @@ def edit_video_cmd(
     ramps, problems = check_edits(direction, strength, pca, text)
     usage_or_die(problems)
     usage_or_die([checkpoint_problem(checkpoint)])
+    from e4ecli.cli.common import locked_message
+    from e4ecli.runs import OutputLocked, RunError, video_edit as clip_run
+
+    try:
+        job = clip_run.prepare(clip, out, work)  # the record of the edited clip: WORK/manifest.jsonl; the work folder locked
+    except OutputLocked as e:
+        die(locked_message(e))
+    except RunError as e:
+        die(str(e))
+    opts = dict(face=face, center_sigma=center_sigma, xy_sigma=xy_sigma, pti_steps=refine_steps if refine == Refine.pti else 0, stitch=stitch,
+                stitch_steps=stitch_steps, mask=mask.value, feather=feather, side_by_side=side_by_side, batch_size=batch_size)
+    settings = clip_run.request_settings(checkpoint, direction, [r.to_json() for r in ramps], pca=pca, detector=detector.value, out=out,
+                                         **opts)
     if info.note:
         console.print(f"[yellow]note:[/] {escape(info.note)}")
     if not info.has_audio:
         console.print(f"[yellow]note:[/] {escape(str(clip))} has no audio stream: the output will be silent")
+    if settings is not None and job.start(settings):  # up to date: answered before any model or detector loads
+        record = job.record or {}
+        report(out, info, clip, skipped=True, without_face=record.get("without_face") or [], stopped=record.get("stopped"))
     try:
-        _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine, refine_steps, stitch, stitch_steps, mask.value,
-             side_by_side, face, center_sigma, xy_sigma, detector.value, feather, batch_size, device, text=text)
+        _run(job, settings, clip, info, out, work, direction, ramps, pca, force, checkpoint, refine_steps if refine == Refine.pti else 0, stitch,
+             stitch_steps, mask.value, side_by_side, face, center_sigma, xy_sigma, detector.value, feather, batch_size, device, text=text)
     except KeyboardInterrupt:
         from e4ecli.files.guard import release_all
 
@@ -185,7 +171,28 @@ def edit_video_cmd(
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine, refine_steps, stitch, stitch_steps, mask_kind, side_by_side,
+def report(out: Path, info, clip: Path, *, skipped: bool, without_face: list, stopped: str | None, frames: int = 0, edited: int = 0,
+           notes: tuple = ()) -> None:
+    """The end of a run: what was written (or that nothing had to be), the frames without the face; exits 1 when the clip was
+    damaged part way, else 0."""
+    if skipped:
+        console.print(f"{escape(str(out))} is up to date (made with these settings); nothing to do")
+    else:
+        for note in notes:
+            console.print(f"[yellow]note:[/] {escape(note)}")
+        console.print(f"[green]wrote[/] {escape(str(out))}: {frames} frames at {float(info.fps):.4g} fps, {edited} edited, "
+                      f"{len(without_face)} without the face (passed through unedited)"
+                      + ("" if info.has_audio else ", no sound (the source has none)"))
+    if without_face:
+        shown = ", ".join(str(i) for i in without_face[:10]) + (" ..." if len(without_face) > 10 else "")
+        console.print(f"frames without the face: {shown}")
+    if stopped:
+        console.print(f"[bold red]error:[/] {escape(stopped)}")
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(0)
+
+
+def _run(job, settings, clip, info, out, work, direction, ramps, pca, force, checkpoint, pti_steps, stitch, stitch_steps, mask_kind, side_by_side,
          face, center_sigma, xy_sigma, detector, feather, batch_size, device, text=None) -> None:
     from dataclasses import replace
 
@@ -193,14 +200,14 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
 
     from e4ecli.cli.align import open_detector_or_die
     from e4ecli.cli.batch import ident_hash
-    from e4ecli.cli.common import device_or_die, load_model, out_dir_or_die, progress_columns
+    from e4ecli.cli.common import device_or_die, load_model, locked_message, progress_columns
     from e4ecli.cli.edit import resolve_edits
+    from e4ecli.files.provenance import Settings
     from e4ecli.pipelines.video_align import FaceIndexOutOfRange, NoFaceInClip
     from e4ecli.pipelines.video_edit import Ramp, VideoEditOptions, edit_video
+    from e4ecli.runs import Finished, OutputLocked, video_edit as clip_run
 
     dev = device_or_die(device)
-    work.mkdir(parents=True, exist_ok=True)
-    out_dir_or_die(work)  # locked: a second run on the same work folder is refused
     ckpt, ident = load_model(checkpoint)
     if ckpt.encoder is None:
         die(f"--checkpoint {checkpoint} holds only a generator; editing a video needs an e4e checkpoint with an encoder")
@@ -215,14 +222,13 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
             steps.append((edit, Ramp(edit.default_strength, edit.default_strength)))
         else:
             die(f"--direction {edit.label} has no default strength; give --strength")
-    opts = VideoEditOptions(face=face, center_sigma=center_sigma, xy_sigma=xy_sigma, pti_steps=refine_steps if refine == Refine.pti else 0,
-                            stitch=stitch, stitch_steps=stitch_steps, mask=mask_kind, feather=feather, side_by_side=side_by_side,
-                            batch_size=batch_size)
+    opts = VideoEditOptions(face=face, center_sigma=center_sigma, xy_sigma=xy_sigma, pti_steps=pti_steps, stitch=stitch, stitch_steps=stitch_steps,
+                            mask=mask_kind, feather=feather, side_by_side=side_by_side, batch_size=batch_size)
     nets = None
     if opts.pti_steps:
         from e4ecli.pipelines.refine import RefineOptions, describe_missing, load_loss_nets
 
-        nets = load_loss_nets(RefineOptions("pti", steps=refine_steps, shared=True), dev, face=True)
+        nets = load_loss_nets(RefineOptions("pti", steps=pti_steps, shared=True), dev, face=True)
         for line in describe_missing(nets):
             console.print(f"[yellow]note:[/] {escape(line)}")
     stitch_config = masker = None
@@ -240,9 +246,16 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
             console.print(("[yellow]note:[/] " if k == 0 else "  ") + escape(line))
         console.print(f"stitching with the {masker.kind} face mask")
     backend = open_detector_or_die(detector, device)
+    if settings is None:  # not known before loading (e.g. a zoo checkpoint fetched just now): the pipeline's stages decide
+        settings = clip_run.request_settings(checkpoint, direction, [r.to_json() for r in ramps], pca=pca, detector=detector, out=out,
+                                             face=face, center_sigma=center_sigma, xy_sigma=xy_sigma, pti_steps=pti_steps, stitch=stitch,
+                                             stitch_steps=stitch_steps, mask=mask_kind, feather=feather, side_by_side=side_by_side,
+                                             batch_size=batch_size) or Settings("edit-video", decided_by="the pipeline's stages")
+        job.start(settings)
 
     labels = {"track": "finding the face", "align": "aligning", "invert": "inverting", "pti": "tuning (PTI epochs)",
               "edit": "editing", "stitch": "editing + stitching", "encode": "encoding"}
+    made: dict = {}
     with Progress(*progress_columns(), console=console, transient=False) as bar:
         tasks: dict = {}
 
@@ -251,25 +264,22 @@ def _run(clip, info, out, work, direction, ramps, pca, force, checkpoint, refine
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done)
 
+        def make(_target: Path) -> dict:
+            made["result"] = result = edit_video(clip, info, out, work, backend=backend, ckpt=ckpt, ckpt_id=ident_hash(ident), steps=steps,
+                                                 opts=opts, device=dev, nets=nets, stitch_config=stitch_config, masker=masker,
+                                                 progress=progress)
+            return clip_run.result_fields(result)
+
         try:
-            result = edit_video(clip, info, out, work, backend=backend, ckpt=ckpt, ckpt_id=ident_hash(ident), steps=steps, opts=opts,
-                                device=dev, nets=nets, stitch_config=stitch_config, masker=masker, progress=progress)
+            for ev in job.execute(make, atomic=False, errors=()):  # the pipeline writes the clip atomically itself
+                if isinstance(ev, Finished) and ev.stopped:  # the clip is written; only its record is missing
+                    console.print(f"[yellow]warning:[/] {escape(ev.stopped)}")
         except FaceIndexOutOfRange as e:
             die(f"--face {e.face}: the first frame with faces has only {e.found} (--face 0 to {e.found - 1}, numbered from the left)", EXIT_FAILED)
         except NoFaceInClip as e:
             die(str(e), EXIT_FAILED)
-    if result.skipped:
-        console.print(f"{escape(str(out))} is up to date (made with these settings); nothing to do")
-    else:
-        for note in result.notes:
-            console.print(f"[yellow]note:[/] {escape(note)}")
-        console.print(f"[green]wrote[/] {escape(str(out))}: {result.frames} frames at {float(info.fps):.4g} fps, {result.edited} edited, "
-                      f"{len(result.without_face)} without the face (passed through unedited)"
-                      + ("" if info.has_audio else ", no sound (the source has none)"))
-    if result.without_face:
-        shown = ", ".join(str(i) for i in result.without_face[:10]) + (" ..." if len(result.without_face) > 10 else "")
-        console.print(f"frames without the face: {shown}")
-    if result.stopped:
-        console.print(f"[bold red]error:[/] {escape(result.stopped)}")
-        raise typer.Exit(EXIT_FAILED)
-    raise typer.Exit(0)
+        except OutputLocked as e:
+            die(locked_message(e))
+    result = made["result"]
+    report(out, info, clip, skipped=result.skipped, without_face=result.without_face, stopped=result.stopped, frames=result.frames,
+           edited=result.edited, notes=tuple(result.notes))

@@ -111,7 +111,9 @@ def video_cmd(
         except OverwritesInput as e:
             problems.append(f"-o {target} is the input {e.hits[0][0]}; writing it would destroy the input (choose another name)")
         except OutputLocked as e:
-            problems.append(str(e))
+            from e4ecli.cli.common import locked_message
+
+            problems.append(locked_message(e))
     usage_or_die(problems)
     assert job is not None
     from e4ecli.cli.styleflow import overrides_or_die

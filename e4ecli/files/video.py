@@ -180,6 +180,38 @@ def _packets(path: Path) -> tuple[int, list[int], Fraction | None]:
     return count, pts, tb
 
 
+MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"junk", b"pdin", b"styp", b"sidx")
+
+
+def starts_like_mp4(path: Path) -> bool:
+    """Whether the file begins with an ISO media / QuickTime box (what an MP4 or MOV, even a truncated one, starts
+    with): ffmpeg's mov reader takes any file named .mp4/.mov and calls the lack of an index a truncation."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] in MP4_BOXES
+
+
+def not_video_content(path: Path) -> str:
+    """Why a file named like a video is none, from its first bytes: empty, text, or other data."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return os.strerror(e.errno) if e.errno else "it cannot be read"
+    if not head:
+        return "the file is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a character cut by the 4096-byte window is still text
+        text = head[:e.start].decode("utf-8") if e.start >= len(head) - 3 and len(head) == 4096 else None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "it holds text, not video data"
+    return "its content does not start like any video container"
+
+
 def probe(path: Path | str) -> VideoInfo:
     """Read a clip's header and packet list (no decoding). Raises NotAVideo, EmptyVideo, FrameTooLarge."""
     path = Path(path)
@@ -190,7 +222,8 @@ def probe(path: Path | str) -> VideoInfo:
     if not m_input:
         reason = _last_words(text.replace(str(path), "")).strip(": ") or "ffmpeg cannot read it"
         if "moov atom not found" in text:
-            reason = "the file is cut short before its index (moov atom not found): a truncated or unfinished recording"
+            reason = (("the file is cut short before its index (moov atom not found): a truncated or unfinished recording")
+                      if starts_like_mp4(path) else not_video_content(path))
         raise NotAVideo(f"{path}: not a readable video ({reason})")
     container = m_input.group(1).rstrip(",")
     video = re.search(r"Stream #0:\d+[^:]*: Video: (.*)$", text, re.M)

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from e4ecli.edits.ramps import Ramp
 from e4ecli.edits.specs import Edit
 from e4ecli.files.batch import read_json, save_image, save_npy, save_torch, write_text
 from e4ecli.files.provenance import input_stamp, stable_hash
@@ -40,22 +41,6 @@ STAGE_FILE = "stage.json"
 # STIT's train.py: l2 weighted 10, LPIPS 1, no locality regulariser, Adam at 3e-5
 STIT_PTI = {"weights": Weights(l2=10.0, lpips=1.0, reg=0.0), "lr": 3e-5}
 DONE_FILE = "done.json"
-
-
-@dataclass(frozen=True)
-class Ramp:
-    """A strength, constant (start == end) or ramped linearly from the first frame to the last."""
-
-    start: float
-    end: float
-
-    def at(self, frame: int, frames: int) -> float:
-        if frames <= 1 or self.start == self.end:
-            return self.start
-        return self.start + (self.end - self.start) * frame / (frames - 1)
-
-    def to_json(self) -> list[float]:
-        return [self.start, self.end]
 
 
 @dataclass(frozen=True)
