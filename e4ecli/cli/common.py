@@ -156,6 +156,33 @@ def out_file_or_die(out: Path, inputs: Iterable[Path] = (), option: str = "-o") 
         die(f"{option} {out} is the input {src}; writing it would destroy the input (choose another name)")
 
 
+def output_run_or_die(label: str, target: Path, inputs: Iterable[Path] = (), option: str = "-o", **kw):
+    """e4ecli.runs.OutputRun.prepare for a command's one output file, its problems worded as out_file_or_die does."""
+    from e4ecli.runs import OutputLocked, OutputRun, OutputUnusable, OverwritesInput, UnrecordedOutput
+
+    try:
+        return OutputRun.prepare(label, target, list(inputs), **kw)
+    except OutputUnusable as e:
+        die(f"{option} {e.reason}")
+    except OverwritesInput as e:
+        die(f"{option} {target} is the input {e.hits[0][0]}; writing it would destroy the input (choose another name)")
+    except UnrecordedOutput as e:
+        die(f"{e}; --overwrite replaces it")
+    except OutputLocked as e:
+        die(e)
+
+
+def write_output_or_die(job, text: str) -> None:
+    """Write a report (JSON) through its OutputRun: atomically, one line and exit 1 when it cannot be written."""
+    from e4ecli.runs import Finished, ItemFailed
+
+    for ev in job.execute(lambda tmp: tmp.write_text(text, encoding="utf-8") and None):
+        if isinstance(ev, ItemFailed):
+            die(ev.error, EXIT_FAILED)
+        if isinstance(ev, Finished) and ev.stopped:
+            die(ev.stopped, EXIT_FAILED)
+
+
 def planned(items: Sequence["Item"], out_dir: Path, suffixes: Sequence[str]) -> dict:
     """item -> OUT/<key><suffix> for every suffix (the files a one-output-per-suffix command writes)."""
     from e4ecli.runs import planned_outputs

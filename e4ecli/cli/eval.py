@@ -132,8 +132,8 @@ def eval_cmd(
         raise typer.Exit(eval_clip(inputs, source, json_out, arcface, detector.value, device))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, capped_workers, device_or_die, discover_or_die, escape, load_model, out_file_or_die
-    from e4ecli.files.batch import write_text
+    from e4ecli.cli.common import (EXIT_FAILED, EXIT_OK, capped_workers, device_or_die, discover_or_die, escape, load_model, out_file_or_die,
+                                   output_run_or_die, write_output_or_die)
     from e4ecli.files.images import IMAGE_EXTENSIONS
     from e4ecli.pipelines.eval import Evaluator, NeedsEdit, build_metrics, parse_metrics
 
@@ -176,7 +176,7 @@ def eval_cmd(
     workers = capped_workers(workers)
     dev = device_or_die(device)
     items, problems = discover_or_die(inputs, IMAGE_EXTENSIONS, json_out.parent, skip_out=False)
-    out_file_or_die(json_out, [it.source for it in items], option="--json")
+    job = output_run_or_die("eval", json_out, [it.source for it in items], option="--json", record=False, lock=False)
     if not items:
         die("no images found in the given inputs (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")")
     ckpt, ident = load_model(checkpoint)
@@ -227,11 +227,7 @@ def eval_cmd(
     report = {**{k: report[k] for k in names}, "n_images": report["n_images"], "checkpoint": ident,
               "edit": {"direction": edit.label, "strength": s} if edit is not None else None,
               **{k: v for k, v in report.items() if k not in names and k != "n_images"}}
-    try:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        write_text(json_out, json.dumps(report, indent=1) + "\n")
-    except OSError as e:
-        die(f"cannot write {json_out}: {e}", EXIT_FAILED)
+    write_output_or_die(job, json.dumps(report, indent=1) + "\n")  # e4ecli.runs.OutputRun: checked, locked, atomic
     title = f"e4e eval: {report['n_images']} image(s), {ident}" + (f", edit {edit.label} × {s:g}" if edit is not None else "")
     print_table(report, title)
     if report["failed"]:
@@ -242,7 +238,7 @@ def eval_cmd(
 
 def eval_clip(inputs: List[Path], source: Optional[Path], json_out: Path, arcface: str, detector: str, device: str) -> int:
     """`e4e eval OUT.mp4 --source CLIP.mp4`: the temporal metrics of pipelines.temporal, as a table and JSON."""
-    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, escape, out_file_or_die
+    from e4ecli.cli.common import EXIT_FAILED, EXIT_OK, escape, output_run_or_die, write_output_or_die
     from e4ecli.files.video import VIDEO_SUFFIXES, VideoError, probe
 
     if len(inputs) != 1:
@@ -259,7 +255,7 @@ def eval_clip(inputs: List[Path], source: Optional[Path], json_out: Path, arcfac
         die(f"{output} is its own --source: compare the edit with the clip it was made from")
     if json_out.is_dir():
         die(f"--json {json_out} is a folder; give a file name, e.g. {json_out / 'temporal.json'}")
-    out_file_or_die(json_out, [output, source], option="--json")
+    job = output_run_or_die("eval", json_out, [output, source], option="--json", record=False, lock=False)
     try:
         info = probe(source)
         probe(output)
@@ -270,7 +266,6 @@ def eval_clip(inputs: List[Path], source: Optional[Path], json_out: Path, arcfac
 
     from e4ecli.cli.align import open_detector_or_die
     from e4ecli.cli.common import device_or_die, progress_columns
-    from e4ecli.files.batch import write_text
     from e4ecli.metrics import MetricUnavailable, pairwise
     from e4ecli.pipelines.temporal import ClipMismatch, clip_metrics
 
@@ -300,11 +295,7 @@ def eval_clip(inputs: List[Path], source: Optional[Path], json_out: Path, arcfac
               "unavailable": {}, "failed": {}}
     if result.values["flicker_output"] is not None and result.values["flicker"] is None:
         report["unavailable"]["flicker"] = "the source does not change at all inside the face while the output does"
-    try:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        write_text(json_out, json.dumps(report, indent=1) + "\n")
-    except OSError as e:
-        die(f"cannot write {json_out}: {e}", EXIT_FAILED)
+    write_output_or_die(job, json.dumps(report, indent=1) + "\n")
     print_table(report, f"e4e eval: {output} against {source}, {result.frames} frame(s)")
     if result.frames_without_face:
         console.print(f"[yellow]{len(result.frames_without_face)} frame(s) without a face[/] (left out of the pairs they are in; "

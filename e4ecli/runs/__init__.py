@@ -42,8 +42,19 @@ API
   run.close() / `with BatchRun.prepare(...) as run:`   release the folder.
   find_inputs(inputs, extensions, out, exclude_out=True) -> Inputs(items, missing, clashes)
   planned_outputs(items, out, suffixes) -> {item: [paths]};  check_outputs(items, planned)
+One output file from some inputs (e4ecli.runs.output, e4ecli.runs.video_edit):
+  OutputRun.prepare(label, target, sources=(), *, overwrite=False, records=None, require_record=True,
+                    stamp_input=False, stamp_output=False, record=True, lock=True) -> OutputRun
+      checks the file (OutputUnusable, OverwritesInput, UnrecordedOutput: it exists and no manifest line
+      says how it was made), locks its records folder (RECORDS/manifest.jsonl; default: target's folder).
+  job.start(settings, checkpoint_id=None) -> bool   up to date? (job.changed: why not, job.record: the line)
+  job.execute(make, atomic=True, errors=(OSError, ValueError)) -> Started, [Note], ItemDone | ItemSkipped |
+      ItemFailed, Finished; make(path) writes the output (a temp name renamed onto the target) and returns
+      extra manifest fields. job.run(make) -> Finished.
+  video_edit.prepare(clip, out, work) / request_settings(...): `e4e edit-video`'s job, judged before any
+      model or detector loads.
 Problems (all RunError, raised before anything is created): OutputUnusable(out, reason), NameClash(out,
-clashes), NoInputs(missing), OutputsClash(clashes), OverwritesInput(hits); and files.guard.OutputLocked
+clashes), NoInputs(missing), OutputsClash(clashes), OverwritesInput(hits), UnrecordedOutput(target, manifest); and files.guard.OutputLocked
 (another process writes into the folder).
 """
 from e4ecli.runs.batch import (BatchRun, Inputs, NameClash, NoInputs, OutputLocked, OutputsClash, OutputUnusable, OverwritesInput,

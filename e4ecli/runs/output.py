@@ -50,7 +50,8 @@ class OutputRun:
 
     stamp_input: the (single) source's size and mtime join the fingerprint (a changed input redoes the output);
     stamp_output: also record the output file's size and mtime, and redo when they changed (the file was
-    replaced or edited after the run)."""
+    replaced or edited after the run); record_it=False: no manifest line and no skip (a report that is always
+    made anew, `e4e eval`'s JSON), the rest of the template (checks, lock, atomic write, events) kept."""
 
     label: str
     target: Path
@@ -59,6 +60,7 @@ class OutputRun:
     records: Path | None = None
     stamp_output: bool = False
     stamp_input: bool = False
+    record_it: bool = True
     previous: Any = field(default=None, repr=False)  # files.provenance.Previous, set by start()
     checkpoint_id: str | None = None
     up_to_date: bool = False
@@ -71,11 +73,12 @@ class OutputRun:
 
     @classmethod
     def prepare(cls, label: str, target: Path, sources: Sequence[Path] = (), *, overwrite: bool = False, records: Path | None = None,
-                require_record: bool = True, stamp_input: bool = False, stamp_output: bool = False, lock: bool = True) -> "OutputRun":
+                require_record: bool = True, stamp_input: bool = False, stamp_output: bool = False, record: bool = True,
+                lock: bool = True) -> "OutputRun":
         """Check the output (nothing is created); raises OutputUnusable (target is a folder, its folder cannot be
         made), OverwritesInput (target is one of the sources), UnrecordedOutput (with require_record: target exists
         without a manifest line and not overwrite), files.guard.OutputLocked (another process writes there)."""
-        run = cls(label, target, list(sources), overwrite, records, stamp_output, stamp_input)
+        run = cls(label, target, list(sources), overwrite, records, stamp_output, stamp_input, record)
         problem = out_file_problem(run.target)
         if problem is None and run.records != run.target.parent:
             problem = out_dir_problem(run.records)
@@ -84,7 +87,7 @@ class OutputRun:
         hits = overwritten_inputs(run.sources, [run.target])
         if hits:
             raise OverwritesInput(hits)
-        if require_record and not overwrite and run.target.exists() and run.record_status() not in ("ok", "skipped"):
+        if record and require_record and not overwrite and run.target.exists() and run.record_status() not in ("ok", "skipped"):
             raise UnrecordedOutput(run.target, run.records / "manifest.jsonl")
         if lock:
             run.lock()
@@ -158,7 +161,7 @@ class OutputRun:
         from e4ecli.files.batch import Manifest, ManifestError, Record, atomic_output
         from e4ecli.files.provenance import input_stamp
 
-        if self.previous is None:
+        if self.previous is None and self.record_it:
             raise RuntimeError("call start(settings) before execute()")
         problem = out_dir_problem(self.records)
         if problem:
@@ -184,7 +187,7 @@ class OutputRun:
                     result = OneResult(item, "ok", [self.target], extra=dict(extra or {}))
                 except errors as e:
                     result = OneResult(item, "failed", [], f"cannot write {self.target}: {e}")
-            if result.status == "ok":
+            if result.status == "ok" and self.record_it:
                 fields = dict(self.previous.fields(self._source), **result.extra, files=[self.key])
                 if self.stamp_output:
                     fields["output_stamp"] = input_stamp(self.target)
