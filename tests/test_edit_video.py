@@ -103,6 +103,40 @@ def test_identical_rerun_is_a_no_op(edited):
     assert again.exit_code == 0 and "up to date" in again.output and out.stat().st_mtime_ns == mtime
 
 
+def test_an_identical_rerun_is_answered_before_torch_or_any_model_loads(setup, edited):
+    """The edited clip's line in WORK/manifest.jsonl (e4ecli.runs.OutputRun) names what was asked; a fresh process
+    with the same command says 'up to date' without importing torch (no checkpoint, no direction, no detector)."""
+    root, ckpt, clip, dirs = setup
+    out = edited[0]
+    line = json.loads((Path(str(out) + ".frames") / "manifest.jsonl").read_text().splitlines()[-1])
+    assert line["output"] == "../out.mp4" and line["status"] == "ok" and line["frames"] == N and line["settings"]["strengths"] == [[-3, -3]]
+    code = ("import sys\nfrom e4ecli.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('torch' in sys.modules, e.code)")
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args(clip, out, ckpt))], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), E4E_DIRECTIONS=str(dirs)))
+    assert r.stdout.split()[-2:] == ["False", "0"] and "up to date" in r.stderr, (r.stdout, r.stderr)
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_frames_are_shared_and_the_clip_is_the_same(setup, edited, tmp_path):
+    """2 gloo processes: each inverts and edits half of the frames into the shared work folder, rank 0 tracks, encodes
+    and records; the latents and the clip match the one-process run's."""
+    root, ckpt, clip, dirs = setup
+    out, work = tmp_path / "d.mp4", tmp_path / "dwork"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "e4ecli",
+           *map(str, args(clip, out, ckpt, "--work", work))]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), E4E_DIRECTIONS=str(dirs), OMP_NUM_THREADS="1", COLUMNS="200")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = r.stdout + r.stderr
+    assert said.count("wrote ") == 1 and f"frames shared by 2 processes: {N // 2}, {N // 2} frames" in said, said
+    ref = Path(str(edited[0]) + ".frames") / "latents"
+    for i in range(N):
+        assert np.allclose(np.load(work / "latents" / f"{i:06d}.npy"), np.load(ref / f"{i:06d}.npy"), atol=1e-4)
+    assert np.abs(frames_of(out) - frames_of(edited[0])).mean() < 1.0
+    assert json.loads((work / "manifest.jsonl").read_text().splitlines()[-1])["status"] == "ok"
+
+
 def test_smoothing_lowers_the_jitter_of_the_quads(edited):
     """Landmarks of the clip (dlib) plus a per-frame shake: the smoothed quads' second-difference energy is >= 3x
     below the raw ones'; with both sigmas 0 the quads are the raw ones."""

@@ -171,7 +171,7 @@ def test_legacy_format_and_half_precision_files_load_as_fp32(tmp_path, case_chec
 
 
 def test_file_id_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
-    from e4ecli.hub import checkpoints
+    from e4ecli.hub import checkpoints, file_ids
 
     p = tmp_path / "model.pt"
     p.write_bytes(b"a" * 1000)
@@ -181,7 +181,7 @@ def test_file_id_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
         raise AssertionError("hashed again")
 
     with monkeypatch.context() as m:
-        m.setattr(checkpoints, "sha256_of", no_hashing)
+        m.setattr(file_ids, "sha256_of", no_hashing)  # file ids live in hub.file_ids (torch-free); checkpoints re-exports file_id
         assert checkpoints.file_id(p) == first  # remembered: no second read of a 1.2 GB file
     p.write_bytes(b"b" * 1000)
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))

@@ -144,7 +144,7 @@ def edit_video_cmd(
     from e4ecli.runs import OutputLocked, RunError, video_edit as clip_run
 
     try:
-        job = clip_run.prepare(clip, out, work)  # the record of the edited clip: WORK/manifest.jsonl; the work folder locked
+        job = clip_run.prepare(clip, out, work, lock=main_rank())  # the record: WORK/manifest.jsonl; the work folder locked by rank 0
     except OutputLocked as e:
         die(locked_message(e))
     except RunError as e:
@@ -153,12 +153,15 @@ def edit_video_cmd(
                 stitch_steps=stitch_steps, mask=mask.value, feather=feather, side_by_side=side_by_side, batch_size=batch_size)
     settings = clip_run.request_settings(checkpoint, direction, [r.to_json() for r in ramps], pca=pca, detector=detector.value, out=out,
                                          **opts)
-    if info.note:
+    if info.note and main_rank():
         console.print(f"[yellow]note:[/] {escape(info.note)}")
-    if not info.has_audio:
+    if not info.has_audio and main_rank():
         console.print(f"[yellow]note:[/] {escape(str(clip))} has no audio stream: the output will be silent")
     if settings is not None and job.start(settings):  # up to date: answered before any model or detector loads
         record = job.record or {}
+        job.close()
+        if not main_rank():
+            raise typer.Exit(EXIT_FAILED if record.get("stopped") else 0)
         report(out, info, clip, skipped=True, without_face=record.get("without_face") or [], stopped=record.get("stopped"))
     try:
         _run(job, settings, clip, info, out, work, direction, ramps, pca, force, checkpoint, refine_steps if refine == Refine.pti else 0, stitch,
@@ -169,6 +172,11 @@ def edit_video_cmd(
         release_all()
         console.print(f"interrupted: the finished frames are kept in {escape(str(work))}; rerun the same command to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def main_rank() -> bool:
+    """Rank 0, or no torchrun (read before the process group is joined)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def report(out: Path, info, clip: Path, *, skipped: bool, without_face: list, stopped: str | None, frames: int = 0, edited: int = 0,
@@ -200,14 +208,14 @@ def _run(job, settings, clip, info, out, work, direction, ramps, pca, force, che
 
     from e4ecli.cli.align import open_detector_or_die
     from e4ecli.cli.batch import ident_hash
-    from e4ecli.cli.common import device_or_die, load_model, locked_message, progress_columns
+    from e4ecli.cli.common import distributed_or_die, load_model, locked_message, progress_columns
     from e4ecli.cli.edit import resolve_edits
     from e4ecli.files.provenance import Settings
     from e4ecli.pipelines.video_align import FaceIndexOutOfRange, NoFaceInClip
     from e4ecli.pipelines.video_edit import Ramp, VideoEditOptions, edit_video
     from e4ecli.runs import Finished, OutputLocked, video_edit as clip_run
 
-    dev = device_or_die(device)
+    dist, dev = distributed_or_die(device)  # under torchrun the frames are shared across the processes
     ckpt, ident = load_model(checkpoint)
     if ckpt.encoder is None:
         die(f"--checkpoint {checkpoint} holds only a generator; editing a video needs an e4e checkpoint with an encoder")
@@ -256,7 +264,7 @@ def _run(job, settings, clip, info, out, work, direction, ramps, pca, force, che
     labels = {"track": "finding the face", "align": "aligning", "invert": "inverting", "pti": "tuning (PTI epochs)",
               "edit": "editing", "stitch": "editing + stitching", "encode": "encoding"}
     made: dict = {}
-    with Progress(*progress_columns(), console=console, transient=False) as bar:
+    with Progress(*progress_columns(), console=console, transient=False, disable=not dist.is_main) as bar:
         tasks: dict = {}
 
         def progress(stage: str, done: int, total):
@@ -267,19 +275,27 @@ def _run(job, settings, clip, info, out, work, direction, ramps, pca, force, che
         def make(_target: Path) -> dict:
             made["result"] = result = edit_video(clip, info, out, work, backend=backend, ckpt=ckpt, ckpt_id=ident_hash(ident), steps=steps,
                                                  opts=opts, device=dev, nets=nets, stitch_config=stitch_config, masker=masker,
-                                                 progress=progress)
+                                                 progress=progress, dist=dist)
             return clip_run.result_fields(result)
 
         try:
-            for ev in job.execute(make, atomic=False, errors=()):  # the pipeline writes the clip atomically itself
-                if isinstance(ev, Finished) and ev.stopped:  # the clip is written; only its record is missing
-                    console.print(f"[yellow]warning:[/] {escape(ev.stopped)}")
+            if dist.is_main:
+                for ev in job.execute(make, atomic=False, errors=()):  # the pipeline writes the clip atomically itself
+                    if isinstance(ev, Finished) and ev.stopped:  # the clip is written; only its record is missing
+                        console.print(f"[yellow]warning:[/] {escape(ev.stopped)}")
+            else:  # the other ranks edit their share of the frames; rank 0 writes the clip and its record
+                make(out)
         except FaceIndexOutOfRange as e:
             die(f"--face {e.face}: the first frame with faces has only {e.found} (--face 0 to {e.found - 1}, numbered from the left)", EXIT_FAILED)
         except NoFaceInClip as e:
             die(str(e), EXIT_FAILED)
         except OutputLocked as e:
             die(locked_message(e))
+    dist.close()
     result = made["result"]
+    if not dist.is_main:
+        raise typer.Exit(EXIT_FAILED if result.stopped else 0)
+    if result.shares:
+        console.print(f"frames shared by {len(result.shares)} processes: {', '.join(map(str, result.shares))} frames")
     report(out, info, clip, skipped=result.skipped, without_face=result.without_face, stopped=result.stopped, frames=result.frames,
            edited=result.edited, notes=tuple(result.notes))

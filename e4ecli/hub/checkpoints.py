@@ -22,8 +22,6 @@ random initialisation that the file would overwrite, no copy of the weights.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pickle
 import re
 import zipfile
@@ -35,7 +33,8 @@ import torch
 from e4ecli.domains import domain_for
 from e4ecli.hub import ada, zoo
 from e4ecli.hub.assign import load_strict, on_meta
-from e4ecli.hub.fetch import looks_like_html, recorded_sha256, sha256_of
+from e4ecli.hub.fetch import looks_like_html
+from e4ecli.hub.file_ids import FILE_IDS, FILE_IDS_KEPT, file_id, remembered  # noqa: F401  (file ids are read without torch)
 from e4ecli.hub.types import GENERATOR_CONFIG_KEY, CheckpointError, LoadedCheckpoint
 from e4ecli.models.encoders import ENCODERS, ir_blocks, style_count
 from e4ecli.models.stylegan2 import Generator
@@ -80,46 +79,7 @@ def safe_load(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
-FILE_IDS = "file_ids.json"  # in the weights cache: what is known about checkpoints already read
-FILE_IDS_KEPT = 256
 SCAN_FACT = "bomb scan v1"  # a stricter scanner renames this, and every file is scanned again
-
-
-def remembered(path: str | Path, fact: str, compute) -> str:
-    """`compute()` for this file, remembered in the weights cache under the file's absolute path, size,
-    modification time (ns) and inode: a rewritten or replaced file is looked at again. Used for the
-    content hash (about a second for the published 1.2 GB file) and the pickle bomb scan (about 0.4 s).
-    A `compute` that raises stores nothing. An unwritable cache only means computing every time."""
-    path = Path(path)
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    store = zoo.cache_dir() / FILE_IDS
-    try:
-        known = json.loads(store.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    facts = known.get(key)
-    facts = {"id": facts} if isinstance(facts, str) else facts if isinstance(facts, dict) else {}
-    if isinstance(facts.get(fact), str):
-        return facts[fact]
-    value = compute()
-    known.pop(key, None)
-    known = dict(list(known.items())[-(FILE_IDS_KEPT - 1):] + [(key, {**facts, fact: value})])
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_name(f".{FILE_IDS}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known), encoding="utf-8")
-        os.replace(tmp, store)
-    except OSError:
-        pass
-    return value
-
-
-def file_id(path: str | Path) -> str:
-    """Short content hash used to identify a checkpoint in manifests and caches (remembered per file)."""
-    return remembered(path, "id", lambda: (recorded_sha256(Path(path)) or sha256_of(Path(path)))[:16])  # a fetched file's sha256 is kept beside it
 
 
 def _scan(path: Path) -> None:

@@ -71,6 +71,7 @@ class VideoEditResult:
     notes: list[str] = field(default_factory=list)
     stages: dict = field(default_factory=dict)  # stage -> "done" | "reused"
     timings: dict = field(default_factory=dict)
+    shares: list[int] = field(default_factory=list)  # under torchrun: the frames each process inverted and edited, by rank
 
 
 def stage_folder(work: Path, name: str, fingerprint: str) -> tuple[Path, bool]:
@@ -100,11 +101,12 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 def invert_frames(aligned: ClipAlignment, model, domain, folder: Path, device, batch_size: int,
-                  on_frame: Callable[[int], None] | None = None) -> None:
-    """e4e codes of every aligned frame -> folder/<frame>.npy (frames already there are kept)."""
+                  on_frame: Callable[[int], None] | None = None, frames: Sequence[int] | None = None) -> None:
+    """e4e codes of every aligned frame (or of `frames`, this process's share) -> folder/<frame>.npy (frames
+    already there are kept)."""
     from PIL import Image
 
-    todo = [i for i in aligned.with_face if not (folder / f"{frame_name(i)}.npy").exists()]
+    todo = [i for i in (aligned.with_face if frames is None else frames) if not (folder / f"{frame_name(i)}.npy").exists()]
     for chunk in _batches(todo, batch_size):
         x = torch.stack([domain.preprocess(Image.open(aligned.image(i)).convert("RGB")) for i in chunk]).to(device)
         with torch.inference_mode():
@@ -190,10 +192,10 @@ def edit_offsets(steps: Sequence[tuple[Edit, Ramp]], frames: Sequence[int], tota
 
 
 def edit_frames(aligned: ClipAlignment, generator, domain, latents: Path, folder: Path, steps, total: int, device, batch_size: int,
-                stitch=None, masker=None, on_frame: Callable[[int], None] | None = None) -> None:
-    """Edited crops -> folder/<frame>.png; with `stitch` (a refine.stitch.StitchConfig) each crop is stitched
-    and its blend mask saved as folder/<frame>.mask.npy."""
-    todo = [i for i in aligned.with_face if not (folder / f"{frame_name(i)}.png").exists()]
+                stitch=None, masker=None, on_frame: Callable[[int], None] | None = None, frames: Sequence[int] | None = None) -> None:
+    """Edited crops -> folder/<frame>.png (every aligned frame, or `frames`); with `stitch` (a refine.stitch.StitchConfig)
+    each crop is stitched and its blend mask saved as folder/<frame>.mask.npy."""
+    todo = [i for i in (aligned.with_face if frames is None else frames) if not (folder / f"{frame_name(i)}.png").exists()]
     for chunk in _batches(todo, 1 if stitch is not None else batch_size):
         w = torch.stack([load_latent(latents, i) for i in chunk]).to(device)
         with torch.inference_mode():
@@ -289,14 +291,44 @@ def output_is_current(out: Path, work: Path, fingerprint: str) -> bool:
     return bool(done) and done.get("fingerprint") == fingerprint and out.exists() and done.get("output_stamp") == input_stamp(out)
 
 
+def _together(dist, step: Callable[[], object] | None):
+    """Run `step` on this process (None: nothing to do here), then wait for every process; the first failure of
+    any process is raised on all of them (a process never waits for one that died). Returns step's value."""
+    value, error = None, None
+    try:
+        value = step() if step is not None else None
+    except Exception as e:  # noqa: BLE001 -- handed to every process, raised again below
+        error = e
+    if dist is not None and dist.world > 1:
+        errors = dist.gather(error)
+        error = error or next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise error
+    return value
+
+
+def _share(frames: Sequence[int], dist) -> list[int]:
+    """This process's frames (round robin, as files.batch.shard shares items)."""
+    if dist is None or dist.world <= 1:
+        return list(frames)
+    return [f for k, f in enumerate(frames) if k % dist.world == dist.rank]
+
+
 def edit_video(clip: Path, info: VideoInfo, out: Path, work: Path, *, backend, ckpt, ckpt_id: str, steps: Sequence[tuple[Edit, Ramp]],
                opts: VideoEditOptions, device, nets=None, stitch_config=None, masker=None,
-               progress: Callable[[str, int, int | None], None] | None = None, notify: Callable[[str], None] | None = None
-               ) -> VideoEditResult:
-    """The whole edit (module docstring). progress(stage, done, total); notify(line) for notes."""
+               progress: Callable[[str, int, int | None], None] | None = None, notify: Callable[[str], None] | None = None,
+               dist=None) -> VideoEditResult:
+    """The whole edit (module docstring). progress(stage, done, total); notify(line) for notes.
+
+    dist (runtime.Dist, under torchrun): the frames are shared across the processes as the image commands share
+    their inputs -- inversion and editing (+ stitching) split round robin, each process writing its frames into
+    the shared work folder; tracking (sequential, smoothed over time), PTI (one generator for all frames) and the
+    encode run on rank 0 while the others wait. Every process returns the result; only rank 0 writes the clip."""
     import time
 
     from e4ecli.pipelines.video_align import settings_id
+
+    main = dist is None or dist.is_main
 
     def tick(stage: str, total: int | None = None):
         count = {"n": 0}
@@ -307,6 +339,12 @@ def edit_video(clip: Path, info: VideoInfo, out: Path, work: Path, *, backend, c
                 progress(stage, count["n"], total)
         return on
 
+    def first_main(step: Callable[[], object]):
+        """`step` on rank 0, then on the others (which find rank 0's files: a stage folder is emptied once)."""
+        value = _together(dist, step if main else None)
+        other = _together(dist, None if main else step)  # every process takes part in both rounds
+        return value if main else other
+
     timings: dict[str, float] = {}
     work.mkdir(parents=True, exist_ok=True)
     _, frames_id = settings_id(info, backend.name, opts.face, opts.size, opts.supersample, opts.center_sigma, opts.xy_sigma)
@@ -314,9 +352,9 @@ def edit_video(clip: Path, info: VideoInfo, out: Path, work: Path, *, backend, c
 
     t = time.perf_counter()
     track_tick, align_tick = tick("track", info.frame_count), tick("align", None)
-    aligned = align_clip(clip, info, backend, work / "aligned", size=opts.size, supersample=opts.supersample, face=opts.face,
-                         center_sigma=opts.center_sigma, xy_sigma=opts.xy_sigma,
-                         on_frame=lambda stage, i: (track_tick if stage == "track" else align_tick)(i))
+    aligned = first_main(lambda: align_clip(clip, info, backend, work / "aligned", size=opts.size, supersample=opts.supersample, face=opts.face,
+                                            center_sigma=opts.center_sigma, xy_sigma=opts.xy_sigma,
+                                            on_frame=lambda stage, i: (track_tick if stage == "track" else align_tick)(i)))
     timings["track+align"] = time.perf_counter() - t
     result = VideoEditResult(out, aligned.frames, len(aligned.with_face), aligned.without_face, aligned.stopped, timings=timings)
     if output_is_current(out, work, fp.output):
@@ -328,33 +366,45 @@ def edit_video(clip: Path, info: VideoInfo, out: Path, work: Path, *, backend, c
     for p in generator.parameters():
         p.requires_grad_(False)
     n = len(aligned.with_face)
+    mine = _share(aligned.with_face, dist)
+    if dist is not None and dist.world > 1:
+        result.shares = [int(k) for k in dist.gather(len(mine))]
 
     t = time.perf_counter()
-    latents, reused = stage_folder(work, "latents", fp.latents)
-    invert_frames(aligned, model, ckpt.domain, latents, device, opts.batch_size, on_frame=tick("invert", n))
+    latents, reused = first_main(lambda: stage_folder(work, "latents", fp.latents))
+    _together(dist, lambda: invert_frames(aligned, model, ckpt.domain, latents, device, opts.batch_size, on_frame=tick("invert", len(mine)),
+                                          frames=mine))
     result.stages["latents"] = "reused" if reused and not timings.get("invert") else "done"
     timings["invert"] = time.perf_counter() - t
 
     if fp.pti is not None:
         t = time.perf_counter()
-        pti_dir, _ = stage_folder(work, "pti", fp.pti)
-        generator = tune_on_clip(generator, aligned, latents, pti_dir, epochs=opts.pti_steps, lr=opts.pti_lr, domain=ckpt.domain, nets=nets,
-                                 latent_avg=model.latent_avg, device=device, batch_size=opts.batch_size,
-                                 on_epoch=tick("pti", opts.pti_steps))
+        pti_dir, _ = first_main(lambda: stage_folder(work, "pti", fp.pti))
+
+        def tune():
+            return tune_on_clip(generator, aligned, latents, pti_dir, epochs=opts.pti_steps, lr=opts.pti_lr, domain=ckpt.domain, nets=nets,
+                                latent_avg=model.latent_avg, device=device, batch_size=opts.batch_size, on_epoch=tick("pti", opts.pti_steps))
+        generator = first_main(tune)  # rank 0 tunes; the others load its generator.pt
         timings["pti"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    edited, _ = stage_folder(work, "edited", fp.edited)
-    edit_frames(aligned, generator, ckpt.domain, latents, edited, steps, aligned.frames, device, opts.batch_size, stitch=stitch_config,
-                masker=masker, on_frame=tick("stitch" if stitch_config is not None else "edit", n))
+    edited, _ = first_main(lambda: stage_folder(work, "edited", fp.edited))
+    _together(dist, lambda: edit_frames(aligned, generator, ckpt.domain, latents, edited, steps, aligned.frames, device, opts.batch_size,
+                                        stitch=stitch_config, masker=masker, on_frame=tick("stitch" if stitch_config is not None else "edit", len(mine)),
+                                        frames=mine))
     timings["edit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    writer = encode(clip, info, aligned, edited, out, opts.feather, opts.side_by_side, on_frame=tick("encode", aligned.frames))
+
+    def encode_and_record():
+        writer = encode(clip, info, aligned, edited, out, opts.feather, opts.side_by_side, on_frame=tick("encode", aligned.frames))
+        write_text(work / DONE_FILE, json.dumps({"fingerprint": fp.output, "output": os.path.abspath(out), "output_stamp": input_stamp(out),
+                                                 "frames": aligned.frames, "edited": n, "without_face": aligned.without_face,
+                                                 "stopped": aligned.stopped}) + "\n")
+        return writer
+
+    writer = _together(dist, encode_and_record if main else None)
     timings["encode"] = time.perf_counter() - t
-    if writer.audio_note:
+    if writer is not None and writer.audio_note:
         result.notes.append(writer.audio_note)
-    write_text(work / DONE_FILE, json.dumps({"fingerprint": fp.output, "output": os.path.abspath(out), "output_stamp": input_stamp(out),
-                                             "frames": aligned.frames, "edited": n, "without_face": aligned.without_face,
-                                             "stopped": aligned.stopped}) + "\n")
     return result

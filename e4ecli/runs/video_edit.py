@@ -105,7 +105,7 @@ def request_settings(checkpoint: str | Path, directions: Sequence[str], ramps: S
     loaded; None when they cannot be told that way (then the run decides after loading, from the pipeline's own
     fingerprints). `checkpoint`: a file or a zoo name on disk (its content id is remembered per file)."""
     from e4ecli.files.provenance import Settings
-    from e4ecli.hub.checkpoints import file_id
+    from e4ecli.hub.file_ids import file_id
 
     path = local_checkpoint(checkpoint)
     if path is None:
