@@ -227,7 +227,7 @@ def eval_cmd(
     report = {**{k: report[k] for k in names}, "n_images": report["n_images"], "checkpoint": ident,
               "edit": {"direction": edit.label, "strength": s} if edit is not None else None,
               **{k: v for k, v in report.items() if k not in names and k != "n_images"}}
-    write_output_or_die(job, json.dumps(report, indent=1) + "\n")  # e4ecli.runs.OutputRun: checked, locked, atomic
+    write_output_or_die(job, json.dumps(report, indent=1) + "\n")  # e4ecli.runs.OutputRun: checked, atomic
     title = f"e4e eval: {report['n_images']} image(s), {ident}" + (f", edit {edit.label} × {s:g}" if edit is not None else "")
     print_table(report, title)
     if report["failed"]:

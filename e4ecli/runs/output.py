@@ -50,8 +50,8 @@ class OutputRun:
 
     stamp_input: the (single) source's size and mtime join the fingerprint (a changed input redoes the output);
     stamp_output: also record the output file's size and mtime, and redo when they changed (the file was
-    replaced or edited after the run); record_it=False: no manifest line and no skip (a report that is always
-    made anew, `e4e eval`'s JSON), the rest of the template (checks, lock, atomic write, events) kept."""
+    replaced or edited after the run); record_it=False: no manifest line, no skip and no lock (a report that is
+    always made anew, `e4e eval`'s JSON), the rest of the template (checks, atomic write, events) kept."""
 
     label: str
     target: Path
@@ -167,7 +167,8 @@ class OutputRun:
         if problem:
             raise OutputUnusable(self.target, problem)
         self.records.mkdir(parents=True, exist_ok=True)
-        lock_output(self.records)
+        if self.record_it:  # one writer of the folder's manifest at a time; a report without a record takes no lock
+            lock_output(self.records)
         start = time.perf_counter()
         item = Item(self.sources[0] if self.sources else self.target, self.target.stem)
         stopped = None
