@@ -169,7 +169,7 @@ def output_run_or_die(label: str, target: Path, inputs: Iterable[Path] = (), opt
     except UnrecordedOutput as e:
         die(f"{e}; --overwrite replaces it")
     except OutputLocked as e:
-        die(e)
+        die(locked_message(e))
 
 
 def write_output_or_die(job, text: str) -> None:
