@@ -44,6 +44,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("edit: bad sweep", ["edit", "a.npy", "-o", "out", "-d", "age", "-s", "-3:3:x"], 2),
     ("edit: unknown direction", ["edit", "a.npy", "-o", "out", "-d", "agee", "-s", "3"], 2),
     ("edit: bad ganspace spec", ["edit", "a.npy", "-o", "out", "-d", "ganspace:x:1:2", "-s", "3"], 2),
+    ("edit: bad sefa layers", ["edit", "a.npy", "-o", "out", "-d", "sefa:0:2-x", "-s", "3"], 2),
+    ("edit: bad --beta", ["edit", "a.npy", "-o", "out", "-d", "text:a smile", "--beta", "2", "--relevance", "a.npy"], 2),
     ("edit: missing --checkpoint", ["edit", "a.npy", "-o", "out", "-d", "age", "-s", "3", "-c", "no_such.pt"], 2),
     ("edit: sweep, missing --checkpoint", ["edit", "a.npy", "-o", "out", "-d", "age", "-s", "-3:3:3", "--save-latents", "-c", "no_such.pt"], 2),
     ("edit: missing latents", ["edit", "no_such", "-o", "out", "-d", "age", "-s", "3"], 2),

@@ -89,3 +89,13 @@ def test_errors_name_settings_and_each_interface_spells_them():
     with pytest.raises(StyleflowSpecError) as e:
         parse_overrides(["height=3"])
     assert worded(e.value, CLI).startswith("--attribute 'height=3': use NAME=VALUE") and "--" not in str(e.value)
+
+
+def test_a_styleflow_edit_knows_its_target_from_its_spec():
+    from e4ecli.edits.specs import Edit
+
+    spec = parse_direction("styleflow:light_front")
+    assert Edit(spec.label, "styleflow", spec=spec).styleflow_target == Target("light_front")
+    assert Edit("styleflow:age", "styleflow").styleflow_target.attribute == 6  # an Edit made by hand: from its label
+    with pytest.raises(ValueError, match="not a StyleFlow edit"):
+        _ = Edit("age", "interfacegan").styleflow_target

@@ -44,7 +44,7 @@ def setup_or_die(edits: Sequence["Edit"], items: Sequence["Item"], weights: Opti
     from e4ecli.hub.zoo import ZooError
     from e4ecli.pipelines import styleflow as pipe
 
-    names = [e.label.split(":", 1)[1] for e in edits if e.kind == "styleflow"]
+    names = [e.styleflow_target.name for e in edits if e.kind == "styleflow"]
     if not names:
         return None
     if len(set(names)) != len(names):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # torch is imported where a tensor is made: parsing and check
     import torch
 
     from e4ecli.edits import ops
+    from e4ecli.edits.syntax import DirectionSpec, Target
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,21 @@ class Edit:
     context: Callable | None = field(default=None, repr=False, compare=False)  # styleflow: bound to latents' conditions
     s_direction: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)  # stylespace/text: per-layer offsets at strength 1
     settings: dict | None = field(default=None, compare=False)  # text: prompt, neutral, beta, CLIP and relevance file ids
+    spec: DirectionSpec | None = field(default=None, repr=False, compare=False)  # the parsed spec it was resolved from
 
     @property
     def in_stylespace(self) -> bool:
         return self.s_direction is not None
+
+    @property
+    def styleflow_target(self) -> Target:
+        """The StyleFlow attribute or lighting preset of a styleflow edit (from its spec; else from its label)."""
+        from e4ecli.edits.syntax import StyleFlow, parse_direction
+
+        spec = self.spec if self.spec is not None else parse_direction(self.label)
+        if not isinstance(spec, StyleFlow):
+            raise ValueError(f"{self.label}: not a StyleFlow edit")
+        return spec.target
 
     def style_offsets(self, strength: float | torch.Tensor, n: int) -> list[torch.Tensor]:
         """Offsets of the StyleSpace vectors for n latents (one (n, C_l) per layer); strength a float or (n,)."""

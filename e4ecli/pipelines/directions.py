@@ -10,6 +10,7 @@ settings they concern as {pca}, {neutral}, {beta}, ... (`e4ecli.errors`): the in
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -99,9 +100,9 @@ def resolve(spec: str | DirectionSpec, generator, *, pca: str | Path | None = No
 
     d = parsed(spec)
     if isinstance(d, GanSpace):
-        edit = Edit(d.label, "ganspace", styles=tuple(range(d.start, d.end)), pca=resolve_pca(pca, domain_name, fetch), component=d.component)
+        edit = Edit(d.label, "ganspace", styles=tuple(range(d.start, d.end)), pca=resolve_pca(pca, domain_name, fetch), component=d.component, spec=d)
     elif isinstance(d, StyleFlow):
-        edit = Edit(d.label, "styleflow", domain="ffhq")
+        edit = Edit(d.label, "styleflow", domain="ffhq", spec=d)
     elif isinstance(d, Sefa):
         try:
             result = sefa_cached(generator, d.layers, sefa_cache_key)
@@ -109,23 +110,23 @@ def resolve(spec: str | DirectionSpec, generator, *, pca: str | Path | None = No
             raise DirectionError(f"direction {d.spec!r}: {e}") from None
         if not 0 <= d.k < result.directions.shape[0]:
             raise DirectionError(f"direction {d.spec!r}: K must be in 0..{result.directions.shape[0] - 1}")
-        edit = Edit(d.label, "sefa", SEFA_STRENGTH, SEFA_RANGE, direction=result.directions[d.k], styles=result.layers)
+        edit = Edit(d.label, "sefa", SEFA_STRENGTH, SEFA_RANGE, direction=result.directions[d.k], styles=result.layers, spec=d)
     elif isinstance(d, Channel):
         from e4ecli.edits import stylespace as ss
 
         stats = style_stats_cached(generator, sefa_cache_key)
         offsets = ss.channel_direction(generator.style_channels(), d.layer, d.channel, stats.std, d.spec)
-        edit = Edit(d.label, "stylespace", s_direction=offsets)
+        edit = Edit(d.label, "stylespace", s_direction=offsets, spec=d)
     elif isinstance(d, Text):
         offsets, settings = text_direction(d, generator, text, domain_short=domain_for(domain_name).short,
                                            stats_key=sefa_cache_key, download=download, force=force)
-        edit = Edit(d.label, "text", TEXT_STRENGTH, TEXT_RANGE, s_direction=offsets, settings=settings)
+        edit = Edit(d.label, "text", TEXT_STRENGTH, TEXT_RANGE, s_direction=offsets, settings=settings, spec=d)
     elif isinstance(d, NpzRow):
         edit = _npz_row(d)
     elif isinstance(d, DirectionFile):
-        edit = Edit(d.label, "interfacegan", direction=hub.load_direction(d.path))
+        edit = Edit(d.label, "interfacegan", direction=hub.load_direction(d.path), spec=d)
     else:
-        edit = _registry_edit(d.name, fetch)
+        edit = replace(_registry_edit(d.name, fetch), spec=d)
         model_domain = domain_for(domain_name).short
         if edit.domain not in (None, "", "any", model_domain) and not force:
             raise OtherDomain(d.name, edit.domain, model_domain)
@@ -192,7 +193,7 @@ def _npz_row(d: NpzRow) -> Edit:
     if not torch.isfinite(row).all():
         raise DirectionError(f"{spec}: row {k} contains NaN or infinite values")
     layers = tuple(int(v) for v in data["layers"].reshape(-1)) if "layers" in data else None
-    return Edit(spec, "sefa", SEFA_STRENGTH, SEFA_RANGE, direction=row, styles=layers)
+    return Edit(spec, "sefa", SEFA_STRENGTH, SEFA_RANGE, direction=row, styles=layers, spec=d)
 
 
 # -- what is computed once per checkpoint (in memory, and on disk with a checkpoint hash) ----------------

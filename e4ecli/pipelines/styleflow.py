@@ -19,7 +19,7 @@ import torch
 
 from e4ecli.edits import ops
 from e4ecli.edits.styleflow import (ATTRIBUTES, Estimator, StyleflowSpecError, Target, condition_from_json, describe, fit_estimator,
-                                    parse_name, target_conditions)
+                                    target_conditions)
 from e4ecli.files.batch import Item
 from e4ecli.models.styleflow import N_LIGHTING, StyleFlow
 
@@ -230,7 +230,7 @@ def bind(edit, source: np.ndarray, setup: StyleflowSetup):
     (used for `e4e video` sweeps of a single latent)."""
     from dataclasses import replace
 
-    target = parse_name(edit.label.split(":", 1)[1])
+    target = edit.styleflow_target
     src = torch.from_numpy(np.asarray(source, dtype=np.float32))[None]
 
     def apply(latents: torch.Tensor, strength) -> torch.Tensor:
@@ -264,5 +264,5 @@ def apply_steps(w: torch.Tensor, edits: Sequence, strengths: Sequence, context: 
     if context is None:
         raise ValueError("StyleFlow edits need each latent's attributes and lighting (a StyleflowSetup)")
     setup, sources = context
-    targets = [parse_name(e.label.split(":", 1)[1]) for e in edits]
+    targets = [e.styleflow_target for e in edits]
     return round_trip(w, targets, strengths, sources.repeat_interleave(frames, dim=0), setup)
