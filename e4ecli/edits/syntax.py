@@ -260,6 +260,8 @@ def direction_kind(spec: str) -> str:
     return Registered.kind
 
 
+# DirectionError (hub.directions) is imported where an error is raised: the option checks that only need EASINGS
+# or parse_layers stay light.
 def _ints(parts: list[str], spec: str, usage: str) -> list[int]:
     from e4ecli.hub.directions import DirectionError
 

@@ -306,9 +306,7 @@ def read_cached(kind: str, key: str, tag: str) -> dict | None:
             return None
         with np.load(path, allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
-    except Exception:  # noqa: BLE001 -- zipfile.BadZipFile and other damage: a cache is only an optimisation
+    except Exception:  # noqa: BLE001 -- a damaged file (OSError, ValueError, BadZipFile, EOFError, ...): a cache is only an optimisation
         return None
 
 
