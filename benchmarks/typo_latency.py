@@ -84,11 +84,7 @@ CASES: list[tuple[str, list[str], int]] = [
 ]
 
 # cases answered after torch is imported, and why (tests/test_typo_latency.py holds every other case to no torch)
-NEEDS_TORCH = {
-    "video: missing --checkpoint": "checked after the output's ffmpeg fallback, which pipelines.video decides (it imports torch)",
-    **dict.fromkeys(["edit-video: bad ramp strength", "edit-video: unknown direction", "edit-video: missing --checkpoint"],
-                    "cli/edit_video.py parses the ramps with pipelines.video_edit.Ramp (that module imports torch)"),
-}
+NEEDS_TORCH: dict[str, str] = {}  # case -> why it is answered only after torch loads (none at present)
 
 
 def prepare(folder: Path) -> set[Path]:

@@ -176,11 +176,11 @@ def test_a_cached_file_that_does_not_fit_its_zoo_name_is_reported(e4e_64, cache)
 
 
 def test_file_id_of_a_fetched_file_reuses_the_kept_sha256(server, cache, monkeypatch):
-    from e4ecli.hub import checkpoints
+    from e4ecli.hub import checkpoints, file_ids
 
     use_registry(monkeypatch, entry(server.url("/w.pt"), sha256=None))
     path = zoo.download("toy", progress=False)
-    monkeypatch.setattr(checkpoints, "sha256_of", lambda p: pytest.fail("the fetched file is not hashed again"))
+    monkeypatch.setattr(file_ids, "sha256_of", lambda p: pytest.fail("the fetched file is not hashed again"))
     assert checkpoints.file_id(path) == PAYLOAD_SHA[:16]
 
 

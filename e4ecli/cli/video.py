@@ -138,7 +138,7 @@ def keyframe_files(inputs: List[Path]) -> tuple[List[Path], List[str]]:
     """The keyframes in order: files as given, a folder's .npy latents in name order (searched recursively, as
     the other commands read folders); (files, problems)."""
     from e4ecli.files.batch import discover
-    from e4ecli.files.latents import LATENT_EXTENSIONS
+    from e4ecli.files.kinds import LATENT_EXTENSIONS
 
     files: List[Path] = []
     problems: List[str] = []

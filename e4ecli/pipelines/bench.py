@@ -71,9 +71,24 @@ def machine_peak(device: torch.device, precision: str = "fp32", iters: int = 5) 
     return max(mm, conv), mm, conv
 
 
+def _count_onednn_convolutions() -> None:
+    """Teach FlopCounterMode oneDNN's prepacked convolution, which the encoder's CPU inference path runs
+    (e4ecli.models.encoders._Conv): it counts like any convolution of the same shapes."""
+    from torch.utils import flop_counter
+
+    op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    if op is None or op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(op)
+    def _formula(x_shape, w_shape, *_, out_shape=None, **__) -> int:
+        return flop_counter.conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
 def count_flops(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
+    _count_onednn_convolutions()
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
