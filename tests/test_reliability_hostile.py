@@ -767,10 +767,11 @@ def test_hostile_prompts_are_one_short_line_before_anything_loads(tmp_path, prom
 def test_edit_video_refuses_files_that_are_not_videos_in_one_line(tmp_path, content):
     clip = tmp_path / "two\nlines.mp4"  # a hostile name too
     clip.write_bytes(content)
+    (tmp_path / "never_loaded.pt").write_bytes(b"options are checked first, then the clip; the model never loads")
     res = run("edit-video", clip, "-o", tmp_path / "o.mp4", "-d", "age", "-s", "2", "-c", tmp_path / "never_loaded.pt")
     line = _one_error(res)
     assert res.exit_code == 2 and "two\\nlines.mp4" in line, res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["two\nlines.mp4"]  # nothing created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["never_loaded.pt", "two\nlines.mp4"]  # nothing created
 
 
 def test_a_relevance_file_of_another_layout_is_one_line_naming_it(gen, tmp_path):

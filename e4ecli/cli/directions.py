@@ -172,8 +172,7 @@ def fit_cmd(
     from rich.table import Table
 
     from e4ecli.cli.common import out_file_or_die, save_or_die
-    from e4ecli.edits.fit import FitError, fit_boundary
-    from e4ecli.files.labels import gather, read_labels
+    from e4ecli.files.labels import FitError, gather, read_labels
 
     if out.suffix.lower() not in (".npy", ".pt"):
         die(f"-o {out}: write the direction as .npy or .pt")
@@ -181,7 +180,9 @@ def fit_cmd(
     if not latents.is_dir():
         die(f"--latents {latents}: not a folder")
     try:
-        rows, problems = read_labels(labels)
+        rows, problems = read_labels(labels)  # a wrong labels file is answered before numpy loads
+        from e4ecli.edits.fit import fit_boundary
+
         codes, y, missing = gather(latents, rows)
         problems += missing
         for where, why in problems:

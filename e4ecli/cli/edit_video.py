@@ -42,7 +42,7 @@ def same_file(a: Path, b: Path) -> bool:
 def check_files(clip: Path, out: Path, work: Path) -> list[str]:
     """The clip, -o and --work, checked without torch: problems."""
     from e4ecli.files.guard import out_file_problem
-    from e4ecli.files.video import VIDEO_SUFFIXES
+    from e4ecli.files.kinds import VIDEO_SUFFIXES
 
     problems: list[str] = []
     if not clip.exists():
@@ -130,16 +130,16 @@ def edit_video_cmd(
     work = work if work is not None else out.with_name(out.name + ".frames")
     usage_or_die(check_files(clip, out, work))  # first, and without torch: a wrong file fails in a fraction of a second
 
+    text = text_options(neutral, beta, clip_weights, relevance)
+    ramps, problems = check_edits(direction, strength, pca, text)
+    usage_or_die(problems)
+    usage_or_die([checkpoint_problem(checkpoint)])  # the typos before the clip is probed (ffmpeg, a tenth of a second)
     from e4ecli.files.video import VideoError, probe
 
     try:
         info = probe(clip)
     except VideoError as e:
         die(str(e))
-    text = text_options(neutral, beta, clip_weights, relevance)
-    ramps, problems = check_edits(direction, strength, pca, text)
-    usage_or_die(problems)
-    usage_or_die([checkpoint_problem(checkpoint)])
     from e4ecli.cli.common import locked_message
     from e4ecli.runs import OutputLocked, RunError, video_edit as clip_run
 

@@ -124,7 +124,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate an encoder: l2 / LPIPS / identity, FID / SWD, and editability (FID / SWD of edits, LEC); or an edited clip
     against its source: TL-ID, TG-ID and flicker."""
-    from e4ecli.files.video import VIDEO_SUFFIXES
+    from e4ecli.files.kinds import VIDEO_SUFFIXES
 
     if source is not None or (len(inputs) == 1 and inputs[0].suffix.lower() in VIDEO_SUFFIXES):
         if direction is not None or sweep is not None or metrics != "default":

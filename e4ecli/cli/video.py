@@ -86,7 +86,7 @@ def video_cmd(
     problems += missing
     if direction is not None and len(inputs) > 1:
         problems.append(f"--direction sweeps one latent; got {len(inputs)} (run once per latent, or drop --direction to interpolate)")
-    from e4ecli.files.video import VIDEO_SUFFIXES
+    from e4ecli.files.kinds import VIDEO_SUFFIXES
 
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         problems.append(f"{out}: unsupported video type '{out.suffix}'; use .mp4 or .gif "

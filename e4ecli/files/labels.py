@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 POSITIVE = {"1", "true", "yes", "y", "pos", "positive", "+1"}
 NEGATIVE = {"0", "-1", "false", "no", "n", "neg", "negative"}
@@ -57,6 +59,8 @@ def gather(latents_dir: Path, rows: list[tuple[str, int]], n_styles: int | None 
     """Load the labelled latents -> (codes (N, S, D), labels (N,), problems [(file, reason)]).
 
     With n_styles None, the first readable latent decides it."""
+    import numpy as np  # here: a wrong labels file is answered without numpy
+
     from e4ecli.files.latents import LatentError, load_latent, read_header
 
     codes, labels, problems = [], [], []

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Iterable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from e4ecli.files.kinds import VIDEO_SUFFIXES, is_video  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_PIXELS = 4096 * 4096
 NOPTS = -(2**63)
@@ -289,6 +290,8 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
 
     A clip that ends early or with decoding errors yields the frames before the damage and then raises
     TruncatedVideo; closing the generator early stops ffmpeg."""
+    import numpy as np  # here, not at the top: the commands check their video options without numpy
+
     path = Path(path)
     info = info or probe(path)
     w, h = info.width, info.height
@@ -337,6 +340,8 @@ def count_frames(path: Path | str) -> int:
 # -- writing --------------------------------------------------------------------------------------------
 def even_sides(frame: np.ndarray) -> np.ndarray:
     """H.264 in yuv420p needs even sides: repeat the last row/column when one is odd."""
+    import numpy as np
+
     h, w = frame.shape[:2]
     if h % 2 or w % 2:
         frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -417,6 +422,8 @@ class VideoWriter:
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
 
     def write(self, frame: np.ndarray) -> None:
+        import numpy as np
+
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise VideoError(f"{self.path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
