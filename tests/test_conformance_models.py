@@ -72,6 +72,21 @@ def test_folded_inference_path_matches_the_original_and_follows_parameter_change
     assert (changed - expected).abs().max() <= 1e-4
 
 
+def test_building_and_running_the_inverter_on_cpu_keeps_the_files_encoder_weights(case_checkpoint, case_arrays):
+    """A loaded encoder's weights are the checkpoint's (memory-mapped) tensors: building the inverter copies none
+    of them, and the inference path runs the style blocks' convolutions on them as they are."""
+    ckpt = load_checkpoint(case_checkpoint("e4e_256"))
+    before = {name: p.data_ptr() for name, p in ckpt.encoder.named_parameters()}
+    model = ckpt.inverter()
+    assert {name: p.data_ptr() for name, p in model.encoder.named_parameters()} == before
+    x = torch.from_numpy(case_arrays("e4e_256")["x"][:1])
+    with torch.inference_mode():
+        model.encode(x)
+    block = ckpt.encoder.styles[0]
+    convs = block._folded.value
+    assert [c.weight.data_ptr() for c in convs] == [conv.weight.data_ptr() for conv in block.convs[::2]]
+
+
 def test_e4e_progressive_stages_reproduce_original(case_checkpoint, case_arrays):
     z = case_arrays("e4e_256")
     ckpt = load_checkpoint(case_checkpoint("e4e_256"))

@@ -103,7 +103,9 @@ class _Conv:
     __slots__ = ("weight", "bias", "stride", "padding", "slope", "packed", "packed_shape", "seen_shape")
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, slope: float | None = None):
-        self.weight = weight.contiguous(memory_format=torch.channels_last)
+        # CPU: kept as given (a checkpoint's weights stay memory-mapped; oneDNN reorders from any layout, and the
+        # prepacked copy is made from it); GPU: NHWC once, as cuDNN's NHWC kernels want (else a copy every call)
+        self.weight = weight if weight.device.type == "cpu" else weight.contiguous(memory_format=torch.channels_last)
         self.bias = bias
         self.stride = [stride, stride] if isinstance(stride, int) else list(stride)
         self.padding = [padding, padding] if isinstance(padding, int) else list(padding)

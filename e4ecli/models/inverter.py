@@ -16,8 +16,10 @@ class Inverter(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: Generator, latent_avg: torch.Tensor | None, start_from_latent_avg: bool = True):
         super().__init__()
-        # NHWC feature maps: oneDNN / cuDNN run the IR-SE50 convolutions several times faster
-        self.encoder = encoder.to(memory_format=torch.channels_last)
+        # NHWC feature maps (encode() passes its input as channels_last): oneDNN / cuDNN run the IR-SE50 convolutions
+        # several times faster. The weights are not copied to NHWC here: the encoder's inference path lays out its
+        # own (encoders._Conv), and on CPU oneDNN reorders a weight from any layout.
+        self.encoder = encoder
         self.decoder = decoder
         self.start_from_latent_avg = bool(start_from_latent_avg)
         self.register_buffer("latent_avg", latent_avg if latent_avg is not None else torch.zeros(decoder.n_latent, decoder.style_dim))
