@@ -84,7 +84,7 @@ CASES: list[tuple[str, list[str], int]] = [
 ]
 
 # cases answered after torch is imported, and why (tests/test_typo_latency.py holds every other case to no torch)
-NEEDS_TORCH: dict[str, str] = {}  # case -> why it is answered only after torch loads (none at present)
+NEEDS_TORCH: dict[str, str] = {}  # none at present
 
 
 def prepare(folder: Path) -> set[Path]:
